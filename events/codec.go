@@ -1,0 +1,268 @@
+package events
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// ErrUnknownVersion is returned by Decode for an event whose schema version
+// this build does not know. It is loud on purpose: a newer writer's events
+// must not be half-understood by an older reader.
+var ErrUnknownVersion = errors.New("unknown event schema version")
+
+// ErrMalformed is returned by Decode for a message that is not a valid event.
+var ErrMalformed = errors.New("malformed event")
+
+type wireEvent struct {
+	ID              string          `json:"id"`
+	Type            Type            `json:"type"`
+	V               int             `json:"v"`
+	Sale            string          `json:"sale"`
+	Time            time.Time       `json:"time"`
+	Shopper         string          `json:"shopper,omitempty"`
+	ClientRequestID string          `json:"clientRequestId,omitempty"`
+	Request         string          `json:"request,omitempty"`
+	Data            json.RawMessage `json:"data"`
+}
+
+type wireRequestBatch struct {
+	Requests []wireEvent `json:"requests"`
+}
+
+type wireDecisionBatch struct {
+	Sale      string      `json:"sale"`
+	Writer    string      `json:"writer"`
+	DecidedAt time.Time   `json:"decidedAt"`
+	FromSeq   uint64      `json:"fromSeq,omitempty"`
+	Head      Head        `json:"head"`
+	Events    []wireEvent `json:"events"`
+}
+
+// newData returns a pointer to the zero payload of t, or nil for an unknown type.
+func newData(t Type) any {
+	switch t {
+	case TypeSaleCreated:
+		return new(SaleCreated)
+	case TypeTokenRequested:
+		return new(TokenRequested)
+	case TypePurchaseRequested:
+		return new(PurchaseRequested)
+	case TypeTokenIssued:
+		return new(TokenIssued)
+	case TypeTokenDenied:
+		return new(TokenDenied)
+	case TypeTokenExpired:
+		return new(TokenExpired)
+	case TypePurchaseAccepted:
+		return new(PurchaseAccepted)
+	case TypePurchaseRefused:
+		return new(PurchaseRefused)
+	}
+	return nil
+}
+
+func toWire(e Event) (wireEvent, error) {
+	want := newData(e.Type)
+	if want == nil {
+		return wireEvent{}, fmt.Errorf("encode event %s: unknown type %q", e.ID, e.Type)
+	}
+	if fmt.Sprintf("%T", want) != fmt.Sprintf("%T", e.Data) {
+		return wireEvent{}, fmt.Errorf("encode event %s: type %s carries %T", e.ID, e.Type, e.Data)
+	}
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return wireEvent{}, fmt.Errorf("encode event %s: %w", e.ID, err)
+	}
+	v := e.Version
+	if v == 0 {
+		v = SchemaVersion
+	}
+	return wireEvent{ID: e.ID, Type: e.Type, V: v, Sale: e.Sale, Time: e.Time, Shopper: e.Shopper,
+		ClientRequestID: e.ClientRequestID, Request: e.Request, Data: data}, nil
+}
+
+// upgrade turns the payload of an older schema version into the current
+// one. It is the one place that knows the history of the wire format; today
+// there is only version 1.
+func upgrade(w *wireEvent) error {
+	switch w.V {
+	case SchemaVersion:
+		return nil
+	default:
+		return fmt.Errorf("%w: event %s of type %s has version %d, this build knows 1..%d",
+			ErrUnknownVersion, w.ID, w.Type, w.V, SchemaVersion)
+	}
+}
+
+func fromWire(w wireEvent) (Event, error) {
+	bad := func(format string, args ...any) (Event, error) {
+		return Event{}, fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+	}
+	if _, err := ulid.ParseStrict(w.ID); err != nil {
+		return bad("id %q is not a ULID", w.ID)
+	}
+	data := newData(w.Type)
+	if data == nil {
+		return bad("event %s has unknown type %q", w.ID, w.Type)
+	}
+	if err := upgrade(&w); err != nil {
+		return Event{}, err
+	}
+	if !ValidSaleID(w.Sale) {
+		return bad("event %s has invalid sale %q", w.ID, w.Sale)
+	}
+	if w.Time.IsZero() {
+		return bad("event %s has no time", w.ID)
+	}
+	if w.Type.IsRequest() && w.Shopper == "" {
+		return bad("request %s has no shopper", w.ID)
+	}
+	if !w.Type.IsRequest() && w.Type != TypeSaleCreated && w.Type != TypeTokenExpired && w.Request == "" {
+		return bad("decision %s names no request", w.ID)
+	}
+	if len(w.Data) == 0 || bytes.Equal(w.Data, []byte("null")) {
+		return bad("event %s has no data", w.ID)
+	}
+	dec := json.NewDecoder(bytes.NewReader(w.Data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(data); err != nil {
+		return bad("event %s data: %v", w.ID, err)
+	}
+	return Event{ID: w.ID, Type: w.Type, Version: SchemaVersion, Sale: w.Sale, Time: w.Time,
+		Shopper: w.Shopper, ClientRequestID: w.ClientRequestID, Request: w.Request, Data: data}, nil
+}
+
+// EncodeEvent writes one event.
+func EncodeEvent(e Event) ([]byte, error) {
+	w, err := toWire(e)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(w)
+}
+
+// DecodeEvent reads one event.
+func DecodeEvent(b []byte) (Event, error) {
+	var w wireEvent
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return fromWire(w)
+}
+
+// EncodeRequests writes a request batch.
+func EncodeRequests(rb RequestBatch) ([]byte, error) {
+	w := wireRequestBatch{Requests: make([]wireEvent, len(rb.Requests))}
+	for i, e := range rb.Requests {
+		if !e.Type.IsRequest() {
+			return nil, fmt.Errorf("encode request batch: event %s is a %s, not a request", e.ID, e.Type)
+		}
+		var err error
+		if w.Requests[i], err = toWire(e); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(w)
+}
+
+// DecodeRequests reads a request batch.
+func DecodeRequests(b []byte) (RequestBatch, error) {
+	var w wireRequestBatch
+	if err := json.Unmarshal(b, &w); err != nil {
+		return RequestBatch{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(w.Requests) == 0 {
+		return RequestBatch{}, fmt.Errorf("%w: empty request batch", ErrMalformed)
+	}
+	rb := RequestBatch{Requests: make([]Event, len(w.Requests))}
+	for i, we := range w.Requests {
+		e, err := fromWire(we)
+		if err != nil {
+			return RequestBatch{}, err
+		}
+		if !e.Type.IsRequest() {
+			return RequestBatch{}, fmt.Errorf("%w: event %s in a request batch is a %s", ErrMalformed, e.ID, e.Type)
+		}
+		rb.Requests[i] = e
+	}
+	return rb, nil
+}
+
+// EncodeDecisions writes a decision batch.
+func EncodeDecisions(db DecisionBatch) ([]byte, error) {
+	w := wireDecisionBatch{Sale: db.Sale, Writer: db.Writer, DecidedAt: db.DecidedAt, FromSeq: db.FromSeq,
+		Head: db.Head, Events: make([]wireEvent, len(db.Events))}
+	for i, e := range db.Events {
+		if e.Type.IsRequest() || e.Type == TypeSaleCreated {
+			return nil, fmt.Errorf("encode decision batch: event %s is a %s, not a decision", e.ID, e.Type)
+		}
+		var err error
+		if w.Events[i], err = toWire(e); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(w)
+}
+
+// DecodeDecisions reads a decision batch.
+func DecodeDecisions(b []byte) (DecisionBatch, error) {
+	var w wireDecisionBatch
+	if err := json.Unmarshal(b, &w); err != nil {
+		return DecisionBatch{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if !ValidSaleID(w.Sale) || w.Head.Version == 0 || w.DecidedAt.IsZero() {
+		return DecisionBatch{}, fmt.Errorf("%w: decision batch lacks sale, version or time", ErrMalformed)
+	}
+	db := DecisionBatch{Sale: w.Sale, Writer: w.Writer, DecidedAt: w.DecidedAt, FromSeq: w.FromSeq,
+		Head: w.Head, Events: make([]Event, len(w.Events))}
+	for i, we := range w.Events {
+		e, err := fromWire(we)
+		if err != nil {
+			return DecisionBatch{}, err
+		}
+		if e.Type.IsRequest() || e.Type == TypeSaleCreated {
+			return DecisionBatch{}, fmt.Errorf("%w: event %s in a decision batch is a %s", ErrMalformed, e.ID, e.Type)
+		}
+		db.Events[i] = e
+	}
+	return db, nil
+}
+
+// IDs makes ULIDs: monotonic within a millisecond, safe for concurrent use.
+type IDs struct {
+	mu      sync.Mutex
+	entropy *ulid.MonotonicEntropy
+}
+
+// NewIDs returns an ID source backed by crypto/rand.
+func NewIDs() *IDs { return &IDs{entropy: ulid.Monotonic(rand.Reader, 0)} }
+
+// New returns a fresh ULID stamped with t.
+func (g *IDs) New(t time.Time) string {
+	g.mu.Lock()
+	id, err := ulid.New(ulid.Timestamp(t), g.entropy)
+	g.mu.Unlock()
+	if err != nil { // entropy overflow within one millisecond: fall back to fresh randomness
+		id = ulid.MustNew(ulid.Timestamp(t), rand.Reader)
+	}
+	return id.String()
+}
+
+// DerivedID returns a ULID stamped with t whose random part is derived from
+// seed. Decision events use it so that re-running the decision code yields
+// byte-identical events, ids included.
+func DerivedID(t time.Time, seed string) string {
+	sum := sha256.Sum256([]byte(seed))
+	var id ulid.ULID
+	_ = id.SetTime(ulid.Timestamp(t))
+	_ = id.SetEntropy(sum[:10])
+	return id.String()
+}

@@ -1,0 +1,226 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+var at = time.Date(2026, 12, 1, 10, 0, 0, 123456789, time.UTC)
+
+func sampleRequests() RequestBatch {
+	return RequestBatch{Requests: []Event{
+		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4G", Type: TypeTokenRequested, Version: 1, Sale: "demo", Time: at,
+			Shopper: "01JE2W6N2X7Q8V9B0C1D2E3F40", ClientRequestID: "click-1", Data: &TokenRequested{}},
+		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Type: TypePurchaseRequested, Version: 1, Sale: "demo", Time: at,
+			Shopper: "01JE2W6N2X7Q8V9B0C1D2E3F41", Data: &PurchaseRequested{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4A"}},
+	}}
+}
+
+func sampleDecisions() DecisionBatch {
+	return DecisionBatch{Sale: "demo", Writer: "node-1/1", DecidedAt: at, FromSeq: 7,
+		Head: Head{Version: 3, Cursor: 9, Stock: 100, Quota: 120, Issued: 5, Expired: 1, Redeemed: 2},
+		Events: []Event{
+			{ID: DerivedID(at, "expire:x"), Type: TypeTokenExpired, Version: 1, Sale: "demo", Time: at, Shopper: "s0",
+				Data: &TokenExpired{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4B", ExpiresAt: at.Truncate(time.Second)}},
+			{ID: DerivedID(at, "decide:a"), Type: TypeTokenIssued, Version: 1, Sale: "demo", Time: at, Shopper: "s1",
+				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4G", Data: &TokenIssued{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4G", IssuedAt: at, ExpiresAt: at.Add(5 * time.Minute).Truncate(time.Second)}},
+			{ID: DerivedID(at, "decide:b"), Type: TypeTokenDenied, Version: 1, Sale: "demo", Time: at, Shopper: "s2",
+				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4C", Data: &TokenDenied{Reason: ReasonSoldOut}},
+			{ID: DerivedID(at, "decide:c"), Type: TypePurchaseAccepted, Version: 1, Sale: "demo", Time: at, Shopper: "s3",
+				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Data: &PurchaseAccepted{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4A", OrderID: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Units: 1}},
+			{ID: DerivedID(at, "decide:d"), Type: TypePurchaseRefused, Version: 1, Sale: "demo", Time: at, Shopper: "s4",
+				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4D", Data: &PurchaseRefused{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4E", Reason: ReasonTokenUsed, OrderID: "01JE2W6N2X7Q8V9B0C1D2E3F4F"}},
+		}}
+}
+
+func sampleSale() Event {
+	return Event{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4J", Type: TypeSaleCreated, Version: 1, Sale: "demo", Time: at,
+		Data: &SaleCreated{Stock: 100, QuotaBuffer: 1.2, Quota: 120, PerUserLimit: 1, TokenTTL: Duration(5 * time.Minute), OpensAt: at}}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./events -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("wire format of %s changed:\n got %s\nwant %s\nA change of the wire format needs a new schema version and an upgrade in upgrade().", name, got, want)
+	}
+}
+
+func TestWireFormatIsFrozen(t *testing.T) {
+	rb, err := EncodeRequests(sampleRequests())
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "requests.golden.json", rb)
+	db, err := EncodeDecisions(sampleDecisions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "decisions.golden.json", db)
+	sb, err := EncodeEvent(sampleSale())
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "sale.golden.json", sb)
+}
+
+func TestRoundTrip(t *testing.T) {
+	rb, _ := EncodeRequests(sampleRequests())
+	gotR, err := DecodeRequests(rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotR, sampleRequests()) {
+		t.Errorf("requests round trip:\n got %+v\nwant %+v", gotR, sampleRequests())
+	}
+	db, _ := EncodeDecisions(sampleDecisions())
+	gotD, err := DecodeDecisions(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotD, sampleDecisions()) {
+		t.Errorf("decisions round trip:\n got %+v\nwant %+v", gotD, sampleDecisions())
+	}
+	sb, _ := EncodeEvent(sampleSale())
+	gotS, err := DecodeEvent(sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotS, sampleSale()) {
+		t.Errorf("sale round trip:\n got %+v\nwant %+v", gotS, sampleSale())
+	}
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	good, _ := EncodeEvent(sampleSale())
+	mut := func(old, new string) []byte { return []byte(strings.Replace(string(good), old, new, 1)) }
+	cases := []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"future version", mut(`"v":1`, `"v":2`), ErrUnknownVersion},
+		{"version zero", mut(`"v":1`, `"v":0`), ErrUnknownVersion},
+		{"unknown type", mut(`"SaleCreated"`, `"SaleDeleted"`), ErrMalformed},
+		{"bad id", mut(`01JE2W6N2X7Q8V9B0C1D2E3F4J`, `not-a-ulid`), ErrMalformed},
+		{"bad sale", mut(`"sale":"demo"`, `"sale":"De.mo"`), ErrMalformed},
+		{"no time", mut(`"time":"2026-12-01T10:00:00.123456789Z"`, `"time":"0001-01-01T00:00:00Z"`), ErrMalformed},
+		{"unknown data field", mut(`"stock":100`, `"stock":100,"extra":1`), ErrMalformed},
+		{"null data", mut(`"data":{`, `"data":null,"x":{`), ErrMalformed},
+		{"not json", []byte("{"), ErrMalformed},
+		{"data of wrong shape", mut(`"stock":100`, `"stock":"many"`), ErrMalformed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := DecodeEvent(c.in); !errors.Is(err, c.want) {
+				t.Fatalf("DecodeEvent(%s) = %v, want %v", c.in, err, c.want)
+			}
+		})
+	}
+	if _, err := DecodeRequests([]byte(`{"requests":[]}`)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("empty request batch: %v", err)
+	}
+	db, _ := EncodeDecisions(sampleDecisions())
+	if _, err := DecodeRequests(db); err == nil {
+		t.Error("a decision batch decoded as requests")
+	}
+	rb, _ := EncodeRequests(sampleRequests())
+	if _, err := DecodeDecisions(rb); err == nil {
+		t.Error("a request batch decoded as decisions")
+	}
+	if _, err := EncodeRequests(RequestBatch{Requests: []Event{sampleSale()}}); err == nil {
+		t.Error("a sale encoded as a request")
+	}
+	e := sampleSale()
+	e.Data = &TokenDenied{}
+	if _, err := EncodeEvent(e); err == nil {
+		t.Error("an event whose data does not match its type encoded")
+	}
+}
+
+func TestDerivedIDIsStable(t *testing.T) {
+	a, b := DerivedID(at, "x"), DerivedID(at, "x")
+	if a != b || a == DerivedID(at, "y") || len(a) != 26 {
+		t.Fatalf("DerivedID: %s %s", a, b)
+	}
+}
+
+func TestIDsAreUniqueAndOrdered(t *testing.T) {
+	g := NewIDs()
+	prev := ""
+	for i := 0; i < 10000; i++ {
+		id := g.New(at)
+		if id <= prev {
+			t.Fatalf("id %s after %s", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestValidSaleID(t *testing.T) {
+	for id, ok := range map[string]bool{"demo": true, "a": true, "sale-2026_01": true, "": false, "-x": false,
+		"Demo": false, "a.b": false, "a b": false, "a*": false, "a>": false, strings.Repeat("a", 64): true, strings.Repeat("a", 65): false} {
+		if ValidSaleID(id) != ok {
+			t.Errorf("ValidSaleID(%q) = %v", id, !ok)
+		}
+	}
+}
+
+// FuzzDecode feeds the decoders arbitrary bytes: they must never panic, and
+// whatever decodes must encode again and decode to the same value.
+func FuzzDecode(f *testing.F) {
+	rb, _ := EncodeRequests(sampleRequests())
+	db, _ := EncodeDecisions(sampleDecisions())
+	sb, _ := EncodeEvent(sampleSale())
+	for _, s := range [][]byte{rb, db, sb, []byte(`{}`), []byte(`{"requests":[{}]}`), []byte(`null`), []byte(`{"events":null}`)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if e, err := DecodeEvent(b); err == nil {
+			again, err := EncodeEvent(e)
+			if err != nil {
+				t.Fatalf("decoded event does not encode: %v", err)
+			}
+			e2, err := DecodeEvent(again)
+			if err != nil || !reflect.DeepEqual(e, e2) {
+				t.Fatalf("event round trip: %v\n%+v\n%+v", err, e, e2)
+			}
+		}
+		if r, err := DecodeRequests(b); err == nil {
+			again, err := EncodeRequests(r)
+			if err != nil {
+				t.Fatalf("decoded requests do not encode: %v", err)
+			}
+			if _, err := DecodeRequests(again); err != nil {
+				t.Fatalf("requests round trip: %v", err)
+			}
+		}
+		if d, err := DecodeDecisions(b); err == nil {
+			again, err := EncodeDecisions(d)
+			if err != nil {
+				t.Fatalf("decoded decisions do not encode: %v", err)
+			}
+			if _, err := DecodeDecisions(again); err != nil {
+				t.Fatalf("decisions round trip: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,234 @@
+// Package events is flashgate's vocabulary: every request and every decision
+// is one of the facts defined here. The package has no NATS dependency, so the
+// wire format is table-tested and fuzzed on its own.
+//
+// Three kinds of message travel on the stream (see Subject*):
+//
+//   - fg.sale.<sale>: one SaleCreated event, the sale's configuration.
+//   - fg.req.<sale>:  a RequestBatch, the requests one front appended together.
+//   - fg.dec.<sale>:  a DecisionBatch, one commit of the sale's writer: the
+//     decisions of a batch together with the sale's head after it.
+package events
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// SchemaVersion is the version Encode writes. Decode refuses any other
+// version it does not know how to upgrade.
+const SchemaVersion = 1
+
+// Type names a fact. Facts are in the past tense.
+type Type string
+
+// The event types.
+const (
+	TypeSaleCreated       Type = "SaleCreated"
+	TypeTokenRequested    Type = "TokenRequested"
+	TypePurchaseRequested Type = "PurchaseRequested"
+	TypeTokenIssued       Type = "TokenIssued"
+	TypeTokenDenied       Type = "TokenDenied"
+	TypeTokenExpired      Type = "TokenExpired"
+	TypePurchaseAccepted  Type = "PurchaseAccepted"
+	TypePurchaseRefused   Type = "PurchaseRefused"
+)
+
+// IsRequest reports whether t is a shopper's request (decided by the writer).
+func (t Type) IsRequest() bool {
+	return t == TypeTokenRequested || t == TypePurchaseRequested
+}
+
+// Reasons carried by TokenDenied and PurchaseRefused.
+const (
+	ReasonNotOpen        = "not_open"
+	ReasonClosed         = "sale_closed"
+	ReasonSoldOut        = "sold_out"
+	ReasonQuotaExhausted = "quota_exhausted"
+	ReasonLimitReached   = "limit_reached"
+	ReasonTokenUnknown   = "token_invalid"
+	ReasonTokenExpired   = "token_expired"
+	ReasonTokenUsed      = "token_used"
+	ReasonTokenNotYours  = "token_not_yours"
+)
+
+// Event is one fact. Requests carry Shopper and ClientRequestID; decisions
+// carry Request, the ID of the request they answer (TokenExpired answers no
+// request: the writer decides it on its own when a token runs out).
+type Event struct {
+	ID              string    // ULID
+	Type            Type      //
+	Version         int       // schema version of Data
+	Sale            string    //
+	Time            time.Time // when the front received the request, or when the writer decided
+	Shopper         string    //
+	ClientRequestID string    //
+	Request         string    //
+	Data            any       // *SaleCreated, *TokenRequested, ... matching Type
+}
+
+// SaleCreated is a sale's configuration, written once when an operator
+// creates it.
+type SaleCreated struct {
+	Stock        int64     `json:"stock"`
+	QuotaBuffer  float64   `json:"quotaBuffer"`
+	Quota        int64     `json:"quota"`
+	PerUserLimit int64     `json:"perUserLimit"`
+	TokenTTL     Duration  `json:"tokenTTL"`
+	OpensAt      time.Time `json:"opensAt"`
+	ClosesAt     time.Time `json:"closesAt,omitzero"`
+}
+
+// TokenRequested is a shopper asking for a purchase token.
+type TokenRequested struct{}
+
+// PurchaseRequested is a shopper presenting a purchase token to buy one unit.
+type PurchaseRequested struct {
+	TokenID string `json:"tokenId"`
+}
+
+// TokenIssued grants a purchase token. AlreadyIssued marks the answer to a
+// shopper who asked again while holding a token: the same token, no new quota.
+type TokenIssued struct {
+	TokenID       string    `json:"tokenId"`
+	IssuedAt      time.Time `json:"issuedAt"`
+	ExpiresAt     time.Time `json:"expiresAt"`
+	AlreadyIssued bool      `json:"alreadyIssued,omitempty"`
+}
+
+// TokenDenied refuses a token request.
+type TokenDenied struct {
+	Reason string `json:"reason"`
+}
+
+// TokenExpired reclaims an unused token whose time ran out: its quota comes
+// back.
+type TokenExpired struct {
+	TokenID   string    `json:"tokenId"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// PurchaseAccepted sells one unit to the token's holder. OrderID is the ID of
+// the purchase request.
+type PurchaseAccepted struct {
+	TokenID string `json:"tokenId"`
+	OrderID string `json:"orderId"`
+	Units   int64  `json:"units"`
+}
+
+// PurchaseRefused refuses a purchase. For ReasonTokenUsed, OrderID is the
+// order the token already bought.
+type PurchaseRefused struct {
+	TokenID string `json:"tokenId"`
+	Reason  string `json:"reason"`
+	OrderID string `json:"orderId,omitempty"`
+}
+
+// RequestBatch is one message on a sale's request subject: the requests a
+// front appended together. Their order in the stream is the arrival order.
+type RequestBatch struct {
+	Requests []Event
+}
+
+// Head is a sale's counters after a decision batch. Everything the front
+// shows about a sale's progress is derived from it.
+type Head struct {
+	Version  uint64 `json:"version"`  // batch version; the first batch is 1
+	Cursor   uint64 `json:"cursor"`   // stream sequence of the last request message decided
+	Stock    int64  `json:"stock"`    //
+	Quota    int64  `json:"quota"`    //
+	Issued   int64  `json:"issued"`   // tokens issued, re-issues not counted
+	Expired  int64  `json:"expired"`  // tokens reclaimed unused
+	Redeemed int64  `json:"redeemed"` // tokens redeemed = units sold (one unit per token)
+}
+
+// StockLeft is the units not yet sold.
+func (h Head) StockLeft() int64 { return h.Stock - h.Redeemed }
+
+// QuotaLeft is quota - issued + expired: a redeemed token gives no quota back.
+func (h Head) QuotaLeft() int64 { return h.Quota - h.Issued + h.Expired }
+
+// Outstanding is the tokens issued and neither redeemed nor expired.
+func (h Head) Outstanding() int64 { return h.Issued - h.Expired - h.Redeemed }
+
+// DecisionBatch is one commit of a sale's writer, appended with the expected
+// last sequence of the sale's decision subject so that only the owner's
+// commit lands. It holds the decisions in order and the head after them.
+type DecisionBatch struct {
+	Sale      string    // sale id
+	Writer    string    // the writer incarnation that committed it
+	DecidedAt time.Time // the one decision time of every event in the batch
+	FromSeq   uint64    // first request message sequence decided (0: none)
+	Head      Head      // counters after the batch; Head.Cursor is the last request message decided
+	Events    []Event   // expiries first, then one decision per request in stream order
+}
+
+// Subjects and stream names.
+const (
+	StreamName       = "FLASHGATE"
+	SubjectSalePfx   = "fg.sale."
+	SubjectReqPfx    = "fg.req."
+	SubjectDecPfx    = "fg.dec."
+	SubjectAll       = "fg.>"
+	LeaseBucket      = "FLASHGATE_LEASES"
+	SubjectSaleAll   = SubjectSalePfx + "*"
+	SubjectDecAll    = SubjectDecPfx + "*"
+	SubjectReqAll    = SubjectReqPfx + "*"
+	maxSaleIDLen     = 64
+	saleIDPatternSrc = `^[a-z0-9][a-z0-9_-]{0,63}$`
+)
+
+var saleIDPattern = regexp.MustCompile(saleIDPatternSrc)
+
+// ValidSaleID reports whether id may name a sale: 1 to 64 characters of
+// lower-case letters, digits, '-' and '_', starting with a letter or digit.
+// Such ids are safe as NATS subject tokens.
+func ValidSaleID(id string) bool { return len(id) <= maxSaleIDLen && saleIDPattern.MatchString(id) }
+
+// SaleSubject is where a sale's SaleCreated event lives.
+func SaleSubject(sale string) string { return SubjectSalePfx + sale }
+
+// RequestSubject is where a sale's requests are appended.
+func RequestSubject(sale string) string { return SubjectReqPfx + sale }
+
+// DecisionSubject is where a sale's writer commits its decision batches.
+func DecisionSubject(sale string) string { return SubjectDecPfx + sale }
+
+// SaleOfSubject returns the sale id of a fg.*.<sale> subject.
+func SaleOfSubject(subject string) (string, error) {
+	for _, p := range []string{SubjectSalePfx, SubjectReqPfx, SubjectDecPfx} {
+		if len(subject) > len(p) && subject[:len(p)] == p {
+			sale := subject[len(p):]
+			if ValidSaleID(sale) {
+				return sale, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("subject %q names no sale", subject)
+}
+
+// DecisionMsgID is the Nats-Msg-Id of a sale's decision batch: a retried
+// commit of the same version is dropped by the stream as a duplicate.
+func DecisionMsgID(sale string, version uint64) string {
+	return fmt.Sprintf("dec:%s:%d", sale, version)
+}
+
+// SaleMsgID is the Nats-Msg-Id of a sale's SaleCreated event.
+func SaleMsgID(sale string) string { return "sale:" + sale }
+
+// Duration is a time.Duration written as Go duration text ("5m", "1s").
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
