@@ -1,0 +1,195 @@
+// Package stream holds flashgate's JetStream layout: the one stream every
+// event lives on, the lease bucket, and the small reads and appends the rest
+// of the program shares.
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config is the layout's tunables.
+type Config struct {
+	// Replicas of the stream and the buckets: 1 on the embedded server, 3 on
+	// a cluster that should survive the loss of a node.
+	Replicas int
+	// LeaseTTL is how long a writer's lease lives without renewal.
+	LeaseTTL time.Duration
+}
+
+// DefaultLeaseTTL is the lease TTL when Config leaves it zero.
+const DefaultLeaseTTL = 5 * time.Second
+
+// Ensure creates the stream and the lease bucket, or checks that they exist
+// with a compatible configuration.
+func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        events.StreamName,
+		Description: "flashgate: every sale, request and decision",
+		Subjects:    []string{events.SubjectSaleAll, events.SubjectReqAll, events.SubjectDecAll},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Replicas:    c.Replicas,
+		Duplicates:  2 * time.Minute,
+		MaxMsgSize:  4 << 20,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", events.StreamName, err)
+	}
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.LeaseBucket,
+		Description: "flashgate: which process writes for which sale",
+		TTL:         c.LeaseTTL,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure bucket %s: %w", events.LeaseBucket, err)
+	}
+	return nil
+}
+
+// ErrSaleNotFound is returned for a sale that was never created.
+var ErrSaleNotFound = errors.New("sale not found")
+
+// ErrSaleExists is returned when creating a sale whose id is taken.
+var ErrSaleExists = errors.New("sale already exists")
+
+// Sale reads a sale's configuration event.
+func Sale(ctx context.Context, s jetstream.Stream, sale string) (events.Event, uint64, error) {
+	m, err := s.GetLastMsgForSubject(ctx, events.SaleSubject(sale))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return events.Event{}, 0, ErrSaleNotFound
+	}
+	if err != nil {
+		return events.Event{}, 0, fmt.Errorf("read sale %s: %w", sale, err)
+	}
+	e, err := events.DecodeEvent(m.Data)
+	if err != nil {
+		return events.Event{}, 0, fmt.Errorf("read sale %s: %w", sale, err)
+	}
+	if e.Type != events.TypeSaleCreated {
+		return events.Event{}, 0, fmt.Errorf("read sale %s: %w: found %s", sale, events.ErrMalformed, e.Type)
+	}
+	return e, m.Sequence, nil
+}
+
+// CreateSale appends a SaleCreated event, refusing a sale id already taken.
+func CreateSale(ctx context.Context, js jetstream.JetStream, e events.Event) (uint64, error) {
+	b, err := events.EncodeEvent(e)
+	if err != nil {
+		return 0, err
+	}
+	ack, err := js.Publish(ctx, events.SaleSubject(e.Sale), b,
+		jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithMsgID(events.SaleMsgID(e.Sale)))
+	if IsWrongLastSequence(err) {
+		return 0, ErrSaleExists
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create sale %s: %w", e.Sale, err)
+	}
+	if ack.Duplicate {
+		return 0, ErrSaleExists
+	}
+	return ack.Sequence, nil
+}
+
+// SaleIDs lists the sales that exist, in no particular order.
+func SaleIDs(ctx context.Context, s jetstream.Stream) ([]string, error) {
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.SubjectSaleAll))
+	if err != nil {
+		return nil, fmt.Errorf("list sales: %w", err)
+	}
+	ids := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		id, err := events.SaleOfSubject(subj)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// LastDecision reads the sale's newest decision batch and its sequence. ok is
+// false when the sale has no decision yet.
+func LastDecision(ctx context.Context, s jetstream.Stream, sale string) (db events.DecisionBatch, seq uint64, ok bool, err error) {
+	m, err := s.GetLastMsgForSubject(ctx, events.DecisionSubject(sale))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return events.DecisionBatch{}, 0, false, nil
+	}
+	if err != nil {
+		return events.DecisionBatch{}, 0, false, fmt.Errorf("read head of %s: %w", sale, err)
+	}
+	db, err = events.DecodeDecisions(m.Data)
+	if err != nil {
+		return events.DecisionBatch{}, 0, false, fmt.Errorf("read head of %s at %d: %w", sale, m.Sequence, err)
+	}
+	return db, m.Sequence, true, nil
+}
+
+// IsWrongLastSequence reports whether err is JetStream refusing a publish
+// whose expected last subject sequence did not match: on a single server
+// 10071, on a replicated stream also 10164 for a concurrent write.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164
+	}
+	return false
+}
+
+// Read calls fn for every message on subject with a sequence in [from, to],
+// in order, and returns when it reached to. It reads with an ordered
+// consumer, so it survives reconnects and never skips a message.
+func Read(ctx context.Context, s jetstream.Stream, subject string, from, to uint64, fn func(*jetstream.RawStreamMsg) error) error {
+	if to < from {
+		return nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    max(from, 1),
+	})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", subject, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", subject, err)
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", subject, err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", subject, err)
+		}
+		seq := meta.Sequence.Stream
+		if seq > to {
+			return nil
+		}
+		if err := fn(&jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: seq, Data: m.Data(), Time: meta.Timestamp}); err != nil {
+			return err
+		}
+		if seq == to {
+			return nil
+		}
+	}
+}
