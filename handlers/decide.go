@@ -1,0 +1,401 @@
+// Package handlers turns a sale's requests into decisions. The decision code
+// (State.Decide) is pure: it reads the state, the requests and the decision
+// time and nothing else, so the auditor re-runs it over the recorded requests
+// and must get the recorded decisions back. The commit loop around it
+// (Writer) owns all I/O.
+package handlers
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+)
+
+// Sentinel errors for the outcomes a shopper can meet. ReasonError maps a
+// decision's reason to one of them.
+var (
+	ErrNotOpen        = errors.New("sale is not open yet")
+	ErrClosed         = errors.New("sale is closed")
+	ErrSoldOut        = errors.New("sold out")
+	ErrQuotaExhausted = errors.New("no purchase tokens left for now")
+	ErrLimitReached   = errors.New("per-shopper limit reached")
+	ErrTokenInvalid   = errors.New("purchase token is not valid for this sale")
+	ErrTokenExpired   = errors.New("purchase token expired")
+	ErrTokenUsed      = errors.New("purchase token already used")
+	ErrTokenNotYours  = errors.New("purchase token belongs to another shopper")
+	// ErrNotOwner means the writer lost the sale: another writer committed.
+	ErrNotOwner = errors.New("not the owner of the sale")
+)
+
+// ReasonError returns the sentinel error for a TokenDenied or PurchaseRefused reason.
+func ReasonError(reason string) error {
+	switch reason {
+	case events.ReasonNotOpen:
+		return ErrNotOpen
+	case events.ReasonClosed:
+		return ErrClosed
+	case events.ReasonSoldOut:
+		return ErrSoldOut
+	case events.ReasonQuotaExhausted:
+		return ErrQuotaExhausted
+	case events.ReasonLimitReached:
+		return ErrLimitReached
+	case events.ReasonTokenUnknown:
+		return ErrTokenInvalid
+	case events.ReasonTokenExpired:
+		return ErrTokenExpired
+	case events.ReasonTokenUsed:
+		return ErrTokenUsed
+	case events.ReasonTokenNotYours:
+		return ErrTokenNotYours
+	}
+	return fmt.Errorf("unknown decision reason %q", reason)
+}
+
+// Sale is a sale's configuration as the decision code uses it.
+type Sale struct {
+	ID           string
+	Stock        int64
+	Quota        int64
+	QuotaBuffer  float64
+	PerUserLimit int64
+	TokenTTL     time.Duration
+	OpensAt      time.Time
+	ClosesAt     time.Time // zero: never closes
+}
+
+// Quota is ceil(stock x buffer), never below the stock.
+func Quota(stock int64, buffer float64) int64 {
+	q := int64(math.Ceil(float64(stock) * buffer))
+	return max(q, stock)
+}
+
+// SaleFromEvent reads a SaleCreated event.
+func SaleFromEvent(e events.Event) (Sale, error) {
+	d, ok := e.Data.(*events.SaleCreated)
+	if !ok {
+		return Sale{}, fmt.Errorf("sale %s: event %s is a %s, not SaleCreated", e.Sale, e.ID, e.Type)
+	}
+	return Sale{ID: e.Sale, Stock: d.Stock, Quota: d.Quota, QuotaBuffer: d.QuotaBuffer, PerUserLimit: d.PerUserLimit,
+		TokenTTL: time.Duration(d.TokenTTL), OpensAt: d.OpensAt, ClosesAt: d.ClosesAt}, nil
+}
+
+// Status is what a sale looks like to a shopper at a moment.
+type Status string
+
+// Sale states.
+const (
+	StatusScheduled Status = "scheduled"
+	StatusOpen      Status = "open"
+	StatusSoldOut   Status = "sold_out"
+	StatusClosed    Status = "closed"
+)
+
+// StatusAt is the sale's state at now, given its head.
+func (s Sale) StatusAt(now time.Time, h events.Head) Status {
+	switch {
+	case !s.ClosesAt.IsZero() && !now.Before(s.ClosesAt):
+		return StatusClosed
+	case h.StockLeft() <= 0:
+		return StatusSoldOut
+	case now.Before(s.OpensAt):
+		return StatusScheduled
+	}
+	return StatusOpen
+}
+
+type token struct {
+	id        string
+	shopper   string
+	issuedAt  time.Time
+	expiresAt time.Time
+	orderID   string // set once redeemed
+	heapIdx   int    // position in the expiry heap; -1 once out of it
+}
+
+type shopper struct {
+	bought int64
+	token  *token // the outstanding token, if any
+}
+
+// State is one sale's decision state: its head and who holds what. Its
+// memory is bounded by the tokens outstanding plus the units sold: expired
+// tokens and shoppers with nothing left are dropped.
+type State struct {
+	Sale     Sale
+	Head     events.Head
+	tokens   map[string]*token   // outstanding and redeemed tokens
+	shoppers map[string]*shopper // shoppers holding a token or having bought
+	expiry   expiryHeap          // outstanding tokens, soonest first
+}
+
+// NewState returns the state of a sale before any decision.
+func NewState(s Sale) *State {
+	return &State{
+		Sale:     s,
+		Head:     events.Head{Stock: s.Stock, Quota: s.Quota},
+		tokens:   make(map[string]*token),
+		shoppers: make(map[string]*shopper),
+	}
+}
+
+// NextExpiry is when the soonest outstanding token expires.
+func (s *State) NextExpiry() (time.Time, bool) {
+	if len(s.expiry) == 0 {
+		return time.Time{}, false
+	}
+	return s.expiry[0].expiresAt, true
+}
+
+// TokenExpiry returns the expiry of a token that was issued at now with the
+// sale's TTL: rounded up to the whole second, since JWT times are seconds.
+func (s *State) TokenExpiry(now time.Time) time.Time {
+	t := now.Add(s.Sale.TokenTTL)
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
+}
+
+// Decide decides one batch at the decision time now: first it reclaims every
+// outstanding token expired by now, then it decides each request in order.
+// It returns the decision events and updates the state, Head included (the
+// caller sets Head.Version and Head.Cursor). Events for another sale and
+// non-request events are skipped, as RequestsOf would have dropped them.
+func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
+	out := s.expire(now, nil)
+	for _, r := range reqs {
+		if r.Sale != s.Sale.ID {
+			continue
+		}
+		switch d := r.Data.(type) {
+		case *events.TokenRequested:
+			out = append(out, s.decideToken(now, r))
+		case *events.PurchaseRequested:
+			out = append(out, s.decidePurchase(now, r, d))
+		}
+	}
+	return out
+}
+
+func (s *State) expire(now time.Time, out []events.Event) []events.Event {
+	for len(s.expiry) > 0 && !now.Before(s.expiry[0].expiresAt) {
+		t := heap.Pop(&s.expiry).(*token)
+		delete(s.tokens, t.id)
+		if sh := s.shoppers[t.shopper]; sh != nil {
+			sh.token = nil
+			if sh.bought == 0 {
+				delete(s.shoppers, t.shopper)
+			}
+		}
+		s.Head.Expired++
+		out = append(out, events.Event{
+			ID: events.DerivedID(now, "expire:"+t.id), Type: events.TypeTokenExpired, Version: events.SchemaVersion,
+			Sale: s.Sale.ID, Time: now, Shopper: t.shopper,
+			Data: &events.TokenExpired{TokenID: t.id, ExpiresAt: t.expiresAt},
+		})
+	}
+	return out
+}
+
+func decision(now time.Time, r events.Event, typ events.Type, data any) events.Event {
+	return events.Event{
+		ID: events.DerivedID(now, "decide:"+r.ID), Type: typ, Version: events.SchemaVersion,
+		Sale: r.Sale, Time: now, Shopper: r.Shopper, Request: r.ID, Data: data,
+	}
+}
+
+// open returns the reason the sale takes no request at now, or "".
+func (s *State) open(now time.Time) string {
+	switch {
+	case now.Before(s.Sale.OpensAt):
+		return events.ReasonNotOpen
+	case !s.Sale.ClosesAt.IsZero() && !now.Before(s.Sale.ClosesAt):
+		return events.ReasonClosed
+	}
+	return ""
+}
+
+func (s *State) decideToken(now time.Time, r events.Event) events.Event {
+	deny := func(reason string) events.Event {
+		return decision(now, r, events.TypeTokenDenied, &events.TokenDenied{Reason: reason})
+	}
+	if reason := s.open(now); reason != "" {
+		return deny(reason)
+	}
+	sh := s.shoppers[r.Shopper]
+	if sh != nil && sh.token != nil {
+		t := sh.token
+		return decision(now, r, events.TypeTokenIssued, &events.TokenIssued{
+			TokenID: t.id, IssuedAt: t.issuedAt, ExpiresAt: t.expiresAt, AlreadyIssued: true})
+	}
+	switch {
+	case sh != nil && sh.bought >= s.Sale.PerUserLimit:
+		return deny(events.ReasonLimitReached)
+	case s.Head.StockLeft() <= 0:
+		return deny(events.ReasonSoldOut)
+	case s.Head.QuotaLeft() <= 0:
+		return deny(events.ReasonQuotaExhausted)
+	}
+	t := &token{id: r.ID, shopper: r.Shopper, issuedAt: now, expiresAt: s.TokenExpiry(now)}
+	if sh == nil {
+		sh = &shopper{}
+		s.shoppers[r.Shopper] = sh
+	}
+	sh.token = t
+	s.tokens[t.id] = t
+	heap.Push(&s.expiry, t)
+	s.Head.Issued++
+	return decision(now, r, events.TypeTokenIssued, &events.TokenIssued{TokenID: t.id, IssuedAt: now, ExpiresAt: t.expiresAt})
+}
+
+func (s *State) decidePurchase(now time.Time, r events.Event, d *events.PurchaseRequested) events.Event {
+	refuse := func(reason, orderID string) events.Event {
+		return decision(now, r, events.TypePurchaseRefused,
+			&events.PurchaseRefused{TokenID: d.TokenID, Reason: reason, OrderID: orderID})
+	}
+	// The token is looked at first, so that a retried purchase (a double
+	// click, a lost reply) always learns the order its token bought, even
+	// after the sale sold out or closed.
+	t := s.tokens[d.TokenID]
+	switch {
+	case t == nil:
+		// Never issued here, or expired and reclaimed: the front has checked
+		// the signature, so this is a token whose time ran out or a stale one.
+		if reason := s.open(now); reason != "" {
+			return refuse(reason, "")
+		}
+		return refuse(events.ReasonTokenUnknown, "")
+	case t.shopper != r.Shopper:
+		return refuse(events.ReasonTokenNotYours, "")
+	case t.orderID != "":
+		return refuse(events.ReasonTokenUsed, t.orderID)
+	}
+	if reason := s.open(now); reason != "" {
+		return refuse(reason, "")
+	}
+	switch {
+	case !now.Before(t.expiresAt):
+		return refuse(events.ReasonTokenExpired, "") // unreachable: expire ran first
+	case s.Head.StockLeft() <= 0:
+		return refuse(events.ReasonSoldOut, "")
+	}
+	t.orderID = r.ID
+	heap.Remove(&s.expiry, t.heapIdx)
+	sh := s.shoppers[r.Shopper]
+	sh.token = nil
+	sh.bought++
+	s.Head.Redeemed++
+	return decision(now, r, events.TypePurchaseAccepted, &events.PurchaseAccepted{TokenID: t.id, OrderID: r.ID, Units: 1})
+}
+
+// Apply folds a committed decision batch into the state without deciding:
+// this is how a writer rebuilds a sale from its decision history. It checks
+// that the batch's head matches the counters the decisions imply.
+func (s *State) Apply(db events.DecisionBatch) error {
+	for _, e := range db.Events {
+		switch d := e.Data.(type) {
+		case *events.TokenIssued:
+			if d.AlreadyIssued {
+				continue
+			}
+			t := &token{id: d.TokenID, shopper: e.Shopper, issuedAt: d.IssuedAt, expiresAt: d.ExpiresAt}
+			sh := s.shoppers[e.Shopper]
+			if sh == nil {
+				sh = &shopper{}
+				s.shoppers[e.Shopper] = sh
+			}
+			sh.token = t
+			s.tokens[t.id] = t
+			heap.Push(&s.expiry, t)
+			s.Head.Issued++
+		case *events.TokenExpired:
+			t := s.tokens[d.TokenID]
+			if t == nil || t.orderID != "" {
+				return fmt.Errorf("sale %s batch %d: expiry of token %s that is not outstanding", s.Sale.ID, db.Head.Version, d.TokenID)
+			}
+			heap.Remove(&s.expiry, t.heapIdx)
+			delete(s.tokens, t.id)
+			if sh := s.shoppers[t.shopper]; sh != nil {
+				sh.token = nil
+				if sh.bought == 0 {
+					delete(s.shoppers, t.shopper)
+				}
+			}
+			s.Head.Expired++
+		case *events.PurchaseAccepted:
+			t := s.tokens[d.TokenID]
+			if t == nil || t.orderID != "" {
+				return fmt.Errorf("sale %s batch %d: purchase with token %s that is not outstanding", s.Sale.ID, db.Head.Version, d.TokenID)
+			}
+			t.orderID = d.OrderID
+			heap.Remove(&s.expiry, t.heapIdx)
+			sh := s.shoppers[t.shopper]
+			sh.token = nil
+			sh.bought++
+			s.Head.Redeemed++
+		}
+	}
+	got := s.Head
+	got.Version, got.Cursor = db.Head.Version, db.Head.Cursor
+	if got != db.Head {
+		return fmt.Errorf("sale %s batch %d: head %+v does not match its decisions (%+v)", s.Sale.ID, db.Head.Version, db.Head, got)
+	}
+	s.Head = db.Head
+	return nil
+}
+
+// Sizes reports how many tokens and shoppers the state holds (for tests and metrics).
+func (s *State) Sizes() (tokens, shoppers, expiring int) {
+	return len(s.tokens), len(s.shoppers), len(s.expiry)
+}
+
+// RequestsOf decodes a request message of a sale's request subject and keeps
+// the requests that belong to sale. A message that does not decode holds no
+// request: the writer and the auditor skip it alike.
+func RequestsOf(sale string, data []byte) []events.Event {
+	rb, err := events.DecodeRequests(data)
+	if err != nil {
+		return nil
+	}
+	out := rb.Requests[:0]
+	for _, r := range rb.Requests {
+		if r.Sale == sale {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// expiryHeap orders outstanding tokens by expiry, then id, so that the order
+// of reclaims is deterministic.
+type expiryHeap []*token
+
+func (h expiryHeap) Len() int { return len(h) }
+func (h expiryHeap) Less(i, j int) bool {
+	if !h[i].expiresAt.Equal(h[j].expiresAt) {
+		return h[i].expiresAt.Before(h[j].expiresAt)
+	}
+	return h[i].id < h[j].id
+}
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	t := x.(*token)
+	t.heapIdx = len(*h)
+	*h = append(*h, t)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	t.heapIdx = -1
+	return t
+}

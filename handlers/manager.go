@@ -1,0 +1,181 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Manager runs the writers of the sales this process owns. For every sale
+// it knows it competes for the sale's lease in the lease bucket; holding the
+// lease it runs the sale's writer and renews the lease; losing it, it stops
+// the writer. The lease spreads sales and keeps idle processes out of the
+// way; safety does not rest on it: a writer whose lease lapsed has its
+// commit refused by the stream.
+type Manager struct {
+	js     jetstream.JetStream
+	st     jetstream.Stream
+	leases jetstream.KeyValue
+	node   string
+	ttl    time.Duration
+	cfg    WriterConfig
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	ctx     context.Context
+	sales   map[string]bool
+	wg      sync.WaitGroup
+	stopped bool
+}
+
+// NewManager returns a manager for the process node. node must be stable
+// across restarts of the same installation (it is kept in the data
+// directory): a restarted process takes back its own leases at once instead
+// of waiting for them to lapse. ttl is the lease bucket's TTL.
+func NewManager(js jetstream.JetStream, st jetstream.Stream, leases jetstream.KeyValue, node string, ttl time.Duration, cfg WriterConfig) *Manager {
+	cfg.defaults()
+	return &Manager{js: js, st: st, leases: leases, node: node, ttl: ttl, cfg: cfg, log: cfg.Log, sales: make(map[string]bool)}
+}
+
+// Start makes the manager run writers under ctx. Cancel ctx, then Wait.
+func (m *Manager) Start(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ctx = ctx
+	for sale := range m.sales {
+		m.launch(sale)
+	}
+}
+
+// Add makes the manager compete for sale. Adding a sale twice is harmless.
+func (m *Manager) Add(sale string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sales[sale] || m.stopped {
+		return
+	}
+	m.sales[sale] = true
+	if m.ctx != nil {
+		m.launch(sale)
+	}
+}
+
+// Wait blocks until every writer has stopped after ctx ended.
+func (m *Manager) Wait() {
+	m.mu.Lock()
+	m.stopped = true
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+func (m *Manager) launch(sale string) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.own(m.ctx, sale)
+	}()
+}
+
+// own loops: take the lease, run the writer while it is held, repeat.
+func (m *Manager) own(ctx context.Context, sale string) {
+	retry := m.ttl / 4
+	for ctx.Err() == nil {
+		rev, err := m.acquire(ctx, sale)
+		if err != nil {
+			if !errors.Is(err, errLeaseHeld) && ctx.Err() == nil {
+				m.log.Warn("lease not acquired", "sale", sale, "err", err)
+			}
+			sleep(ctx, retry)
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		renewed := make(chan struct{})
+		go func() {
+			defer close(renewed)
+			m.renew(wctx, cancel, sale, rev)
+		}()
+		cfg := m.cfg
+		cfg.ID = m.node + "/" + time.Now().UTC().Format("20060102T150405.000000000")
+		err = NewWriter(m.js, m.st, sale, cfg).Run(wctx)
+		cancel()
+		<-renewed
+		if ctx.Err() != nil {
+			m.release(sale)
+			return
+		}
+		if err != nil {
+			m.log.Warn("writer stopped", "sale", sale, "err", err)
+			if errors.Is(err, ErrNotOwner) {
+				m.release(sale)
+			}
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+var errLeaseHeld = errors.New("lease held by another process")
+
+func (m *Manager) acquire(ctx context.Context, sale string) (uint64, error) {
+	rev, err := m.leases.Create(ctx, sale, []byte(m.node))
+	if err == nil {
+		return rev, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, err
+	}
+	e, err := m.leases.Get(ctx, sale)
+	if err != nil {
+		return 0, err // gone meanwhile: the next try creates it
+	}
+	if string(e.Value()) != m.node {
+		return 0, errLeaseHeld
+	}
+	// Our own lease from a previous run of this node: take it back now.
+	return m.leases.Update(ctx, sale, []byte(m.node), e.Revision())
+}
+
+func (m *Manager) renew(ctx context.Context, lost context.CancelFunc, sale string, rev uint64) {
+	t := time.NewTicker(m.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, m.ttl/3)
+		next, err := m.leases.Update(rctx, sale, []byte(m.node), rev)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("lease lost", "sale", sale, "err", err)
+			}
+			lost()
+			return
+		}
+		rev = next
+	}
+}
+
+func (m *Manager) release(sale string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	e, err := m.leases.Get(ctx, sale)
+	if err != nil || string(e.Value()) != m.node {
+		return
+	}
+	_ = m.leases.Delete(ctx, sale, jetstream.LastRevision(e.Revision()))
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

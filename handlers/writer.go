@@ -1,0 +1,277 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// WriterConfig tunes a sale's writer.
+type WriterConfig struct {
+	// ID names this writer incarnation; it is recorded in every batch it
+	// commits, so that a retried commit recognises its own batch.
+	ID string
+	// MaxBatch caps the requests decided in one commit. Default 2048.
+	MaxBatch int
+	// Now is the clock decisions are made with. Default time.Now.
+	Now func() time.Time
+	// Log receives the writer's notable events. Default slog.Default().
+	Log *slog.Logger
+	// OnCommit, if set, is called after each committed batch (metrics).
+	OnCommit func(db *events.DecisionBatch, requests int, took time.Duration)
+}
+
+func (c *WriterConfig) defaults() {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 2048
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Writer is the one process deciding a sale's requests. Its commit is an
+// append of the decision batch to the sale's decision subject, guarded by
+// the expected last sequence of that subject: the batch is the commit and
+// the outbox at once, so a writer that lost the sale has its append refused
+// and announces nothing (shoppers learn decisions only from the stream).
+type Writer struct {
+	js      jetstream.JetStream
+	st      jetstream.Stream
+	sale    string
+	cfg     WriterConfig
+	state   *State
+	headSeq uint64    // stream sequence of the last committed batch (0: none)
+	lastAt  time.Time // decision time of the last committed batch
+}
+
+// NewWriter returns a writer for sale. Run loads the sale and decides.
+func NewWriter(js jetstream.JetStream, st jetstream.Stream, sale string, cfg WriterConfig) *Writer {
+	cfg.defaults()
+	return &Writer{js: js, st: st, sale: sale, cfg: cfg}
+}
+
+// State returns the writer's state (for tests and benchmarks: do not call
+// while Run is deciding).
+func (w *Writer) State() *State { return w.state }
+
+// Load rebuilds the sale's state from its configuration and its decision
+// history.
+func (w *Writer) Load(ctx context.Context) error {
+	ev, _, err := stream.Sale(ctx, w.st, w.sale)
+	if err != nil {
+		return err
+	}
+	sale, err := SaleFromEvent(ev)
+	if err != nil {
+		return err
+	}
+	state := NewState(sale)
+	_, lastSeq, ok, err := stream.LastDecision(ctx, w.st, w.sale)
+	if err != nil {
+		return err
+	}
+	var lastAt time.Time
+	if ok {
+		err = stream.Read(ctx, w.st, events.DecisionSubject(w.sale), 1, lastSeq, func(m *jetstream.RawStreamMsg) error {
+			db, err := events.DecodeDecisions(m.Data)
+			if err != nil {
+				return fmt.Errorf("decision batch at %d: %w", m.Sequence, err)
+			}
+			if db.Head.Version != state.Head.Version+1 {
+				return fmt.Errorf("decision batch at %d has version %d after %d", m.Sequence, db.Head.Version, state.Head.Version)
+			}
+			lastAt = db.DecidedAt
+			return state.Apply(db)
+		})
+		if err != nil {
+			return fmt.Errorf("rebuild sale %s: %w", w.sale, err)
+		}
+	}
+	w.state, w.headSeq, w.lastAt = state, lastSeq, lastAt
+	return nil
+}
+
+// Run decides the sale's requests until ctx ends (it returns nil then), its
+// commit is refused (ErrNotOwner), or a commit's outcome cannot be learned
+// (an error: call Run again, it reloads).
+func (w *Writer) Run(ctx context.Context) error {
+	if err := w.Load(ctx); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	in := make(chan jetstream.Msg, w.cfg.MaxBatch)
+	cons, err := w.st.OrderedConsumer(cctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.RequestSubject(w.sale)},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    w.state.Head.Cursor + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("writer %s: follow requests: %w", w.sale, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case in <- m:
+		case <-cctx.Done():
+		}
+	}, jetstream.PullMaxMessages(w.cfg.MaxBatch))
+	if err != nil {
+		return fmt.Errorf("writer %s: follow requests: %w", w.sale, err)
+	}
+	defer cc.Stop()
+	w.cfg.Log.Info("writer started", "sale", w.sale, "writer", w.cfg.ID, "version", w.state.Head.Version, "cursor", w.state.Head.Cursor)
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var b pending
+	for {
+		w.armExpiry(timer)
+		b.reset(w.state.Head.Cursor)
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-in:
+			if err := b.add(w.sale, m); err != nil {
+				return err
+			}
+		case <-timer.C:
+		}
+		// Group commit: everything that arrived while the last commit was in
+		// flight joins this batch, up to MaxBatch requests. A request message
+		// is never split.
+	drain:
+		for len(b.reqs) < w.cfg.MaxBatch {
+			select {
+			case m := <-in:
+				if err := b.add(w.sale, m); err != nil {
+					return err
+				}
+			default:
+				break drain
+			}
+		}
+		if err := w.decideAndCommit(ctx, &b); err != nil {
+			return err
+		}
+	}
+}
+
+// pending is the request messages taken for the next batch.
+type pending struct {
+	msgs   int
+	from   uint64
+	cursor uint64
+	reqs   []events.Event
+}
+
+func (b *pending) reset(cursor uint64) {
+	b.msgs, b.from, b.cursor = 0, 0, cursor
+	clear(b.reqs)
+	b.reqs = b.reqs[:0]
+}
+
+func (b *pending) add(sale string, m jetstream.Msg) error {
+	meta, err := m.Metadata()
+	if err != nil {
+		return fmt.Errorf("writer %s: request metadata: %w", sale, err)
+	}
+	if b.msgs == 0 {
+		b.from = meta.Sequence.Stream
+	}
+	b.msgs++
+	b.cursor = meta.Sequence.Stream
+	b.reqs = append(b.reqs, RequestsOf(sale, m.Data())...)
+	return nil
+}
+
+// armExpiry sets the timer to the next token expiry, or far away.
+func (w *Writer) armExpiry(t *time.Timer) {
+	d := time.Hour
+	if at, ok := w.state.NextExpiry(); ok {
+		d = max(at.Sub(w.cfg.Now()), 0)
+	}
+	t.Reset(d)
+}
+
+func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
+	start := time.Now()
+	now := w.cfg.Now().UTC().Round(0)
+	if now.Before(w.lastAt) { // decision times never go back, even if the clock does
+		now = w.lastAt
+	}
+	decisions := w.state.Decide(now, b.reqs)
+	if len(decisions) == 0 && b.msgs == 0 {
+		return nil // the timer fired early: nothing to commit
+	}
+	head := w.state.Head
+	head.Version++
+	head.Cursor = b.cursor
+	db := &events.DecisionBatch{Sale: w.sale, Writer: w.cfg.ID, DecidedAt: now, FromSeq: b.from, Head: head, Events: decisions}
+	if err := w.commit(ctx, db); err != nil {
+		return err
+	}
+	w.state.Head = head
+	w.lastAt = now
+	if w.cfg.OnCommit != nil {
+		w.cfg.OnCommit(db, len(b.reqs), time.Since(start))
+	}
+	return nil
+}
+
+// commit appends the batch if and only if the sale's decision subject still
+// ends at the batch this writer committed last.
+func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch) error {
+	data, err := events.EncodeDecisions(*db)
+	if err != nil {
+		return fmt.Errorf("writer %s: %w", w.sale, err)
+	}
+	msg := nats.NewMsg(events.DecisionSubject(w.sale))
+	msg.Data = data
+	opts := []jetstream.PublishOpt{
+		jetstream.WithExpectLastSequencePerSubject(w.headSeq),
+		jetstream.WithMsgID(events.DecisionMsgID(w.sale, db.Head.Version)),
+	}
+	backoff := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		ack, err := w.js.PublishMsg(pctx, msg, opts...)
+		cancel()
+		if err == nil {
+			w.headSeq = ack.Sequence
+			return nil
+		}
+		if stream.IsWrongLastSequence(err) {
+			// Either another writer committed, or this is the retry of a
+			// commit that landed (a single server checks the expectation
+			// before the dedup window): look for our own batch.
+			last, seq, ok, lerr := stream.LastDecision(context.WithoutCancel(ctx), w.st, w.sale)
+			if lerr == nil && ok && last.Writer == w.cfg.ID && last.Head.Version == db.Head.Version {
+				w.headSeq = seq
+				return nil
+			}
+			w.cfg.Log.Warn("writer lost the sale: commit refused", "sale", w.sale, "writer", w.cfg.ID, "version", db.Head.Version)
+			return ErrNotOwner
+		}
+		if attempt == 5 {
+			return fmt.Errorf("writer %s: commit of batch %d: outcome unknown after %d attempts: %w", w.sale, db.Head.Version, attempt, err)
+		}
+		w.cfg.Log.Warn("writer commit failed, retrying", "sale", w.sale, "version", db.Head.Version, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			// Keep trying a little while shutting down: the batch may be
+			// half-way, and a clean answer beats an unknown one.
+		}
+		backoff *= 2
+	}
+}

@@ -1,0 +1,257 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/embed"
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type env struct {
+	js jetstream.JetStream
+	st jetstream.Stream
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	ns, err := embed.Start(embed.Options{Dir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
+		tb.Fatal(err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &env{js: js, st: st}
+}
+
+func (e *env) createSale(tb testing.TB, id string, stock int64) {
+	tb.Helper()
+	ev := events.Event{ID: events.NewIDs().New(t0), Type: events.TypeSaleCreated, Version: 1, Sale: id, Time: t0,
+		Data: &events.SaleCreated{Stock: stock, QuotaBuffer: 1.2, Quota: Quota(stock, 1.2), PerUserLimit: 1,
+			TokenTTL: events.Duration(time.Hour), OpensAt: t0}}
+	if _, err := stream.CreateSale(context.Background(), e.js, ev); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// appendRequests appends msgs messages of per token requests each, from
+// distinct shoppers, and returns the request ids in order.
+func (e *env) appendRequests(tb testing.TB, sale string, msgs, per int) []string {
+	tb.Helper()
+	ids := events.NewIDs()
+	var all []string
+	for m := 0; m < msgs; m++ {
+		rb := events.RequestBatch{}
+		for i := 0; i < per; i++ {
+			id := ids.New(t0)
+			all = append(all, id)
+			rb.Requests = append(rb.Requests, events.Event{ID: id, Type: events.TypeTokenRequested, Version: 1, Sale: sale,
+				Time: t0, Shopper: fmt.Sprintf("shopper-%d-%d", m, i), Data: &events.TokenRequested{}})
+		}
+		data, err := events.EncodeRequests(rb)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := e.js.PublishAsync(events.RequestSubject(sale), data); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	select {
+	case <-e.js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		tb.Fatal("appends not acknowledged")
+	}
+	return all
+}
+
+func (e *env) decisions(tb testing.TB, sale string) []events.DecisionBatch {
+	tb.Helper()
+	_, last, ok, err := stream.LastDecision(context.Background(), e.st, sale)
+	if err != nil || !ok {
+		tb.Fatalf("no decisions: %v", err)
+	}
+	var out []events.DecisionBatch
+	err = stream.Read(context.Background(), e.st, events.DecisionSubject(sale), 1, last, func(m *jetstream.RawStreamMsg) error {
+		db, err := events.DecodeDecisions(m.Data)
+		out = append(out, db)
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+func clockAt(t time.Time) func() time.Time { return func() time.Time { return t } }
+
+// runUntil runs w until its cursor reaches seq.
+func runUntil(tb testing.TB, e *env, w *Writer, sale string) {
+	tb.Helper()
+	info, err := e.st.Info(context.Background(), jetstream.WithSubjectFilter(events.RequestSubject(sale)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	target := info.State.LastSeq
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		db, _, ok, err := stream.LastDecision(context.Background(), e.st, sale)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if ok && db.Head.Cursor >= target {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("writer did not reach %d", target)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func TestWriterDecidesEveryRequestOnceInOrder(t *testing.T) {
+	e := newEnv(t)
+	e.createSale(t, "s", 100)
+	ids := e.appendRequests(t, "s", 60, 3) // 180 shoppers race for quota 120
+	w := NewWriter(e.js, e.st, "s", WriterConfig{ID: "w1", MaxBatch: 16, Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	runUntil(t, e, w, "s")
+	var got []string
+	issued := 0
+	for i, db := range e.decisions(t, "s") {
+		if db.Head.Version != uint64(i+1) || db.Writer != "w1" {
+			t.Fatalf("batch %d: version %d writer %s", i, db.Head.Version, db.Writer)
+		}
+		for _, d := range db.Events {
+			got = append(got, d.Request)
+			if d.Type == events.TypeTokenIssued {
+				issued++
+			}
+		}
+	}
+	if len(got) != len(ids) {
+		t.Fatalf("%d decisions for %d requests", len(got), len(ids))
+	}
+	for i := range ids {
+		if got[i] != ids[i] {
+			t.Fatalf("decision %d answers %s, request %d is %s: out of order", i, got[i], i, ids[i])
+		}
+	}
+	if issued != 120 {
+		t.Fatalf("issued %d tokens, quota 120", issued)
+	}
+	// A restarted writer rebuilds the same state from the history.
+	w2 := NewWriter(e.js, e.st, "s", WriterConfig{ID: "w2", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	if err := w2.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if w2.State().Head != w.State().Head {
+		t.Fatalf("reloaded head %+v, writer had %+v", w2.State().Head, w.State().Head)
+	}
+}
+
+// TestZombieWriterIsRefused: a writer that lost the sale (another committed
+// since it loaded) has its commit refused and so announces nothing.
+func TestZombieWriterIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.createSale(t, "s", 10)
+	e.appendRequests(t, "s", 1, 2)
+	zombie := NewWriter(e.js, e.st, "s", WriterConfig{ID: "zombie", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	if err := zombie.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	owner := NewWriter(e.js, e.st, "s", WriterConfig{ID: "owner", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	runUntil(t, e, owner, "s")
+	// The zombie wakes with requests of its own to decide.
+	e.appendRequests(t, "s", 1, 1)
+	b := pending{}
+	b.reset(zombie.state.Head.Cursor)
+	b.reqs = []events.Event{{ID: events.NewIDs().New(t0), Type: events.TypeTokenRequested, Version: 1, Sale: "s", Time: t0,
+		Shopper: "z", Data: &events.TokenRequested{}}}
+	b.msgs, b.cursor = 1, 1
+	err := zombie.decideAndCommit(context.Background(), &b)
+	if !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("zombie commit: %v, want ErrNotOwner", err)
+	}
+	for _, db := range e.decisions(t, "s") {
+		if db.Writer != "owner" {
+			t.Fatalf("a batch of %s landed", db.Writer)
+		}
+	}
+}
+
+// TestCommitRetryFindsItsOwnBatch: a commit retried after it landed (the
+// reply was lost) is recognised, not mistaken for a lost sale, and lands once.
+func TestCommitRetryFindsItsOwnBatch(t *testing.T) {
+	e := newEnv(t)
+	e.createSale(t, "s", 10)
+	w := NewWriter(e.js, e.st, "s", WriterConfig{ID: "w", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	if err := w.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	db := &events.DecisionBatch{Sale: "s", Writer: "w", DecidedAt: t0, Head: events.Head{Version: 1, Stock: 10, Quota: 12}}
+	if err := w.commit(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	w.headSeq = 0 // as if the first reply had been lost
+	if err := w.commit(context.Background(), db); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if n := len(e.decisions(t, "s")); n != 1 {
+		t.Fatalf("%d batches in the stream, want 1", n)
+	}
+}
+
+// BenchmarkWriter measures one sale's writer deciding requests with durable
+// group commits on the embedded JetStream file store. The requests are
+// appended beforehand, 64 per message as the front's group append makes them;
+// the clock stops when the last one is committed.
+func BenchmarkWriter(b *testing.B) {
+	e := newEnv(b)
+	n := max(b.N, 1000)
+	e.createSale(b, "bench", int64(n))
+	e.appendRequests(b, "bench", (n+63)/64, 64)
+	var batches, reqs atomic.Int64
+	w := NewWriter(e.js, e.st, "bench", WriterConfig{ID: "w", Log: quiet, OnCommit: func(db *events.DecisionBatch, r int, _ time.Duration) {
+		batches.Add(1)
+		reqs.Add(int64(r))
+	}})
+	b.ResetTimer()
+	start := time.Now()
+	runUntil(b, e, w, "bench")
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(reqs.Load())/el.Seconds(), "decisions/s")
+	b.ReportMetric(float64(reqs.Load())/float64(max(batches.Load(), 1)), "requests/batch")
+}
