@@ -1,0 +1,578 @@
+// Package api is flashgate's HTTP front: the shoppers' API, the admin API,
+// and the cheap checks that answer from a sale's cached head without
+// touching the stream.
+package api
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/front"
+	"github.com/flashgate/flashgate/handlers"
+	"github.com/flashgate/flashgate/identity"
+	"github.com/flashgate/flashgate/projections"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/flashgate/flashgate/tokens"
+	"golang.org/x/time/rate"
+)
+
+// Config is what the API is built from.
+type Config struct {
+	Front    *front.Front
+	Store    *projections.Store
+	Identity identity.Verifier  // verifies shoppers' bearer credentials
+	Sessions *identity.Sessions // issues anonymous sessions; nil in external identity mode
+	Purchase *tokens.Purchase   // signs and verifies purchase tokens
+	IDs      *events.IDs        //
+	Admin    string             // the admin bearer token
+	Now      func() time.Time   // default time.Now
+	Log      *slog.Logger       //
+	// DecisionWait is how long a request waits for its decision before the
+	// answer is 202 pending. Default 2 s.
+	DecisionWait time.Duration
+	// MaxBody limits request bodies. Default 64 KiB.
+	MaxBody int64
+	// SessionRate caps new anonymous sessions per second (burst the same);
+	// 0: 1000/s; negative: no cap.
+	SessionRate float64
+}
+
+type api struct {
+	Config
+	sessions *rate.Limiter
+}
+
+// New returns the HTTP handler.
+func New(c Config) http.Handler {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.DecisionWait <= 0 {
+		c.DecisionWait = 2 * time.Second
+	}
+	if c.MaxBody <= 0 {
+		c.MaxBody = 64 << 10
+	}
+	if c.SessionRate == 0 {
+		c.SessionRate = 1000
+	}
+	a := &api{Config: c}
+	if c.SessionRate > 0 {
+		a.sessions = rate.NewLimiter(rate.Limit(c.SessionRate), int(math.Max(1, c.SessionRate)))
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/time", a.time)
+	mux.HandleFunc("POST /api/v1/session", a.session)
+	mux.HandleFunc("GET /api/v1/sales/{sale}", a.sale)
+	mux.HandleFunc("POST /api/v1/sales/{sale}/tokens", a.shopper(a.tokens))
+	mux.HandleFunc("POST /api/v1/sales/{sale}/purchases", a.shopper(a.purchase))
+	mux.HandleFunc("GET /api/v1/orders/{id}", a.shopper(a.order))
+	mux.HandleFunc("GET /api/v1/requests/{id}", a.shopper(a.request))
+	mux.HandleFunc("POST /api/v1/admin/sales", a.admin(a.createSale))
+	mux.HandleFunc("GET /api/v1/admin/sales", a.admin(a.listSales))
+	mux.HandleFunc("GET /api/v1/admin/sales/{sale}", a.admin(a.adminSale))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, a.Log, newError(http.StatusNotFound, "not_found", "no such endpoint"))
+	})
+	return a.limitBody(mux)
+}
+
+// limitBody answers 413 for bodies over MaxBody.
+func (a *api) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > a.MaxBody {
+			writeError(w, r, a.Log, newError(http.StatusRequestEntityTooLarge, "body_too_large",
+				fmt.Sprintf("request body over %d bytes", a.MaxBody)))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, a.MaxBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// decodeBody reads a JSON body strictly into v.
+func (a *api) decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return newError(http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body over %d bytes", a.MaxBody))
+		case errors.Is(err, io.EOF):
+			return newError(http.StatusBadRequest, "bad_request", "request body is empty; JSON expected")
+		case errors.As(err, &syn):
+			return newError(http.StatusBadRequest, "bad_request", fmt.Sprintf("malformed JSON at byte %d", syn.Offset))
+		case errors.As(err, &typ):
+			return newError(http.StatusBadRequest, "invalid_field", fmt.Sprintf("field %q must be a %s", typ.Field, typ.Type)).with("field", typ.Field)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return newError(http.StatusBadRequest, "invalid_field", fmt.Sprintf("unknown field %q", f)).with("field", f)
+		}
+		return newError(http.StatusBadRequest, "bad_request", "malformed JSON: "+err.Error())
+	}
+	if dec.More() {
+		return newError(http.StatusBadRequest, "bad_request", "trailing data after the JSON body")
+	}
+	return nil
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+type shopperHandler func(w http.ResponseWriter, r *http.Request, shopper string) error
+
+// shopper authenticates the shopper's session before h.
+func (a *api) shopper(h shopperHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			writeError(w, r, a.Log, newError(http.StatusUnauthorized, "unauthenticated", "Authorization: Bearer <session> required"))
+			return
+		}
+		shopper, err := a.Identity.Verify(tok)
+		if err != nil {
+			writeError(w, r, a.Log, newError(http.StatusUnauthorized, "unauthenticated", "session is not valid: "+err.Error()))
+			return
+		}
+		if err := h(w, r, shopper); err != nil {
+			writeError(w, r, a.Log, err)
+		}
+	}
+}
+
+// admin checks the admin token before h.
+func (a *api) admin(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.Admin)) != 1 {
+			writeError(w, r, a.Log, newError(http.StatusUnauthorized, "unauthenticated", "Authorization: Bearer <admin token> required"))
+			return
+		}
+		if err := h(w, r); err != nil {
+			writeError(w, r, a.Log, err)
+		}
+	}
+}
+
+func (a *api) time(w http.ResponseWriter, r *http.Request) {
+	now := a.Now()
+	writeJSON(w, http.StatusOK, map[string]any{"now": now.UTC().Format(time.RFC3339Nano), "unixMs": now.UnixMilli()})
+}
+
+func (a *api) session(w http.ResponseWriter, r *http.Request) {
+	if a.Sessions == nil {
+		writeError(w, r, a.Log, newError(http.StatusForbidden, "anonymous_sessions_disabled",
+			"shoppers sign in with the shop's identity provider"))
+		return
+	}
+	if a.sessions != nil && !a.sessions.Allow() {
+		writeError(w, r, a.Log, &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+			Message: "too many new sessions, retry shortly", RetryAfter: 1})
+		return
+	}
+	shopper := a.IDs.New(a.Now())
+	tok, exp, err := a.Sessions.Issue(shopper)
+	if err != nil {
+		writeError(w, r, a.Log, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"shopper": shopper, "session": tok, "expiresAt": exp.UTC().Format(time.RFC3339)})
+}
+
+// saleJSON is a sale as shoppers see it.
+func saleJSON(v front.SaleView, now time.Time) map[string]any {
+	s, h := v.Sale, v.Head
+	m := map[string]any{
+		"id": s.ID, "state": s.StatusAt(now, h), "stock": s.Stock, "stockLeft": h.StockLeft(),
+		"quota": s.Quota, "quotaLeft": h.QuotaLeft(), "tokensOutstanding": h.Outstanding(),
+		"perUserLimit": s.PerUserLimit, "tokenTTL": s.TokenTTL.String(),
+		"opensAt": s.OpensAt.UTC().Format(time.RFC3339Nano), "closesAt": nil,
+	}
+	if !s.ClosesAt.IsZero() {
+		m["closesAt"] = s.ClosesAt.UTC().Format(time.RFC3339Nano)
+	}
+	return m
+}
+
+func (a *api) lookup(id string) (front.SaleView, error) {
+	select {
+	case <-a.Front.Ready():
+	default:
+		return front.SaleView{}, front.ErrNotReady
+	}
+	v, ok := a.Front.Sale(id)
+	if !ok {
+		return v, newError(http.StatusNotFound, "sale_not_found", fmt.Sprintf("no sale %q", id))
+	}
+	return v, nil
+}
+
+func (a *api) sale(w http.ResponseWriter, r *http.Request) {
+	v, err := a.lookup(r.PathValue("sale"))
+	if err != nil {
+		writeError(w, r, a.Log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, saleJSON(v, a.Now()))
+}
+
+// cheap answers a token request from the cached head when the outcome is
+// certain without the writer: not open yet, closed, sold out. Stock never
+// grows, so a cached "sold out" is never wrong.
+func cheap(v front.SaleView, now time.Time) error {
+	switch v.Sale.StatusAt(now, v.Head) {
+	case handlers.StatusScheduled:
+		return reasonError(events.ReasonNotOpen).with("opensAt", v.Sale.OpensAt.UTC().Format(time.RFC3339Nano))
+	case handlers.StatusClosed:
+		return reasonError(events.ReasonClosed)
+	case handlers.StatusSoldOut:
+		return reasonError(events.ReasonSoldOut)
+	}
+	return nil
+}
+
+func clientRequestID(r *http.Request) string {
+	id := r.Header.Get("Idempotency-Key")
+	if len(id) > 128 {
+		id = id[:128]
+	}
+	return id
+}
+
+func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) error {
+	v, err := a.lookup(r.PathValue("sale"))
+	if err != nil {
+		return err
+	}
+	now := a.Now()
+	if err := cheap(v, now); err != nil {
+		return err
+	}
+	req := events.Event{ID: a.IDs.New(now), Type: events.TypeTokenRequested, Version: events.SchemaVersion,
+		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r), Data: &events.TokenRequested{}}
+	return a.submit(w, r, req)
+}
+
+func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) error {
+	v, err := a.lookup(r.PathValue("sale"))
+	if err != nil {
+		return err
+	}
+	raw := strings.TrimSpace(r.Header.Get("X-Purchase-Token"))
+	if raw == "" {
+		return newError(http.StatusUnauthorized, "token_required", "X-Purchase-Token header required")
+	}
+	c, err := a.Purchase.Verify(raw)
+	switch {
+	case errors.Is(err, tokens.ErrTokenExpired):
+		return reasonError(events.ReasonTokenExpired)
+	case err != nil:
+		return reasonError(events.ReasonTokenUnknown)
+	case c.Sale != v.Sale.ID:
+		return newError(http.StatusForbidden, "token_wrong_sale", "purchase token is for another sale")
+	case c.Shopper != shopper:
+		return reasonError(events.ReasonTokenNotYours)
+	}
+	now := a.Now()
+	// Purchases skip the sold-out shortcut: a retried purchase must learn
+	// the order its token already bought, and only token holders get here.
+	if v.Sale.StatusAt(now, v.Head) == handlers.StatusScheduled {
+		return cheap(v, now)
+	}
+	req := events.Event{ID: a.IDs.New(now), Type: events.TypePurchaseRequested, Version: events.SchemaVersion,
+		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r),
+		Data: &events.PurchaseRequested{TokenID: c.TokenID}}
+	return a.submit(w, r, req)
+}
+
+// submit appends the request and answers with its decision, or 202 pending
+// when the decision takes longer than DecisionWait.
+func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event) error {
+	p, err := a.Front.Submit(req)
+	if err != nil {
+		return err
+	}
+	d, ok, err := p.Wait(r.Context(), a.DecisionWait)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w.Header().Set("Location", "/api/v1/requests/"+req.ID)
+		writeJSON(w, http.StatusAccepted, map[string]any{"requestId": req.ID, "status": "pending"})
+		return nil
+	}
+	status, body, err := a.answer(d, false)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, status, body)
+	return nil
+}
+
+// answer renders a decision as the reply to its request. polled selects the
+// shape used by GET /requests/{id}.
+func (a *api) answer(d events.Event, polled bool) (int, map[string]any, error) {
+	switch x := d.Data.(type) {
+	case *events.TokenIssued:
+		tok, err := a.Purchase.Sign(tokens.Claims{Shopper: d.Shopper, Sale: d.Sale, TokenID: x.TokenID, IssuedAt: x.IssuedAt, ExpiresAt: x.ExpiresAt})
+		if err != nil {
+			return 0, nil, err
+		}
+		body := map[string]any{"token": tok, "tokenId": x.TokenID, "expiresAt": x.ExpiresAt.UTC().Format(time.RFC3339), "status": "issued"}
+		status := http.StatusCreated
+		if x.AlreadyIssued {
+			body["status"], status = "already_issued", http.StatusOK
+		}
+		if polled {
+			body["requestId"], status = d.Request, http.StatusOK
+		}
+		return status, body, nil
+	case *events.PurchaseAccepted:
+		body := map[string]any{"orderId": x.OrderID, "status": "accepted"}
+		if polled {
+			body["requestId"] = d.Request
+			return http.StatusOK, body, nil
+		}
+		return http.StatusAccepted, body, nil
+	case *events.TokenDenied:
+		return a.refusal(d, reasonError(x.Reason), polled)
+	case *events.PurchaseRefused:
+		e := reasonError(x.Reason)
+		if x.OrderID != "" {
+			e = e.with("orderId", x.OrderID)
+		}
+		return a.refusal(d, e, polled)
+	}
+	return 0, nil, fmt.Errorf("request %s: unexpected decision %s", d.Request, d.Type)
+}
+
+func (a *api) refusal(d events.Event, e *Error, polled bool) (int, map[string]any, error) {
+	if !polled {
+		return 0, nil, e
+	}
+	body := map[string]any{"requestId": d.Request, "status": "refused", "error": e.Code, "message": e.Message, "httpStatus": e.Status}
+	for k, v := range e.Fields {
+		body[k] = v
+	}
+	return http.StatusOK, body, nil
+}
+
+func (a *api) request(w http.ResponseWriter, r *http.Request, shopper string) error {
+	id := r.PathValue("id")
+	notFound := newError(http.StatusNotFound, "request_not_found", "no such request (yet)")
+	d, ok := a.Front.Recent(id)
+	if !ok {
+		rs, err := a.Store.Request(r.Context(), id)
+		if errors.Is(err, projections.ErrNotFound) {
+			return notFound
+		}
+		if err != nil {
+			return err
+		}
+		if rs.Shopper != shopper {
+			return notFound
+		}
+		if !rs.Decided {
+			writeJSON(w, http.StatusOK, map[string]any{"requestId": id, "status": "pending"})
+			return nil
+		}
+		d = a.decisionFromRow(rs)
+	}
+	if d.Shopper != shopper {
+		return notFound
+	}
+	status, body, err := a.answer(d, true)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, status, body)
+	return nil
+}
+
+// decisionFromRow rebuilds a decision event from the projection.
+func (a *api) decisionFromRow(rs projections.RequestStatus) events.Event {
+	x := rs.Decision
+	d := events.Event{Type: events.Type(x.Type), Sale: rs.Sale, Shopper: rs.Shopper, Request: rs.ID, Time: x.DecidedAt}
+	switch d.Type {
+	case events.TypeTokenIssued:
+		d.Data = &events.TokenIssued{TokenID: x.TokenID, IssuedAt: x.IssuedAt, ExpiresAt: x.ExpiresAt, AlreadyIssued: x.AlreadyIssued}
+	case events.TypeTokenDenied:
+		d.Data = &events.TokenDenied{Reason: x.Reason}
+	case events.TypePurchaseAccepted:
+		d.Data = &events.PurchaseAccepted{TokenID: x.TokenID, OrderID: x.OrderID, Units: 1}
+	case events.TypePurchaseRefused:
+		d.Data = &events.PurchaseRefused{TokenID: x.TokenID, Reason: x.Reason, OrderID: x.OrderID}
+	}
+	return d
+}
+
+func (a *api) order(w http.ResponseWriter, r *http.Request, shopper string) error {
+	o, err := a.Store.Order(r.Context(), r.PathValue("id"))
+	if errors.Is(err, projections.ErrNotFound) || (err == nil && o.Shopper != shopper) {
+		return newError(http.StatusNotFound, "order_not_found", "no such order (yet)")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"orderId": o.ID, "sale": o.Sale, "status": o.Status,
+		"tokenId": o.TokenID, "units": o.Units, "createdAt": o.CreatedAt.UTC().Format(time.RFC3339Nano)})
+	return nil
+}
+
+// SaleRequest is the body of POST /api/v1/admin/sales.
+type SaleRequest struct {
+	ID           string   `json:"id"`
+	Stock        int64    `json:"stock"`
+	QuotaBuffer  *float64 `json:"quotaBuffer"`
+	PerUserLimit *int64   `json:"perUserLimit"`
+	TokenTTL     string   `json:"tokenTTL"`
+	OpensAt      string   `json:"opensAt"`
+	ClosesAt     string   `json:"closesAt"`
+}
+
+// Limits on sale settings.
+const (
+	MaxStock       = 100_000_000
+	MaxQuotaBuffer = 10.0
+	MinTokenTTL    = time.Second
+	MaxTokenTTL    = 24 * time.Hour
+)
+
+func invalid(field, msg string) *Error {
+	return newError(http.StatusBadRequest, "invalid_field", field+": "+msg).with("field", field)
+}
+
+// Validate turns a sale request into a sale, naming the first bad field.
+func (sr SaleRequest) Validate(now time.Time) (handlers.Sale, error) {
+	s := handlers.Sale{ID: sr.ID, Stock: sr.Stock, QuotaBuffer: 1.2, PerUserLimit: 1, TokenTTL: 5 * time.Minute, OpensAt: now.UTC()}
+	if !events.ValidSaleID(sr.ID) {
+		return s, invalid("id", "1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+	}
+	if sr.Stock < 1 || sr.Stock > MaxStock {
+		return s, invalid("stock", fmt.Sprintf("must be 1 to %d", MaxStock))
+	}
+	if sr.QuotaBuffer != nil {
+		if b := *sr.QuotaBuffer; math.IsNaN(b) || b < 1 || b > MaxQuotaBuffer {
+			return s, invalid("quotaBuffer", fmt.Sprintf("must be 1 to %g", MaxQuotaBuffer))
+		}
+		s.QuotaBuffer = *sr.QuotaBuffer
+	}
+	if sr.PerUserLimit != nil {
+		if *sr.PerUserLimit < 1 || *sr.PerUserLimit > sr.Stock {
+			return s, invalid("perUserLimit", "must be 1 to the stock")
+		}
+		s.PerUserLimit = *sr.PerUserLimit
+	}
+	if sr.TokenTTL != "" {
+		d, err := time.ParseDuration(sr.TokenTTL)
+		if err != nil || d < MinTokenTTL || d > MaxTokenTTL {
+			return s, invalid("tokenTTL", "a Go duration from 1s to 24h, like \"5m\"")
+		}
+		s.TokenTTL = d
+	}
+	if sr.OpensAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, sr.OpensAt)
+		if err != nil {
+			return s, invalid("opensAt", "an RFC 3339 time, like \"2026-12-01T10:00:00Z\"")
+		}
+		s.OpensAt = t.UTC()
+	}
+	if sr.ClosesAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, sr.ClosesAt)
+		if err != nil {
+			return s, invalid("closesAt", "an RFC 3339 time, like \"2026-12-01T12:00:00Z\"")
+		}
+		if !t.After(s.OpensAt) {
+			return s, invalid("closesAt", "must be after opensAt")
+		}
+		s.ClosesAt = t.UTC()
+	}
+	s.Quota = handlers.Quota(s.Stock, s.QuotaBuffer)
+	return s, nil
+}
+
+func (a *api) createSale(w http.ResponseWriter, r *http.Request) error {
+	var sr SaleRequest
+	if err := a.decodeBody(r, &sr); err != nil {
+		return err
+	}
+	now := a.Now()
+	s, err := sr.Validate(now)
+	if err != nil {
+		return err
+	}
+	ev := SaleCreatedEvent(a.IDs, s, now)
+	if err := a.Front.CreateSale(r.Context(), ev); err != nil {
+		if errors.Is(err, stream.ErrSaleExists) {
+			return newError(http.StatusConflict, "sale_exists", fmt.Sprintf("sale %q already exists", s.ID))
+		}
+		return err
+	}
+	v, _ := a.Front.Sale(s.ID)
+	writeJSON(w, http.StatusCreated, adminSaleJSON(v, now))
+	return nil
+}
+
+// SaleCreatedEvent is the event that creates sale s.
+func SaleCreatedEvent(ids *events.IDs, s handlers.Sale, now time.Time) events.Event {
+	return events.Event{ID: ids.New(now), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: s.ID, Time: now.UTC(),
+		Data: &events.SaleCreated{Stock: s.Stock, QuotaBuffer: s.QuotaBuffer, Quota: s.Quota, PerUserLimit: s.PerUserLimit,
+			TokenTTL: events.Duration(s.TokenTTL), OpensAt: s.OpensAt, ClosesAt: s.ClosesAt}}
+}
+
+func adminSaleJSON(v front.SaleView, now time.Time) map[string]any {
+	m := saleJSON(v, now)
+	m["quotaBuffer"] = v.Sale.QuotaBuffer
+	m["tokensIssued"] = v.Head.Issued
+	m["tokensExpired"] = v.Head.Expired
+	m["tokensRedeemed"] = v.Head.Redeemed
+	m["sold"] = v.Head.Redeemed
+	m["batchVersion"] = v.Head.Version
+	return m
+}
+
+func (a *api) listSales(w http.ResponseWriter, r *http.Request) error {
+	select {
+	case <-a.Front.Ready():
+	default:
+		return front.ErrNotReady
+	}
+	now := a.Now()
+	vs := a.Front.Sales()
+	out := make([]map[string]any, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, adminSaleJSON(v, now))
+	}
+	sortByID(out)
+	writeJSON(w, http.StatusOK, map[string]any{"sales": out})
+	return nil
+}
+
+func (a *api) adminSale(w http.ResponseWriter, r *http.Request) error {
+	v, err := a.lookup(r.PathValue("sale"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, adminSaleJSON(v, a.Now()))
+	return nil
+}

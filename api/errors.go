@@ -1,0 +1,87 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/front"
+	"github.com/flashgate/flashgate/handlers"
+)
+
+// Error is an answer other than success: an HTTP status, a stable code for
+// programs, a message for people, and optional fields.
+type Error struct {
+	Status     int
+	Code       string
+	Message    string
+	Fields     map[string]any
+	RetryAfter int // seconds; 0: no Retry-After header
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func newError(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Message: msg}
+}
+
+func (e *Error) with(k string, v any) *Error {
+	if e.Fields == nil {
+		e.Fields = map[string]any{}
+	}
+	e.Fields[k] = v
+	return e
+}
+
+// reasonError is the answer to a TokenDenied or PurchaseRefused reason.
+func reasonError(reason string) *Error {
+	msg := handlers.ReasonError(reason).Error()
+	switch reason {
+	case events.ReasonNotOpen:
+		return newError(http.StatusTooEarly, reason, msg)
+	case events.ReasonClosed, events.ReasonSoldOut, events.ReasonQuotaExhausted:
+		return newError(http.StatusGone, reason, msg)
+	case events.ReasonLimitReached, events.ReasonTokenUsed:
+		return newError(http.StatusConflict, reason, msg)
+	case events.ReasonTokenUnknown, events.ReasonTokenExpired:
+		return newError(http.StatusUnauthorized, reason, msg)
+	case events.ReasonTokenNotYours:
+		return newError(http.StatusForbidden, reason, msg)
+	}
+	return newError(http.StatusInternalServerError, "internal", msg)
+}
+
+// writeError is the one place an error becomes an HTTP answer. Only
+// internal errors are logged at error level.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, front.ErrOverloaded):
+		e = &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", Message: "too many requests in flight, retry shortly", RetryAfter: 1}
+	case errors.Is(err, front.ErrUnavailable), errors.Is(err, front.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
+		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the event stream is unavailable, retry shortly", RetryAfter: 1}
+	default:
+		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		e = newError(http.StatusInternalServerError, "internal", "internal error")
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	body := map[string]any{"error": e.Code, "message": e.Message}
+	for k, v := range e.Fields {
+		body[k] = v
+	}
+	writeJSON(w, e.Status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,394 @@
+// Package front is the process side of a shopper's request: it keeps every
+// sale's configuration and latest head in memory (for the cheap checks and
+// the sale view), appends requests to the stream in groups, and hands each
+// waiting request its decision when the sale's writer has committed it.
+//
+// Decisions reach the front only through a JetStream consumer of the
+// decision subjects, so a decision is never seen before it is stored: a
+// writer whose commit was refused announces nothing.
+package front
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/handlers"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors a caller maps to 503.
+var (
+	// ErrOverloaded means a bound was reached: too many requests in flight.
+	ErrOverloaded = errors.New("overloaded")
+	// ErrUnavailable means the stream could not take the request.
+	ErrUnavailable = errors.New("event stream unavailable")
+	// ErrNotReady means the front has not loaded the sales yet.
+	ErrNotReady = errors.New("not ready")
+)
+
+// Config tunes a front.
+type Config struct {
+	// MaxInFlight bounds the requests waiting for a decision. Default 16384.
+	MaxInFlight int
+	// QueueLen bounds each sale's queue of requests not yet appended. Default 8192.
+	QueueLen int
+	// MaxAppendBatch caps the requests appended in one message. Default 512.
+	MaxAppendBatch int
+	// AppendTimeout bounds one append. Default 2 s.
+	AppendTimeout time.Duration
+	// RecentDecisions is how many decisions are kept for polling. Default 65536.
+	RecentDecisions int
+	// OnSale is told of every sale the front sees (the writer manager's Add).
+	OnSale func(sale string)
+	// OnBatch is told of every committed decision batch (metrics).
+	OnBatch func(db *events.DecisionBatch)
+	Log     *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 16384
+	}
+	if c.QueueLen <= 0 {
+		c.QueueLen = 8192
+	}
+	if c.MaxAppendBatch <= 0 {
+		c.MaxAppendBatch = 512
+	}
+	if c.AppendTimeout <= 0 {
+		c.AppendTimeout = 2 * time.Second
+	}
+	if c.RecentDecisions <= 0 {
+		c.RecentDecisions = 65536
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// SaleView is what the front knows of a sale.
+type SaleView struct {
+	Sale handlers.Sale
+	Head events.Head
+}
+
+// Front is one process's side of the shoppers' requests.
+type Front struct {
+	js  jetstream.JetStream
+	st  jetstream.Stream
+	cfg Config
+
+	mu        sync.RWMutex
+	sales     map[string]*SaleView
+	appenders map[string]*appender
+
+	waiters waiters
+	recent  *recent
+	ready   chan struct{}
+	ctx     context.Context
+	wg      sync.WaitGroup
+}
+
+// New returns a front; Run starts it.
+func New(js jetstream.JetStream, st jetstream.Stream, cfg Config) *Front {
+	cfg.defaults()
+	return &Front{
+		js: js, st: st, cfg: cfg,
+		sales:     make(map[string]*SaleView),
+		appenders: make(map[string]*appender),
+		waiters:   newWaiters(cfg.MaxInFlight),
+		recent:    newRecent(cfg.RecentDecisions),
+		ready:     make(chan struct{}),
+	}
+}
+
+// Ready is closed once the front has loaded every sale.
+func (f *Front) Ready() <-chan struct{} { return f.ready }
+
+// Run loads the sales and follows the sale and decision subjects until ctx
+// ends. It returns nil on cancel, after the appenders stopped.
+func (f *Front) Run(ctx context.Context) error {
+	f.mu.Lock()
+	f.ctx = ctx
+	f.mu.Unlock()
+	defer f.wg.Wait()
+	info, err := f.st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("front: %w", err)
+	}
+	start := info.State.LastSeq + 1
+	ids, err := stream.SaleIDs(ctx, f.st)
+	if err != nil {
+		return fmt.Errorf("front: %w", err)
+	}
+	for _, id := range ids {
+		ev, _, err := stream.Sale(ctx, f.st, id)
+		if err != nil {
+			f.cfg.Log.Error("front: sale unreadable, skipped", "sale", id, "err", err)
+			continue
+		}
+		f.saleCreated(ev)
+		db, _, ok, err := stream.LastDecision(ctx, f.st, id)
+		if err != nil {
+			return fmt.Errorf("front: %w", err)
+		}
+		if ok {
+			f.applyHead(&db)
+		}
+	}
+	cons, err := f.st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectSaleAll, events.SubjectDecAll},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    start,
+	})
+	if err != nil {
+		return fmt.Errorf("front: follow decisions: %w", err)
+	}
+	cc, err := cons.Consume(f.handle, jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return fmt.Errorf("front: follow decisions: %w", err)
+	}
+	close(f.ready)
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}
+
+func (f *Front) handle(m jetstream.Msg) {
+	subj := m.Subject()
+	switch {
+	case len(subj) > len(events.SubjectSalePfx) && subj[:len(events.SubjectSalePfx)] == events.SubjectSalePfx:
+		ev, err := events.DecodeEvent(m.Data())
+		if err != nil || ev.Type != events.TypeSaleCreated {
+			f.cfg.Log.Error("front: bad sale event", "subject", subj, "err", err)
+			return
+		}
+		f.saleCreated(ev)
+	default:
+		db, err := events.DecodeDecisions(m.Data())
+		if err != nil {
+			f.cfg.Log.Error("front: bad decision batch", "subject", subj, "err", err)
+			return
+		}
+		f.applyHead(&db)
+		for i := range db.Events {
+			e := &db.Events[i]
+			if e.Request == "" {
+				continue
+			}
+			f.recent.put(e.Request, *e)
+			f.waiters.deliver(e.Request, result{ev: *e})
+		}
+		if f.cfg.OnBatch != nil {
+			f.cfg.OnBatch(&db)
+		}
+	}
+}
+
+func (f *Front) saleCreated(ev events.Event) {
+	s, err := handlers.SaleFromEvent(ev)
+	if err != nil {
+		return
+	}
+	f.mu.Lock()
+	_, known := f.sales[s.ID]
+	if !known {
+		f.sales[s.ID] = &SaleView{Sale: s, Head: events.Head{Stock: s.Stock, Quota: s.Quota}}
+	}
+	f.mu.Unlock()
+	if !known && f.cfg.OnSale != nil {
+		f.cfg.OnSale(s.ID)
+	}
+}
+
+func (f *Front) applyHead(db *events.DecisionBatch) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v := f.sales[db.Sale]; v != nil && db.Head.Version > v.Head.Version {
+		v.Head = db.Head
+	}
+}
+
+// Sale returns what the front knows of a sale.
+func (f *Front) Sale(id string) (SaleView, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v, ok := f.sales[id]
+	if !ok {
+		return SaleView{}, false
+	}
+	return *v, true
+}
+
+// Sales returns every sale the front knows, in no particular order.
+func (f *Front) Sales() []SaleView {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]SaleView, 0, len(f.sales))
+	for _, v := range f.sales {
+		out = append(out, *v)
+	}
+	return out
+}
+
+// CreateSale appends the sale's SaleCreated event; stream.ErrSaleExists if
+// the id is taken.
+func (f *Front) CreateSale(ctx context.Context, ev events.Event) error {
+	if _, err := stream.CreateSale(ctx, f.js, ev); err != nil {
+		return err
+	}
+	f.saleCreated(ev)
+	return nil
+}
+
+// Recent returns a decision this process saw lately, by request id.
+func (f *Front) Recent(request string) (events.Event, bool) { return f.recent.get(request) }
+
+// Pending is a submitted request waiting for its decision.
+type Pending struct {
+	f  *Front
+	id string
+	ch chan result
+}
+
+type result struct {
+	ev  events.Event
+	err error
+}
+
+// Submit appends a request and registers for its decision. It fails at once
+// with ErrOverloaded when a bound is reached and ErrNotReady before the
+// sales are loaded.
+func (f *Front) Submit(req events.Event) (*Pending, error) {
+	select {
+	case <-f.ready:
+	default:
+		return nil, ErrNotReady
+	}
+	ch, ok := f.waiters.add(req.ID)
+	if !ok {
+		return nil, ErrOverloaded
+	}
+	a, err := f.appender(req.Sale)
+	if err != nil {
+		f.waiters.remove(req.ID)
+		return nil, err
+	}
+	select {
+	case a.q <- req:
+	default:
+		f.waiters.remove(req.ID)
+		return nil, ErrOverloaded
+	}
+	return &Pending{f: f, id: req.ID, ch: ch}, nil
+}
+
+// Wait returns the decision, or ok=false when wait passed first (the
+// request stays in the stream and will be decided: poll for it).
+func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r := <-p.ch:
+		return r.ev, r.err == nil, r.err
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	p.f.waiters.remove(p.id)
+	// The decision may have been delivered between the timer and the removal.
+	select {
+	case r := <-p.ch:
+		return r.ev, r.err == nil, r.err
+	default:
+		return events.Event{}, false, nil
+	}
+}
+
+func (f *Front) appender(sale string) (*appender, error) {
+	f.mu.RLock()
+	a := f.appenders[sale]
+	f.mu.RUnlock()
+	if a != nil {
+		return a, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if a = f.appenders[sale]; a != nil {
+		return a, nil
+	}
+	if f.ctx == nil || f.ctx.Err() != nil {
+		return nil, ErrUnavailable
+	}
+	a = &appender{f: f, subject: events.RequestSubject(sale), q: make(chan events.Event, f.cfg.QueueLen)}
+	f.appenders[sale] = a
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		a.run(f.ctx)
+	}()
+	return a, nil
+}
+
+// appender appends one sale's requests: everything queued while an append
+// is in flight goes into the next message (group append).
+type appender struct {
+	f       *Front
+	subject string
+	q       chan events.Event
+}
+
+func (a *appender) run(ctx context.Context) {
+	batch := make([]events.Event, 0, a.f.cfg.MaxAppendBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			a.failQueued()
+			return
+		case r := <-a.q:
+			batch = append(batch, r)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-a.q:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		a.append(ctx, batch)
+	}
+}
+
+func (a *appender) append(ctx context.Context, batch []events.Event) {
+	data, err := events.EncodeRequests(events.RequestBatch{Requests: batch})
+	if err == nil {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.f.cfg.AppendTimeout)
+		_, err = a.f.js.Publish(pctx, a.subject, data)
+		cancel()
+	}
+	if err != nil {
+		a.f.cfg.Log.Warn("append failed", "subject", a.subject, "requests", len(batch), "err", err)
+		for _, r := range batch {
+			a.f.waiters.deliver(r.ID, result{err: fmt.Errorf("%w: %v", ErrUnavailable, err)})
+		}
+	}
+}
+
+func (a *appender) failQueued() {
+	for {
+		select {
+		case r := <-a.q:
+			a.f.waiters.deliver(r.ID, result{err: ErrUnavailable})
+		default:
+			return
+		}
+	}
+}
