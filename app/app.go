@@ -1,0 +1,349 @@
+// Package app wires flashgate's parts into a running service: NATS
+// (embedded or external), the stream layout, the writers, the front, the
+// projections and the HTTP API, and takes them down again in order.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/flashgate/flashgate/api"
+	"github.com/flashgate/flashgate/embed"
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/front"
+	"github.com/flashgate/flashgate/handlers"
+	"github.com/flashgate/flashgate/identity"
+	"github.com/flashgate/flashgate/projections"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/flashgate/flashgate/tokens"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config is the service's configuration; cmd/flashgate fills it from flags
+// and FLASHGATE_* variables.
+type Config struct {
+	Data       string // data directory
+	HTTP       string // listen address
+	AdminToken string // "" = generated and kept in the data directory
+	NATSURL    string // "" = embedded server
+	NATSCreds  string // credentials file for NATSURL
+	Demo       bool   // create the demo sale
+	SyncAlways bool   // embedded JetStream fsyncs every write
+	Replicas   int    // stream and bucket replicas
+	LeaseTTL   time.Duration
+
+	DecisionWait time.Duration
+	MaxBody      int64
+	SessionRate  float64
+	SessionTTL   time.Duration
+	MaxInFlight  int
+	MaxBatch     int
+
+	PurchaseKeyFile string // "" = keys in the data directory
+	SessionKeyFile  string
+
+	IdentityKey      string // PEM public key of the shop's identity provider: external identity mode
+	IdentityIssuer   string
+	IdentityAudience string
+
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Defaults fills zero fields with the documented defaults.
+func (c *Config) Defaults() {
+	if c.Data == "" {
+		c.Data = "data"
+	}
+	if c.HTTP == "" {
+		c.HTTP = "127.0.0.1:8080"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = stream.DefaultLeaseTTL
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// App is a running service.
+type App struct {
+	URL        string // base URL of the HTTP API
+	AdminToken string
+	DataDir    string
+	NATS       string // "embedded" or the URL
+	Front      *front.Front
+	Store      *projections.Store
+	JS         jetstream.JetStream
+
+	cfg      Config
+	log      *slog.Logger
+	unlock   func()
+	ns       *embed.Server
+	nc       *nats.Conn
+	srv      *http.Server
+	manager  *handlers.Manager
+	cancelW  context.CancelFunc // writers
+	cancelF  context.CancelFunc // front
+	cancelP  context.CancelFunc // projections
+	bg       sync.WaitGroup
+	served   chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start brings the service up and returns once it serves HTTP.
+func Start(ctx context.Context, c Config) (a *App, err error) {
+	c.Defaults()
+	a = &App{cfg: c, log: c.Log, DataDir: c.Data, served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			a.teardown()
+		}
+	}()
+	dir := DataDir(c.Data)
+	if a.unlock, err = dir.Lock(); err != nil {
+		return nil, err
+	}
+	node, err := dir.NodeIDValue()
+	if err != nil {
+		return nil, fmt.Errorf("node id: %w", err)
+	}
+	if a.AdminToken = c.AdminToken; a.AdminToken == "" {
+		if a.AdminToken, err = dir.AdminTokenValue(); err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+	}
+	purchaseKeys, err := loadKeys(c.PurchaseKeyFile, dir.PurchaseKeys())
+	if err != nil {
+		return nil, err
+	}
+	var verifier identity.Verifier
+	var sessions *identity.Sessions
+	if c.IdentityKey != "" {
+		if verifier, err = identity.LoadExternal(c.IdentityKey, c.IdentityIssuer, c.IdentityAudience, c.Now); err != nil {
+			return nil, fmt.Errorf("external identity: %w", err)
+		}
+	} else {
+		sessionKeys, err := loadKeys(c.SessionKeyFile, dir.SessionKeys())
+		if err != nil {
+			return nil, err
+		}
+		sessions = identity.NewSessions(sessionKeys, c.SessionTTL, c.Now)
+		verifier = sessions
+	}
+
+	if a.nc, err = a.connect(c, dir); err != nil {
+		return nil, err
+	}
+	a.JS, err = jetstream.New(a.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := stream.Ensure(ctx, a.JS, stream.Config{Replicas: c.Replicas, LeaseTTL: c.LeaseTTL}); err != nil {
+		return nil, err
+	}
+	st, err := a.JS.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	leases, err := a.JS.KeyValue(ctx, events.LeaseBucket)
+	if err != nil {
+		return nil, fmt.Errorf("lease bucket: %w", err)
+	}
+	if a.Store, err = projections.Open(dir.Projections()); err != nil {
+		return nil, fmt.Errorf("projections: %w", err)
+	}
+
+	// Background parts, each with its own context so shutdown goes in order.
+	pctx, cancelP := context.WithCancel(context.Background())
+	a.cancelP = cancelP
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		if err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{}); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("projections stopped", "err", err)
+		}
+	}()
+	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log})
+	wctx, cancelW := context.WithCancel(context.Background())
+	a.cancelW = cancelW
+	a.manager.Start(wctx)
+	a.Front = front.New(a.JS, st, front.Config{MaxInFlight: c.MaxInFlight, OnSale: a.manager.Add, Log: a.log})
+	fctx, cancelF := context.WithCancel(context.Background())
+	a.cancelF = cancelF
+	frontDone := make(chan error, 1)
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		frontDone <- a.Front.Run(fctx)
+	}()
+	select {
+	case <-a.Front.Ready():
+	case err := <-frontDone:
+		return nil, fmt.Errorf("front: %w", err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if c.Demo {
+		if err := a.createDemo(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	handler := api.New(api.Config{
+		Front: a.Front, Store: a.Store, Identity: verifier, Sessions: sessions,
+		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
+		Now: c.Now, Log: a.log, DecisionWait: c.DecisionWait, MaxBody: c.MaxBody, SessionRate: c.SessionRate,
+	})
+	ln, err := net.Listen("tcp", c.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", c.HTTP, err)
+	}
+	a.URL = "http://" + ln.Addr().String()
+	a.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	go func() {
+		err := a.srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		a.served <- err
+	}()
+	return a, nil
+}
+
+func loadKeys(given, inData string) (*tokens.KeySet, error) {
+	if given != "" {
+		k, err := tokens.LoadKeyFile(given)
+		if err != nil {
+			return nil, fmt.Errorf("key file: %w", err)
+		}
+		return k, nil
+	}
+	k, err := tokens.LoadOrCreateKeyFile(inData)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	return k, nil
+}
+
+func (a *App) connect(c Config, dir DataDir) (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("flashgate"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	if c.NATSURL != "" {
+		a.NATS = c.NATSURL
+		if c.NATSCreds != "" {
+			opts = append(opts, nats.UserCredentials(c.NATSCreds))
+		}
+		nc, err := nats.Connect(c.NATSURL, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("connect to NATS at %s: %w", c.NATSURL, err)
+		}
+		return nc, nil
+	}
+	a.NATS = "embedded"
+	ns, err := embed.Start(embed.Options{Dir: dir.NATS(), SyncAlways: c.SyncAlways})
+	if err != nil {
+		return nil, err
+	}
+	a.ns = ns
+	return ns.Connect(opts...)
+}
+
+// DemoSale is the id of the sale --demo creates.
+const DemoSale = "demo"
+
+func (a *App) createDemo(ctx context.Context) error {
+	if _, ok := a.Front.Sale(DemoSale); ok {
+		return nil
+	}
+	now := a.cfg.Now()
+	s, err := api.SaleRequest{ID: DemoSale, Stock: 100}.Validate(now)
+	if err != nil {
+		return err
+	}
+	err = a.Front.CreateSale(ctx, api.SaleCreatedEvent(events.NewIDs(), s, now))
+	if err != nil && !errors.Is(err, stream.ErrSaleExists) {
+		return fmt.Errorf("demo sale: %w", err)
+	}
+	return nil
+}
+
+// Wait blocks until the HTTP server fails or ctx ends, then shuts down.
+func (a *App) Wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-a.served:
+	}
+	if serr := a.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Shutdown stops the service in order: stop taking HTTP requests and let
+// the ones in flight get their answer (the writers still decide), then stop
+// the front, the writers (releasing their leases), the projections, and
+// NATS. It is safe to call more than once.
+func (a *App) Shutdown() error {
+	a.stopOnce.Do(func() {
+		if a.srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			if err := a.srv.Shutdown(ctx); err != nil {
+				a.stopErr = fmt.Errorf("http shutdown: %w", err)
+			}
+			cancel()
+		}
+		a.teardown()
+	})
+	return a.stopErr
+}
+
+func (a *App) teardown() {
+	if a.cancelF != nil {
+		a.cancelF()
+	}
+	if a.cancelW != nil {
+		a.cancelW()
+		a.manager.Wait()
+	}
+	if a.cancelP != nil {
+		a.cancelP()
+	}
+	a.bg.Wait()
+	if a.Store != nil {
+		_ = a.Store.Close()
+	}
+	if a.nc != nil {
+		_ = a.nc.Drain()
+		a.nc.Close()
+	}
+	if a.ns != nil {
+		a.ns.Shutdown()
+	}
+	if a.unlock != nil {
+		a.unlock()
+	}
+}
+
+// Abs returns the absolute form of a path for messages, or the path itself.
+func Abs(p string) string {
+	if ap, err := filepath.Abs(p); err == nil {
+		return ap
+	}
+	return p
+}

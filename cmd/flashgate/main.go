@@ -1,0 +1,70 @@
+// Command flashgate runs a limited-stock sale gate: shoppers get a purchase
+// token and buy, nothing is oversold, and every decision is an event an
+// auditor can replay. See `flashgate help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `flashgate — a gate for limited-stock sales
+
+Usage:
+  flashgate serve  [flags]              run the service (embedded NATS by default)
+  flashgate sale   create|get|list ...  manage sales through the admin API
+  flashgate audit  [flags]              replay the events and check every invariant
+  flashgate bench  [flags]              race shoppers for tokens against a server
+  flashgate version
+
+Every flag can also be set as an environment variable: --http-addr is
+FLASHGATE_HTTP_ADDR. A flag given on the command line wins over the variable.
+Run 'flashgate <command> --help' for a command's flags.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], getenv, stdout, stderr)
+	case "sale":
+		err = sale(ctx, args[1:], getenv, stdout, stderr)
+	case "audit":
+		return auditCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "bench":
+		err = bench(ctx, args[1:], getenv, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "flashgate", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "flashgate: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err == errUsage {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "flashgate %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/flashgate/flashgate/app"
+)
+
+const saleUsage = `Usage:
+  flashgate sale create --id ID --stock N [--quota-buffer 1.2] [--per-user-limit 1]
+                        [--token-ttl 5m] [--opens-at RFC3339] [--closes-at RFC3339]
+  flashgate sale get ID
+  flashgate sale list
+Common flags: --url (default http://127.0.0.1:8080), --admin-token (default: the
+data directory's admin-token file, see --data).
+`
+
+func sale(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, saleUsage)
+		return errUsage
+	}
+	verb, args := args[0], args[1:]
+	fs := newFlags("sale "+verb, stderr)
+	url := fs.String("url", "http://127.0.0.1:8080", "base URL of the flashgate HTTP API")
+	token := fs.String("admin-token", "", "admin token (default: read from the data directory)")
+	data := fs.String("data", "data", "data directory to read the admin token from")
+	var body map[string]any
+	switch verb {
+	case "create":
+		id := fs.String("id", "", "sale id: 1-64 of a-z 0-9 - _")
+		stock := fs.Int64("stock", 0, "units for sale")
+		buffer := fs.Float64("quota-buffer", 1.2, "quota = ceil(stock x buffer) purchase tokens may be held at once")
+		limit := fs.Int64("per-user-limit", 1, "units one shopper may buy")
+		ttl := fs.Duration("token-ttl", 5*time.Minute, "purchase token lifetime (1s to 24h)")
+		opens := fs.String("opens-at", "", "opening time, RFC 3339 (default: now)")
+		closes := fs.String("closes-at", "", "closing time, RFC 3339 (default: never)")
+		if err := parse(fs, args, getenv); err != nil {
+			return err
+		}
+		body = map[string]any{"id": *id, "stock": *stock, "quotaBuffer": *buffer, "perUserLimit": *limit, "tokenTTL": ttl.String()}
+		if *opens != "" {
+			body["opensAt"] = *opens
+		}
+		if *closes != "" {
+			body["closesAt"] = *closes
+		}
+	case "get", "list":
+		if err := parse(fs, args, getenv); err != nil {
+			return err
+		}
+	default:
+		fmt.Fprintf(stderr, "flashgate sale: unknown verb %q\n\n%s", verb, saleUsage)
+		return errUsage
+	}
+	if *token == "" {
+		b, err := os.ReadFile(app.DataDir(*data).AdminToken())
+		if err != nil {
+			return fmt.Errorf("no --admin-token and none readable in %s: %v", *data, err)
+		}
+		*token = strings.TrimSpace(string(b))
+	}
+	method, path := http.MethodGet, "/api/v1/admin/sales"
+	switch verb {
+	case "create":
+		method = http.MethodPost
+	case "get":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("get takes one sale id")
+		}
+		path += "/" + fs.Arg(0)
+	}
+	return adminCall(ctx, *url, *token, method, path, body, stdout)
+}
+
+func adminCall(ctx context.Context, base, token, method, path string, body any, stdout io.Writer) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, raw, "", "  ") != nil {
+		pretty.Reset()
+		pretty.Write(raw)
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(pretty.String()))
+	}
+	fmt.Fprintln(stdout, pretty.String())
+	return nil
+}
