@@ -19,6 +19,10 @@ type WriterConfig struct {
 	ID string
 	// MaxBatch caps the requests decided in one commit. Default 2048.
 	MaxBatch int
+	// MaxBatchBytes caps the request bytes decided in one commit, so that
+	// the decision batch stays well inside the server's max payload (1 MiB
+	// by default on a standalone NATS server). Default 256 KiB.
+	MaxBatchBytes int
 	// Now is the clock decisions are made with. Default time.Now.
 	Now func() time.Time
 	// Log receives the writer's notable events. Default slog.Default().
@@ -30,6 +34,9 @@ type WriterConfig struct {
 func (c *WriterConfig) defaults() {
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 2048
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 256 << 10
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -150,7 +157,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		// flight joins this batch, up to MaxBatch requests. A request message
 		// is never split.
 	drain:
-		for len(b.reqs) < w.cfg.MaxBatch {
+		for len(b.reqs) < w.cfg.MaxBatch && b.bytes < w.cfg.MaxBatchBytes {
 			select {
 			case m := <-in:
 				if err := b.add(w.sale, m); err != nil {
@@ -169,13 +176,14 @@ func (w *Writer) Run(ctx context.Context) error {
 // pending is the request messages taken for the next batch.
 type pending struct {
 	msgs   int
+	bytes  int
 	from   uint64
 	cursor uint64
 	reqs   []events.Event
 }
 
 func (b *pending) reset(cursor uint64) {
-	b.msgs, b.from, b.cursor = 0, 0, cursor
+	b.msgs, b.bytes, b.from, b.cursor = 0, 0, 0, cursor
 	clear(b.reqs)
 	b.reqs = b.reqs[:0]
 }
@@ -189,6 +197,7 @@ func (b *pending) add(sale string, m jetstream.Msg) error {
 		b.from = meta.Sequence.Stream
 	}
 	b.msgs++
+	b.bytes += len(m.Data())
 	b.cursor = meta.Sequence.Stream
 	b.reqs = append(b.reqs, RequestsOf(sale, m.Data())...)
 	return nil
