@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashgate/flashgate/api"
@@ -102,6 +103,8 @@ type App struct {
 	cancelP  context.CancelFunc // projections
 	bg       sync.WaitGroup
 	served   chan error
+	draining atomic.Bool
+	lastReq  atomic.Int64 // unix nanos of the last request that arrived
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -175,8 +178,18 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		if err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{}); err != nil && !errors.Is(err, context.Canceled) {
-			a.log.Error("projections stopped", "err", err)
+		// Run returns on a database or stream error; start it again (it
+		// resumes from the last applied sequence) until shutdown.
+		for backoff := 100 * time.Millisecond; pctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{})
+			if pctx.Err() != nil {
+				return
+			}
+			a.log.Error("projections stopped, restarting", "err", err, "in", backoff)
+			select {
+			case <-pctx.Done():
+			case <-time.After(backoff):
+			}
 		}
 	}()
 	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log})
@@ -215,7 +228,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		return nil, fmt.Errorf("listen on %s: %w", c.HTTP, err)
 	}
 	a.URL = "http://" + ln.Addr().String()
-	a.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	a.srv = &http.Server{Handler: a.drain(handler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		err := a.srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -302,6 +315,7 @@ func (a *App) Wait(ctx context.Context) error {
 func (a *App) Shutdown() error {
 	a.stopOnce.Do(func() {
 		if a.srv != nil {
+			a.drainArrivals()
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			if err := a.srv.Shutdown(ctx); err != nil {
 				a.stopErr = fmt.Errorf("http shutdown: %w", err)
@@ -346,4 +360,43 @@ func Abs(p string) string {
 		return ap
 	}
 	return p
+}
+
+// Draining bounds: how long arrivals must pause before the listener
+// closes, and how long draining may last at most.
+const (
+	drainQuiet = 150 * time.Millisecond
+	drainMax   = 3 * time.Second
+)
+
+// drain answers requests that arrive once shutdown has begun with 503 and
+// Connection: close, instead of leaving them in the listener's backlog to be
+// reset when it closes.
+func (a *App) drain(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.lastReq.Store(time.Now().UnixNano())
+		if a.draining.Load() {
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"shutting_down","message":"this server is stopping, retry shortly"}` + "\n"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// drainArrivals switches to draining and waits until no request has arrived
+// for drainQuiet (at most drainMax).
+func (a *App) drainArrivals() {
+	a.draining.Store(true)
+	a.srv.SetKeepAlivesEnabled(false)
+	deadline := time.Now().Add(drainMax)
+	for time.Now().Before(deadline) {
+		if time.Since(time.Unix(0, a.lastReq.Load())) >= drainQuiet {
+			return
+		}
+		time.Sleep(drainQuiet / 3)
+	}
 }
