@@ -83,6 +83,7 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("POST /api/v1/admin/sales", a.admin(a.createSale))
 	mux.HandleFunc("GET /api/v1/admin/sales", a.admin(a.listSales))
 	mux.HandleFunc("GET /api/v1/admin/sales/{sale}", a.admin(a.adminSale))
+	mux.HandleFunc("GET /{$}", a.index)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.Log, newError(http.StatusNotFound, "not_found", "no such endpoint"))
 	})
@@ -172,6 +173,23 @@ func (a *api) admin(h func(w http.ResponseWriter, r *http.Request) error) http.H
 			writeError(w, r, a.Log, err)
 		}
 	}
+}
+
+// index tells a person who opened the printed URL how to use the API.
+func (a *api) index(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	base := "http://" + r.Host
+	fmt.Fprintf(w, `flashgate is running.
+
+Buy a unit in the demo sale (if the server runs with --demo):
+
+  S=$(curl -s -X POST %[1]s/api/v1/session | jq -r .session)
+  T=$(curl -s -X POST -H "Authorization: Bearer $S" %[1]s/api/v1/sales/demo/tokens | jq -r .token)
+  curl -s -X POST -H "Authorization: Bearer $S" -H "X-Purchase-Token: $T" %[1]s/api/v1/sales/demo/purchases
+
+The sale:   %[1]s/api/v1/sales/demo
+The API is described in the README.
+`, base)
 }
 
 func (a *api) time(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,57 @@
+package api
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestSaleRequestValidate(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	f := func(v float64) *float64 { return &v }
+	i := func(v int64) *int64 { return &v }
+	ok := []struct {
+		name string
+		in   SaleRequest
+	}{
+		{"defaults", SaleRequest{ID: "demo", Stock: 100}},
+		{"all set", SaleRequest{ID: "a-b_1", Stock: 10, QuotaBuffer: f(1.5), PerUserLimit: i(2), TokenTTL: "1s",
+			OpensAt: "2026-12-01T11:00:00Z", ClosesAt: "2026-12-01T13:00:00+01:00"}},
+	}
+	for _, c := range ok {
+		if _, err := c.in.Validate(now); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+	s, _ := SaleRequest{ID: "demo", Stock: 100}.Validate(now)
+	if s.Quota != 120 || s.QuotaBuffer != 1.2 || s.PerUserLimit != 1 || s.TokenTTL != 5*time.Minute || !s.OpensAt.Equal(now) || !s.ClosesAt.IsZero() {
+		t.Errorf("defaults: %+v", s)
+	}
+	bad := []struct {
+		in    SaleRequest
+		field string
+	}{
+		{SaleRequest{ID: "", Stock: 1}, "id"},
+		{SaleRequest{ID: "Caps", Stock: 1}, "id"},
+		{SaleRequest{ID: "x", Stock: 0}, "stock"},
+		{SaleRequest{ID: "x", Stock: -5}, "stock"},
+		{SaleRequest{ID: "x", Stock: MaxStock + 1}, "stock"},
+		{SaleRequest{ID: "x", Stock: 1, QuotaBuffer: f(0.9)}, "quotaBuffer"},
+		{SaleRequest{ID: "x", Stock: 1, QuotaBuffer: f(11)}, "quotaBuffer"},
+		{SaleRequest{ID: "x", Stock: 1, PerUserLimit: i(0)}, "perUserLimit"},
+		{SaleRequest{ID: "x", Stock: 1, PerUserLimit: i(2)}, "perUserLimit"},
+		{SaleRequest{ID: "x", Stock: 1, TokenTTL: "500ms"}, "tokenTTL"},
+		{SaleRequest{ID: "x", Stock: 1, TokenTTL: "25h"}, "tokenTTL"},
+		{SaleRequest{ID: "x", Stock: 1, TokenTTL: "soon"}, "tokenTTL"},
+		{SaleRequest{ID: "x", Stock: 1, OpensAt: "tomorrow"}, "opensAt"},
+		{SaleRequest{ID: "x", Stock: 1, ClosesAt: "2026-12-01T09:00:00Z"}, "closesAt"},
+		{SaleRequest{ID: "x", Stock: 1, OpensAt: "2026-12-01T11:00:00Z", ClosesAt: "2026-12-01T11:00:00Z"}, "closesAt"},
+	}
+	for _, c := range bad {
+		_, err := c.in.Validate(now)
+		var e *Error
+		if !errors.As(err, &e) || e.Status != 400 || e.Fields["field"] != c.field {
+			t.Errorf("%+v: got %v, want 400 naming %s", c.in, err, c.field)
+		}
+	}
+}
