@@ -208,10 +208,13 @@ func SaleOfSubject(subject string) (string, error) {
 	return "", fmt.Errorf("subject %q names no sale", subject)
 }
 
-// DecisionMsgID is the Nats-Msg-Id of a sale's decision batch: a retried
-// commit of the same version is dropped by the stream as a duplicate.
-func DecisionMsgID(sale string, version uint64) string {
-	return fmt.Sprintf("dec:%s:%d", sale, version)
+// DecisionMsgID is the Nats-Msg-Id of a decision batch: a retried commit of
+// the same version by the same writer is dropped by the stream as a
+// duplicate. It names the writer, so that another writer's batch of the same
+// version is never taken for a duplicate (a replicated stream checks the
+// dedup window before the expected sequence) and meets the sequence check.
+func DecisionMsgID(sale string, version uint64, writer string) string {
+	return fmt.Sprintf("dec:%s:%d:%s", sale, version, writer)
 }
 
 // SaleMsgID is the Nats-Msg-Id of a sale's SaleCreated event.

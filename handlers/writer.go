@@ -131,11 +131,11 @@ func (w *Writer) Run(ctx context.Context) error {
 		case in <- m:
 		case <-cctx.Done():
 		}
-	}, jetstream.PullMaxMessages(w.cfg.MaxBatch))
+	}, jetstream.PullMaxMessagesWithBytesLimit(w.cfg.MaxBatch, 4*w.cfg.MaxBatchBytes))
 	if err != nil {
 		return fmt.Errorf("writer %s: follow requests: %w", w.sale, err)
 	}
-	defer cc.Stop()
+	defer stream.Stop(cc)
 	w.cfg.Log.Info("writer started", "sale", w.sale, "writer", w.cfg.ID, "version", w.state.Head.Version, "cursor", w.state.Head.Cursor)
 
 	timer := time.NewTimer(time.Hour)
@@ -203,6 +203,16 @@ func (b *pending) add(sale string, m jetstream.Msg) error {
 	return nil
 }
 
+// isOurs reports whether the message at seq is this writer's batch version.
+func (w *Writer) isOurs(ctx context.Context, seq, version uint64) bool {
+	m, err := w.st.GetMsg(context.WithoutCancel(ctx), seq)
+	if err != nil || m.Subject != events.DecisionSubject(w.sale) {
+		return false
+	}
+	db, err := events.DecodeDecisions(m.Data)
+	return err == nil && db.Writer == w.cfg.ID && db.Head.Version == version
+}
+
 // armExpiry sets the timer to the next token expiry, or far away.
 func (w *Writer) armExpiry(t *time.Timer) {
 	d := time.Hour
@@ -248,13 +258,21 @@ func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch) error {
 	msg.Data = data
 	opts := []jetstream.PublishOpt{
 		jetstream.WithExpectLastSequencePerSubject(w.headSeq),
-		jetstream.WithMsgID(events.DecisionMsgID(w.sale, db.Head.Version)),
+		jetstream.WithMsgID(events.DecisionMsgID(w.sale, db.Head.Version, w.cfg.ID)),
 	}
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		ack, err := w.js.PublishMsg(pctx, msg, opts...)
 		cancel()
+		if err == nil && ack.Duplicate {
+			// Our own earlier attempt landed; make sure of it before we
+			// believe it: only a batch of ours at this version will do.
+			if !w.isOurs(ctx, ack.Sequence, db.Head.Version) {
+				w.cfg.Log.Warn("writer lost the sale: duplicate ack for a batch not ours", "sale", w.sale, "writer", w.cfg.ID)
+				return ErrNotOwner
+			}
+		}
 		if err == nil {
 			w.headSeq = ack.Sequence
 			return nil

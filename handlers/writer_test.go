@@ -3,7 +3,6 @@ package handlers
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -12,82 +11,33 @@ import (
 
 	"github.com/flashgate/flashgate/embed"
 	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/internal/fgtest"
 	"github.com/flashgate/flashgate/stream"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 type env struct {
+	*fgtest.Env
 	js jetstream.JetStream
 	st jetstream.Stream
 }
 
 func newEnv(tb testing.TB) *env {
-	tb.Helper()
-	ns, err := embed.Start(embed.Options{Dir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
-		tb.Fatal(err)
-	}
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &env{js: js, st: st}
+	e := fgtest.New(tb)
+	return &env{Env: e, js: e.JS, st: e.Stream}
 }
 
 func (e *env) createSale(tb testing.TB, id string, stock int64) {
 	tb.Helper()
-	ev := events.Event{ID: events.NewIDs().New(t0), Type: events.TypeSaleCreated, Version: 1, Sale: id, Time: t0,
-		Data: &events.SaleCreated{Stock: stock, QuotaBuffer: 1.2, Quota: Quota(stock, 1.2), PerUserLimit: 1,
-			TokenTTL: events.Duration(time.Hour), OpensAt: t0}}
-	if _, err := stream.CreateSale(context.Background(), e.js, ev); err != nil {
-		tb.Fatal(err)
-	}
+	e.CreateSale(tb, id, stock, time.Hour, t0)
 }
 
-// appendRequests appends msgs messages of per token requests each, from
-// distinct shoppers, and returns the request ids in order.
 func (e *env) appendRequests(tb testing.TB, sale string, msgs, per int) []string {
 	tb.Helper()
-	ids := events.NewIDs()
-	var all []string
-	for m := 0; m < msgs; m++ {
-		rb := events.RequestBatch{}
-		for i := 0; i < per; i++ {
-			id := ids.New(t0)
-			all = append(all, id)
-			rb.Requests = append(rb.Requests, events.Event{ID: id, Type: events.TypeTokenRequested, Version: 1, Sale: sale,
-				Time: t0, Shopper: fmt.Sprintf("shopper-%d-%d", m, i), Data: &events.TokenRequested{}})
-		}
-		data, err := events.EncodeRequests(rb)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if _, err := e.js.PublishAsync(events.RequestSubject(sale), data); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	select {
-	case <-e.js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		tb.Fatal("appends not acknowledged")
-	}
-	return all
+	return e.AppendTokenRequests(tb, sale, "shopper", msgs, per, t0)
 }
 
 func (e *env) decisions(tb testing.TB, sale string) []events.DecisionBatch {
@@ -208,6 +158,75 @@ func TestZombieWriterIsRefused(t *testing.T) {
 		if db.Writer != "owner" {
 			t.Fatalf("a batch of %s landed", db.Writer)
 		}
+	}
+}
+
+func newR3Env(t *testing.T) *env {
+	t.Helper()
+	c, err := embed.StartCluster(3, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Shutdown)
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for { // the meta leader may still be settling
+		if err = stream.Ensure(ctx, js, stream.Config{Replicas: 3}); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{Env: &fgtest.Env{JS: js, Stream: st}, js: js, st: st}
+}
+
+// TestZombieWriterIsRefusedOnR3: on a replicated stream the dedup window is
+// checked before the expected sequence; a zombie committing the same version
+// as the owner must still be refused, not told "duplicate, fine".
+func TestZombieWriterIsRefusedOnR3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-server cluster")
+	}
+	e := newR3Env(t)
+	e.createSale(t, "s", 10)
+	e.appendRequests(t, "s", 1, 2)
+	zombie := NewWriter(e.js, e.st, "s", WriterConfig{ID: "zombie", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	if err := zombie.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	owner := NewWriter(e.js, e.st, "s", WriterConfig{ID: "owner", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	runUntil(t, e, owner, "s")
+	b := pending{}
+	b.reset(zombie.state.Head.Cursor)
+	b.reqs = []events.Event{{ID: events.NewIDs().New(t0), Type: events.TypeTokenRequested, Version: 1, Sale: "s", Time: t0,
+		Shopper: "z", Data: &events.TokenRequested{}}}
+	b.msgs, b.cursor = 1, 1
+	if err := zombie.decideAndCommit(context.Background(), &b); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("zombie commit on R3: %v, want ErrNotOwner", err)
+	}
+	for _, db := range e.decisions(t, "s") {
+		if db.Writer != "owner" {
+			t.Fatalf("a batch of %s landed", db.Writer)
+		}
+	}
+	w := NewWriter(e.js, e.st, "s", WriterConfig{ID: "next", Log: quiet})
+	if err := w.Load(context.Background()); err != nil {
+		t.Fatalf("the next owner cannot load the sale: %v", err)
 	}
 }
 
