@@ -68,9 +68,13 @@ type Sale struct {
 	ClosesAt     time.Time // zero: never closes
 }
 
-// Quota is ceil(stock x buffer), never below the stock.
+// Quota is ceil(stock x buffer), never below the stock. The buffer counts
+// to six decimal places, in integers, so that 100 x 1.1 is 110 and not the
+// 111 that floating point would give.
 func Quota(stock int64, buffer float64) int64 {
-	q := int64(math.Ceil(float64(stock) * buffer))
+	const scale = 1_000_000
+	b := int64(math.Round(buffer * scale))
+	q := (stock*b + scale - 1) / scale
 	return max(q, stock)
 }
 
@@ -174,7 +178,8 @@ func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
 		}
 		switch d := r.Data.(type) {
 		case *events.TokenRequested:
-			out = append(out, s.decideToken(now, r))
+			e := s.decideToken(now, r, &out)
+			out = append(out, e)
 		case *events.PurchaseRequested:
 			out = append(out, s.decidePurchase(now, r, d))
 		}
@@ -182,24 +187,34 @@ func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
 	return out
 }
 
+// MaxExpiriesPerBatch caps the tokens one batch reclaims, so that a batch
+// stays small however many tokens run out at the same second; the rest are
+// reclaimed by the batches that follow at once. It is part of the decision
+// code: changing it changes what a re-run reproduces.
+const MaxExpiriesPerBatch = 512
+
 func (s *State) expire(now time.Time, out []events.Event) []events.Event {
-	for len(s.expiry) > 0 && !now.Before(s.expiry[0].expiresAt) {
-		t := heap.Pop(&s.expiry).(*token)
-		delete(s.tokens, t.id)
-		if sh := s.shoppers[t.shopper]; sh != nil {
-			sh.token = nil
-			if sh.bought == 0 {
-				delete(s.shoppers, t.shopper)
-			}
-		}
-		s.Head.Expired++
-		out = append(out, events.Event{
-			ID: events.DerivedID(now, "expire:"+t.id), Type: events.TypeTokenExpired, Version: events.SchemaVersion,
-			Sale: s.Sale.ID, Time: now, Shopper: t.shopper,
-			Data: &events.TokenExpired{TokenID: t.id, ExpiresAt: t.expiresAt},
-		})
+	for n := 0; n < MaxExpiriesPerBatch && len(s.expiry) > 0 && !now.Before(s.expiry[0].expiresAt); n++ {
+		out = s.reclaim(now, heap.Pop(&s.expiry).(*token), out)
 	}
 	return out
+}
+
+// reclaim takes back an expired token (already out of the expiry heap).
+func (s *State) reclaim(now time.Time, t *token, out []events.Event) []events.Event {
+	delete(s.tokens, t.id)
+	if sh := s.shoppers[t.shopper]; sh != nil {
+		sh.token = nil
+		if sh.bought == 0 {
+			delete(s.shoppers, t.shopper)
+		}
+	}
+	s.Head.Expired++
+	return append(out, events.Event{
+		ID: events.DerivedID(now, "expire:"+t.id), Type: events.TypeTokenExpired, Version: events.SchemaVersion,
+		Sale: s.Sale.ID, Time: now, Shopper: t.shopper,
+		Data: &events.TokenExpired{TokenID: t.id, ExpiresAt: t.expiresAt},
+	})
 }
 
 func decision(now time.Time, r events.Event, typ events.Type, data any) events.Event {
@@ -220,7 +235,7 @@ func (s *State) open(now time.Time) string {
 	return ""
 }
 
-func (s *State) decideToken(now time.Time, r events.Event) events.Event {
+func (s *State) decideToken(now time.Time, r events.Event, out *[]events.Event) events.Event {
 	deny := func(reason string) events.Event {
 		return decision(now, r, events.TypeTokenDenied, &events.TokenDenied{Reason: reason})
 	}
@@ -228,6 +243,14 @@ func (s *State) decideToken(now time.Time, r events.Event) events.Event {
 		return deny(reason)
 	}
 	sh := s.shoppers[r.Shopper]
+	if sh != nil && sh.token != nil && !now.Before(sh.token.expiresAt) {
+		// Expired, not reclaimed yet (the per-batch cap): reclaim it now,
+		// in order, so the shopper is never handed an expired token.
+		t := sh.token
+		heap.Remove(&s.expiry, t.heapIdx)
+		*out = s.reclaim(now, t, *out)
+		sh = s.shoppers[r.Shopper]
+	}
 	if sh != nil && sh.token != nil {
 		t := sh.token
 		return decision(now, r, events.TypeTokenIssued, &events.TokenIssued{
@@ -264,12 +287,13 @@ func (s *State) decidePurchase(now time.Time, r events.Event, d *events.Purchase
 	t := s.tokens[d.TokenID]
 	switch {
 	case t == nil:
-		// Never issued here, or expired and reclaimed: the front has checked
-		// the signature, so this is a token whose time ran out or a stale one.
+		// The front has checked the signature, so the token was issued by
+		// this sale's writer: not being held any more, it expired and was
+		// reclaimed (redeemed tokens stay known).
 		if reason := s.open(now); reason != "" {
 			return refuse(reason, "")
 		}
-		return refuse(events.ReasonTokenUnknown, "")
+		return refuse(events.ReasonTokenExpired, "")
 	case t.shopper != r.Shopper:
 		return refuse(events.ReasonTokenNotYours, "")
 	case t.orderID != "":
@@ -280,7 +304,7 @@ func (s *State) decidePurchase(now time.Time, r events.Event, d *events.Purchase
 	}
 	switch {
 	case !now.Before(t.expiresAt):
-		return refuse(events.ReasonTokenExpired, "") // unreachable: expire ran first
+		return refuse(events.ReasonTokenExpired, "") // expired, not reclaimed yet (the per-batch cap)
 	case s.Head.StockLeft() <= 0:
 		return refuse(events.ReasonSoldOut, "")
 	}

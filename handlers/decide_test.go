@@ -150,9 +150,9 @@ func TestDecide(t *testing.T) {
 					t.Errorf("accepted %+v", x)
 				}
 			}},
-		{name: "purchase with an unknown token", at: open,
+		{name: "purchase with a token no longer held (reclaimed)", at: open,
 			setup: func(t *testing.T, s *State) events.Event { return buyReq("a", "01JNOSUCHTOKEN00000000000") },
-			typ:   events.TypePurchaseRefused, reason: events.ReasonTokenUnknown},
+			typ:   events.TypePurchaseRefused, reason: events.ReasonTokenExpired},
 		{name: "purchase with another shopper's token", at: open,
 			setup: func(t *testing.T, s *State) events.Event { return buyReq("b", issue(t, s, "a", open)) },
 			typ:   events.TypePurchaseRefused, reason: events.ReasonTokenNotYours, counter: events.Head{Issued: 1}},
@@ -177,7 +177,7 @@ func TestDecide(t *testing.T) {
 			typ: events.TypePurchaseRefused, reason: events.ReasonTokenUsed, counter: events.Head{Issued: 1, Redeemed: 1}},
 		{name: "purchase with an expired token", at: open.Add(5 * time.Minute),
 			setup: func(t *testing.T, s *State) events.Event { return buyReq("a", issue(t, s, "a", open)) },
-			typ:   events.TypePurchaseRefused, reason: events.ReasonTokenUnknown, counter: events.Head{Issued: 1, Expired: 1}},
+			typ:   events.TypePurchaseRefused, reason: events.ReasonTokenExpired, counter: events.Head{Issued: 1, Expired: 1}},
 		{name: "purchase one instant before expiry", at: open.Add(5*time.Minute - time.Nanosecond),
 			setup: func(t *testing.T, s *State) events.Event { return buyReq("a", issue(t, s, "a", open)) },
 			typ:   events.TypePurchaseAccepted, counter: events.Head{Issued: 1, Redeemed: 1}},
@@ -260,11 +260,23 @@ func TestDecideIsDeterministic(t *testing.T) {
 			}
 		}
 	}
-	run := func() ([][]byte, *State) {
+	run := func(viaCodec bool) ([][]byte, *State) {
 		s := NewState(sale)
 		var out [][]byte
 		for i := range batches {
-			for _, d := range s.Decide(times[i], batches[i]) {
+			reqs := batches[i]
+			if viaCodec { // as the auditor sees them: encoded, stored, decoded
+				b, err := events.EncodeRequests(events.RequestBatch{Requests: reqs})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rb, err := events.DecodeRequests(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				reqs = rb.Requests
+			}
+			for _, d := range s.Decide(times[i], reqs) {
 				b, err := events.EncodeEvent(d)
 				if err != nil {
 					t.Fatal(err)
@@ -275,8 +287,8 @@ func TestDecideIsDeterministic(t *testing.T) {
 		}
 		return out, s
 	}
-	a, sa := run()
-	b, _ := run()
+	a, sa := run(false)
+	b, _ := run(true)
 	if len(a) != len(b) {
 		t.Fatalf("re-run gave %d events, first run %d", len(b), len(a))
 	}
@@ -324,7 +336,7 @@ func TestQuota(t *testing.T) {
 		stock  int64
 		buffer float64
 		want   int64
-	}{{200, 1.2, 240}, {100, 1.2, 120}, {1, 1.2, 2}, {3, 1.0, 3}, {7, 1.5, 11}} {
+	}{{200, 1.2, 240}, {100, 1.2, 120}, {1, 1.2, 2}, {3, 1.0, 3}, {7, 1.5, 11}, {100, 1.1, 110}, {3, 1.1, 4}, {1000, 1.001, 1001}, {10, 1.2345675, 13}} {
 		if got := Quota(c.stock, c.buffer); got != c.want {
 			t.Errorf("Quota(%d, %v) = %d, want %d", c.stock, c.buffer, got, c.want)
 		}
@@ -350,4 +362,40 @@ func TestStatusAt(t *testing.T) {
 			t.Errorf("StatusAt(%v, %+v) = %s, want %s", c.at, c.h, got, c.want)
 		}
 	}
+}
+
+// TestMassExpiryIsSpreadOverBatches: however many tokens run out at the same
+// second, one batch reclaims at most MaxExpiriesPerBatch; a shopper whose
+// expired token is not reclaimed yet is never handed it again.
+func TestMassExpiryIsSpreadOverBatches(t *testing.T) {
+	sale := testSale()
+	sale.Stock, sale.Quota, sale.TokenTTL = 5000, 5000, time.Second
+	s := NewState(sale)
+	var reqs []events.Event
+	for i := 0; i < 1500; i++ {
+		reqs = append(reqs, tokenReq(fmt.Sprintf("s%d", i)))
+	}
+	s.Decide(t0, reqs)
+	later := t0.Add(2 * time.Second)
+	out := s.Decide(later, nil)
+	if len(out) != MaxExpiriesPerBatch || s.Head.Expired != MaxExpiriesPerBatch {
+		t.Fatalf("first batch reclaimed %d (head %d), want %d", len(out), s.Head.Expired, MaxExpiriesPerBatch)
+	}
+	// s1499 holds an expired token not reclaimed yet: asking again reclaims it
+	// inline and issues a new one.
+	out = s.Decide(later, []events.Event{tokenReq("s1499")})
+	last := out[len(out)-1]
+	x, ok := last.Data.(*events.TokenIssued)
+	if !ok || x.AlreadyIssued || !x.ExpiresAt.After(later) {
+		t.Fatalf("shopper with an expired token got %s %+v", last.Type, last.Data)
+	}
+	if prev := out[len(out)-2]; prev.Type != events.TypeTokenExpired || prev.Shopper != "s1499" {
+		t.Fatalf("no inline reclaim before the new token: %s %s", prev.Type, prev.Shopper)
+	}
+	for s.Head.Expired < 1500 {
+		if out := s.Decide(later, nil); len(out) == 0 {
+			t.Fatalf("reclaim stalled at %d", s.Head.Expired)
+		}
+	}
+	checkInvariants(t, s)
 }
