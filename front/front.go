@@ -88,7 +88,7 @@ type Front struct {
 	sales     map[string]*SaleView
 	appenders map[string]*appender
 
-	waiters waiters
+	waiters *waiters
 	recent  *recent
 	ready   chan struct{}
 	ctx     context.Context
@@ -150,13 +150,13 @@ func (f *Front) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("front: follow decisions: %w", err)
 	}
-	cc, err := cons.Consume(f.handle, jetstream.PullMaxMessages(4096))
+	cc, err := cons.Consume(f.handle, jetstream.PullMaxMessagesWithBytesLimit(1024, 32<<20))
 	if err != nil {
 		return fmt.Errorf("front: follow decisions: %w", err)
 	}
 	close(f.ready)
 	<-ctx.Done()
-	cc.Stop()
+	stream.Stop(cc)
 	return nil
 }
 
@@ -252,9 +252,10 @@ func (f *Front) Recent(request string) (events.Event, bool) { return f.recent.ge
 
 // Pending is a submitted request waiting for its decision.
 type Pending struct {
-	f  *Front
-	id string
-	ch chan result
+	f        *Front
+	id       string
+	ch       chan result // the decision
+	appended chan error  // the append's outcome
 }
 
 type result struct {
@@ -262,14 +263,26 @@ type result struct {
 	err error
 }
 
+// queued is a request waiting for its append.
+type queued struct {
+	ev       events.Event
+	appended chan error
+}
+
 // Submit appends a request and registers for its decision. It fails at once
-// with ErrOverloaded when a bound is reached and ErrNotReady before the
-// sales are loaded.
+// with ErrOverloaded when a bound is reached, ErrNotReady before the sales
+// are loaded and ErrUnavailable once the front is stopping.
 func (f *Front) Submit(req events.Event) (*Pending, error) {
 	select {
 	case <-f.ready:
 	default:
 		return nil, ErrNotReady
+	}
+	f.mu.RLock()
+	stopping := f.ctx == nil || f.ctx.Err() != nil
+	f.mu.RUnlock()
+	if stopping {
+		return nil, ErrUnavailable
 	}
 	ch, ok := f.waiters.add(req.ID)
 	if !ok {
@@ -280,23 +293,45 @@ func (f *Front) Submit(req events.Event) (*Pending, error) {
 		f.waiters.remove(req.ID)
 		return nil, err
 	}
+	p := &Pending{f: f, id: req.ID, ch: ch, appended: make(chan error, 1)}
 	select {
-	case a.q <- req:
+	case a.q <- queued{ev: req, appended: p.appended}:
 	default:
 		f.waiters.remove(req.ID)
 		return nil, ErrOverloaded
 	}
-	return &Pending{f: f, id: req.ID, ch: ch}, nil
+	return p, nil
 }
 
-// Wait returns the decision, or ok=false when wait passed first (the
-// request stays in the stream and will be decided: poll for it).
+// Wait returns the decision. First it waits for the request to be stored:
+// if the append fails the error wraps ErrUnavailable and the request must be
+// retried (an append that timed out may still have landed; the retry then
+// meets the same token or order, never a second one). Once stored, it waits
+// up to wait for the decision; ok=false means the time passed first: the
+// request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
+	limit := time.NewTimer(2*p.f.cfg.AppendTimeout + time.Second) // queue time plus the append's own timeout
+	defer limit.Stop()
+	select {
+	case r := <-p.ch: // decided before we heard of the append's ack
+		return r.ev, true, nil
+	case err := <-p.appended:
+		if err != nil {
+			p.f.waiters.remove(p.id)
+			return events.Event{}, false, err
+		}
+	case <-limit.C:
+		p.f.waiters.remove(p.id)
+		return events.Event{}, false, fmt.Errorf("%w: append not acknowledged in time", ErrUnavailable)
+	case <-ctx.Done():
+		p.f.waiters.remove(p.id)
+		return events.Event{}, false, ctx.Err()
+	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case r := <-p.ch:
-		return r.ev, r.err == nil, r.err
+		return r.ev, true, nil
 	case <-t.C:
 	case <-ctx.Done():
 	}
@@ -304,7 +339,7 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 	// The decision may have been delivered between the timer and the removal.
 	select {
 	case r := <-p.ch:
-		return r.ev, r.err == nil, r.err
+		return r.ev, true, nil
 	default:
 		return events.Event{}, false, nil
 	}
@@ -325,7 +360,7 @@ func (f *Front) appender(sale string) (*appender, error) {
 	if f.ctx == nil || f.ctx.Err() != nil {
 		return nil, ErrUnavailable
 	}
-	a = &appender{f: f, subject: events.RequestSubject(sale), q: make(chan events.Event, f.cfg.QueueLen)}
+	a = &appender{f: f, subject: events.RequestSubject(sale), q: make(chan queued, f.cfg.QueueLen)}
 	f.appenders[sale] = a
 	f.wg.Add(1)
 	go func() {
@@ -340,11 +375,12 @@ func (f *Front) appender(sale string) (*appender, error) {
 type appender struct {
 	f       *Front
 	subject string
-	q       chan events.Event
+	q       chan queued
 }
 
 func (a *appender) run(ctx context.Context) {
-	batch := make([]events.Event, 0, a.f.cfg.MaxAppendBatch)
+	batch := make([]queued, 0, a.f.cfg.MaxAppendBatch)
+	reqs := make([]events.Event, 0, a.f.cfg.MaxAppendBatch)
 	for {
 		batch = batch[:0]
 		select {
@@ -363,30 +399,36 @@ func (a *appender) run(ctx context.Context) {
 				break drain
 			}
 		}
-		a.append(ctx, batch)
+		reqs = reqs[:0]
+		for _, q := range batch {
+			reqs = append(reqs, q.ev)
+		}
+		err := a.append(ctx, reqs)
+		for _, q := range batch {
+			q.appended <- err // buffered: never blocks
+		}
 	}
 }
 
-func (a *appender) append(ctx context.Context, batch []events.Event) {
-	data, err := events.EncodeRequests(events.RequestBatch{Requests: batch})
+func (a *appender) append(ctx context.Context, reqs []events.Event) error {
+	data, err := events.EncodeRequests(events.RequestBatch{Requests: reqs})
 	if err == nil {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.f.cfg.AppendTimeout)
 		_, err = a.f.js.Publish(pctx, a.subject, data)
 		cancel()
 	}
 	if err != nil {
-		a.f.cfg.Log.Warn("append failed", "subject", a.subject, "requests", len(batch), "err", err)
-		for _, r := range batch {
-			a.f.waiters.deliver(r.ID, result{err: fmt.Errorf("%w: %v", ErrUnavailable, err)})
-		}
+		a.f.cfg.Log.Warn("append failed", "subject", a.subject, "requests", len(reqs), "err", err)
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	return nil
 }
 
 func (a *appender) failQueued() {
 	for {
 		select {
-		case r := <-a.q:
-			a.f.waiters.deliver(r.ID, result{err: ErrUnavailable})
+		case q := <-a.q:
+			q.appended <- ErrUnavailable
 		default:
 			return
 		}

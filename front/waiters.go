@@ -22,8 +22,8 @@ type waiters struct {
 	}
 }
 
-func newWaiters(max int) waiters {
-	w := waiters{seed: maphash.MakeSeed(), max: int64(max)}
+func newWaiters(max int) *waiters {
+	w := &waiters{seed: maphash.MakeSeed(), max: int64(max)}
 	for i := range w.shard {
 		w.shard[i].m = make(map[string]chan result)
 	}

@@ -167,11 +167,11 @@ func Read(ctx context.Context, s jetstream.Stream, subject string, from, to uint
 	if err != nil {
 		return fmt.Errorf("read %s: %w", subject, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(1024, 32<<20))
 	if err != nil {
 		return fmt.Errorf("read %s: %w", subject, err)
 	}
-	defer it.Stop()
+	defer Stop(it)
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -191,5 +191,28 @@ func Read(ctx context.Context, s jetstream.Stream, subject string, from, to uint
 		if seq == to {
 			return nil
 		}
+	}
+}
+
+// StopTimeout bounds Stop: how long a consumer's stop may take before the
+// caller moves on.
+const StopTimeout = time.Second
+
+// Stop stops a consumer's delivery (a ConsumeContext or MessagesContext),
+// waiting at most StopTimeout. An ordered consumer that is resetting while
+// NATS is unreachable holds its lock through API calls that each time out
+// after seconds; shutdown must not wait for that. The stop completes in the
+// background, at the latest when the connection closes.
+func Stop(s interface{ Stop() }) {
+	done := make(chan struct{})
+	go func() {
+		s.Stop()
+		close(done)
+	}()
+	t := time.NewTimer(StopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
 	}
 }
