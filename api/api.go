@@ -300,11 +300,12 @@ func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) e
 	if raw == "" {
 		return newError(http.StatusUnauthorized, "token_required", "X-Purchase-Token header required")
 	}
+	// An expired token is genuine (its signature was checked) and still goes
+	// to the writer: a retried purchase must learn the order its token
+	// bought (409 token_used); an unused one is answered token_expired.
 	c, err := a.Purchase.Verify(raw)
 	switch {
-	case errors.Is(err, tokens.ErrTokenExpired):
-		return reasonError(events.ReasonTokenExpired)
-	case err != nil:
+	case err != nil && !errors.Is(err, tokens.ErrTokenExpired):
 		return reasonError(events.ReasonTokenUnknown)
 	case c.Sale != v.Sale.ID:
 		return newError(http.StatusForbidden, "token_wrong_sale", "purchase token is for another sale")
@@ -373,15 +374,26 @@ func (a *api) answer(d events.Event, polled bool) (int, map[string]any, error) {
 		}
 		return http.StatusAccepted, body, nil
 	case *events.TokenDenied:
-		return a.refusal(d, reasonError(x.Reason), polled)
+		return a.refusal(d, a.withOpensAt(reasonError(x.Reason), d.Sale), polled)
 	case *events.PurchaseRefused:
-		e := reasonError(x.Reason)
+		e := a.withOpensAt(reasonError(x.Reason), d.Sale)
 		if x.OrderID != "" {
 			e = e.with("orderId", x.OrderID)
 		}
 		return a.refusal(d, e, polled)
 	}
 	return 0, nil, fmt.Errorf("request %s: unexpected decision %s", d.Request, d.Type)
+}
+
+// withOpensAt adds the opening time to a not_open refusal.
+func (a *api) withOpensAt(e *Error, sale string) *Error {
+	if e.Code != events.ReasonNotOpen {
+		return e
+	}
+	if v, ok := a.Front.Sale(sale); ok {
+		e = e.with("opensAt", v.Sale.OpensAt.UTC().Format(time.RFC3339Nano))
+	}
+	return e
 }
 
 func (a *api) refusal(d events.Event, e *Error, polled bool) (int, map[string]any, error) {

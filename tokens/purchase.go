@@ -184,18 +184,25 @@ func (p *Purchase) Verify(token string) (Claims, error) {
 	t, err := p.parser.ParseWithClaims(token, &pc, p.keyFunc)
 	if err != nil {
 		// Expired is reported only for a token that is otherwise sound.
+		// The parser checks the signature before the claims, so these
+		// claims are genuine: the caller may still need them (a retried
+		// purchase of an expired token must learn its order).
 		if errors.Is(err, jwt.ErrTokenExpired) && pc.Validate() == nil {
-			return Claims{}, ErrTokenExpired
+			return pc.claims(), ErrTokenExpired
 		}
 		return Claims{}, fmt.Errorf("%w: %s", ErrTokenInvalid, reason(t, err))
 	}
+	return pc.claims(), nil
+}
+
+func (pc *purchaseClaims) claims() Claims {
 	return Claims{
 		Shopper:   pc.Sub,
 		Sale:      pc.Sale,
 		TokenID:   pc.Jti,
 		IssuedAt:  time.Unix(pc.Iat, 0),
 		ExpiresAt: time.Unix(pc.Exp, 0),
-	}, nil
+	}
 }
 
 // reason turns a jwt error into a short fixed phrase, so that no part of the
