@@ -83,6 +83,7 @@ func (m *Manager) launch(sale string) {
 // own loops: take the lease, run the writer while it is held, repeat.
 func (m *Manager) own(ctx context.Context, sale string) {
 	retry := m.ttl / 4
+	backoff := 50 * time.Millisecond // after a writer failure; doubles to 5 s
 	for ctx.Err() == nil {
 		rev, err := m.acquire(ctx, sale)
 		if err != nil {
@@ -108,12 +109,15 @@ func (m *Manager) own(ctx context.Context, sale string) {
 			return
 		}
 		if err != nil {
-			m.log.Warn("writer stopped", "sale", sale, "err", err)
+			m.log.Warn("writer stopped", "sale", sale, "err", err, "retry in", backoff)
 			if errors.Is(err, ErrNotOwner) {
 				m.release(sale)
 			}
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 5*time.Second)
+			continue
 		}
-		sleep(ctx, 50*time.Millisecond)
+		backoff = 50 * time.Millisecond
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/stream"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -83,7 +84,7 @@ func Run(ctx context.Context, js jetstream.JetStream, s *Store, opts RunOptions)
 	if err != nil {
 		return stopped(ctx, err)
 	}
-	defer it.Stop()
+	defer stream.Stop(it)
 	batch := make([]Msg, 0, opts.MaxBatch)
 	for {
 		// Wait as long as it takes for the first message of a batch, then
@@ -161,7 +162,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, s *Store) (applied int,
 	if err != nil {
 		return 0, fmt.Errorf("replay: %w", err)
 	}
-	defer it.Stop()
+	defer stream.Stop(it)
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		return 0, nil // nothing left on the projected subjects
 	}
