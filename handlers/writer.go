@@ -17,11 +17,12 @@ type WriterConfig struct {
 	// ID names this writer incarnation; it is recorded in every batch it
 	// commits, so that a retried commit recognises its own batch.
 	ID string
-	// MaxBatch caps the requests decided in one commit. Default 2048.
+	// MaxBatch caps the requests decided in one commit. Default 1024.
 	MaxBatch int
 	// MaxBatchBytes caps the request bytes decided in one commit, so that
 	// the decision batch stays well inside the server's max payload (1 MiB
-	// by default on a standalone NATS server). Default 256 KiB.
+	// by default on a standalone NATS server) even with the longest ids and
+	// MaxExpiriesPerBatch reclaims in it. Default 128 KiB.
 	MaxBatchBytes int
 	// Now is the clock decisions are made with. Default time.Now.
 	Now func() time.Time
@@ -33,10 +34,10 @@ type WriterConfig struct {
 
 func (c *WriterConfig) defaults() {
 	if c.MaxBatch <= 0 {
-		c.MaxBatch = 2048
+		c.MaxBatch = 1024
 	}
 	if c.MaxBatchBytes <= 0 {
-		c.MaxBatchBytes = 256 << 10
+		c.MaxBatchBytes = 128 << 10
 	}
 	if c.Now == nil {
 		c.Now = time.Now

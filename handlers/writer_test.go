@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -250,6 +251,33 @@ func TestCommitRetryFindsItsOwnBatch(t *testing.T) {
 	if n := len(e.decisions(t, "s")); n != 1 {
 		t.Fatalf("%d batches in the stream, want 1", n)
 	}
+}
+
+// TestBatchesFitAStandardMaxPayload: with the longest ids allowed, many
+// requests at once and a mass expiry in the same batch, every decision batch
+// fits the 1 MiB max payload of a standalone NATS server.
+func TestBatchesFitAStandardMaxPayload(t *testing.T) {
+	e := &env{Env: fgtest.NewWith(t, embed.Options{MaxPayload: 1 << 20})}
+	e.js, e.st = e.JS, e.Stream
+	sale := strings.Repeat("s", 64)
+	e.CreateSale(t, sale, 100000, time.Second, t0)
+	long := strings.Repeat("x", 100) // shopper ids: 100 + the suffix
+	e.AppendTokenRequests(t, sale, long, 60, 100, t0)
+	w := NewWriter(e.js, e.st, sale, WriterConfig{ID: strings.Repeat("w", 60), Now: clockAt(t0), Log: quiet})
+	runUntil(t, e, w, sale)
+	// Everything expires at once; new requests arrive in the same batches.
+	e.AppendTokenRequests(t, sale, long+"b", 60, 100, t0)
+	w = NewWriter(e.js, e.st, sale, WriterConfig{ID: strings.Repeat("v", 60), Now: clockAt(t0.Add(time.Hour)), Log: quiet})
+	runUntil(t, e, w, sale)
+	if got := w.State().Head; got.Expired < MaxExpiriesPerBatch || got.Issued != 12000 {
+		t.Fatalf("head %+v", got)
+	}
+	largest := 0
+	for _, db := range e.decisions(t, sale) {
+		b, _ := events.EncodeDecisions(db)
+		largest = max(largest, len(b))
+	}
+	t.Logf("largest decision batch: %d bytes", largest)
 }
 
 // BenchmarkWriter measures one sale's writer deciding requests with durable

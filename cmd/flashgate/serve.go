@@ -28,7 +28,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Float64Var(&c.SessionRate, "session-rate", 0, "new anonymous sessions per second, process-wide (default 1000; -1: no cap)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "lifetime of an anonymous session (default 24h)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 0, "requests waiting for a decision before 503 (default 16384)")
-	fs.IntVar(&c.MaxBatch, "max-batch", 0, "requests decided in one commit at most (default 2048)")
+	fs.IntVar(&c.MaxBatch, "max-batch", 0, "requests decided in one commit at most (default 1024)")
 	fs.StringVar(&c.PurchaseKeyFile, "token-key-file", "", "purchase-token signing keys (default: generated in the data directory)")
 	fs.StringVar(&c.SessionKeyFile, "session-key-file", "", "session signing keys (default: generated in the data directory)")
 	fs.StringVar(&c.IdentityKey, "identity-public-key", "", "PEM public key of the shop's identity provider: shoppers bring its JWTs instead of anonymous sessions")

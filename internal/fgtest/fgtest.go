@@ -23,9 +23,13 @@ type Env struct {
 }
 
 // New starts an embedded server in tb.TempDir(); it stops with the test.
-func New(tb testing.TB) *Env {
+func New(tb testing.TB) *Env { return NewWith(tb, embed.Options{}) }
+
+// NewWith is New with server options (Dir is set to a temporary directory).
+func NewWith(tb testing.TB, o embed.Options) *Env {
 	tb.Helper()
-	ns, err := embed.Start(embed.Options{Dir: tb.TempDir()})
+	o.Dir = tb.TempDir()
+	ns, err := embed.Start(o)
 	if err != nil {
 		tb.Fatal(err)
 	}
