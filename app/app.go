@@ -55,6 +55,11 @@ type Config struct {
 	IdentityIssuer   string
 	IdentityAudience string
 
+	MetricsAddr string // "" = /metrics on the main listener; else its own listener
+	DebugAddr   string // "" = no pprof; else pprof on its own listener
+	NATSListen  string // "" = embedded NATS in-process only; else also on TCP with generated credentials
+	ReadyLag    uint64 // projections further behind than this many messages: not ready (default 10000)
+
 	Now func() time.Time
 	Log *slog.Logger
 }
