@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"github.com/flashgate/flashgate/front"
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/identity"
+	"github.com/flashgate/flashgate/metrics"
 	"github.com/flashgate/flashgate/projections"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/flashgate/flashgate/tokens"
@@ -44,6 +46,13 @@ type Config struct {
 	// SessionRate caps new anonymous sessions per second (burst the same);
 	// 0: 1000/s; negative: no cap.
 	SessionRate float64
+	// Metrics, if set, measures every request; MetricsHere also serves
+	// GET /metrics on this handler.
+	Metrics     *metrics.Metrics
+	MetricsHere bool
+	// Ready reports readiness for GET /readyz: whether ready and, per check,
+	// "ok" or what is wrong.
+	Ready func(ctx context.Context) (bool, map[string]string)
 }
 
 type api struct {
@@ -84,10 +93,78 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("GET /api/v1/admin/sales", a.admin(a.listSales))
 	mux.HandleFunc("GET /api/v1/admin/sales/{sale}", a.admin(a.adminSale))
 	mux.HandleFunc("GET /{$}", a.index)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	if c.Metrics != nil && c.MetricsHere {
+		mux.Handle("GET /metrics", c.Metrics.Handler())
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.Log, newError(http.StatusNotFound, "not_found", "no such endpoint"))
 	})
-	return a.limitBody(mux)
+	var h http.Handler = mux
+	if c.Metrics != nil {
+		h = c.Metrics.Middleware(h) // must wrap the mux: it reads the matched pattern
+	}
+	return a.requestID(a.limitBody(h))
+}
+
+type ctxKey struct{}
+
+// requestID gives every request an id (a ULID, in X-Request-Id of the
+// answer and on every log line about it; for token and purchase requests it
+// is the request event's id, so the writer's decision names it too) and
+// logs the request at debug level. A client's own X-Request-Id is kept as
+// the client request id.
+func (a *api) requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := a.Now()
+		id := a.IDs.New(start)
+		w.Header().Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
+		sw := &codeWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		if a.Log.Enabled(r.Context(), slog.LevelDebug) {
+			a.Log.Debug("request", "request_id", id, "method", r.Method, "route", r.Pattern, "status", sw.code,
+				"duration", time.Since(start), "remote", r.RemoteAddr)
+		}
+	})
+}
+
+// reqID is the request's id (see requestID).
+func reqID(r *http.Request) string {
+	id, _ := r.Context().Value(ctxKey{}).(string)
+	return id
+}
+
+type codeWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *codeWriter) WriteHeader(code int) { w.code = code; w.ResponseWriter.WriteHeader(code) }
+func (w *codeWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+func (w *codeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.Ready == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	ok, checks := a.Ready(ctx)
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
 }
 
 // limitBody answers 413 for bodies over MaxBody.
@@ -271,6 +348,9 @@ func cheap(v front.SaleView, now time.Time) error {
 
 func clientRequestID(r *http.Request) string {
 	id := r.Header.Get("Idempotency-Key")
+	if id == "" {
+		id = r.Header.Get("X-Request-Id")
+	}
 	if len(id) > 128 {
 		id = id[:128]
 	}
@@ -286,7 +366,7 @@ func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) err
 	if err := cheap(v, now); err != nil {
 		return err
 	}
-	req := events.Event{ID: a.IDs.New(now), Type: events.TypeTokenRequested, Version: events.SchemaVersion,
+	req := events.Event{ID: reqID(r), Type: events.TypeTokenRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r), Data: &events.TokenRequested{}}
 	return a.submit(w, r, req)
 }
@@ -318,7 +398,7 @@ func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) e
 	if v.Sale.StatusAt(now, v.Head) == handlers.StatusScheduled {
 		return cheap(v, now)
 	}
-	req := events.Event{ID: a.IDs.New(now), Type: events.TypePurchaseRequested, Version: events.SchemaVersion,
+	req := events.Event{ID: reqID(r), Type: events.TypePurchaseRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r),
 		Data: &events.PurchaseRequested{TokenID: c.TokenID}}
 	return a.submit(w, r, req)

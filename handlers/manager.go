@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashgate/flashgate/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -28,6 +29,8 @@ type Manager struct {
 	mu      sync.Mutex
 	ctx     context.Context
 	sales   map[string]bool
+	failing map[string]error // sales whose writer stopped with an error and has not committed since
+	owned   map[string]bool  // sales whose lease this process holds
 	wg      sync.WaitGroup
 	stopped bool
 }
@@ -38,7 +41,16 @@ type Manager struct {
 // of waiting for them to lapse. ttl is the lease bucket's TTL.
 func NewManager(js jetstream.JetStream, st jetstream.Stream, leases jetstream.KeyValue, node string, ttl time.Duration, cfg WriterConfig) *Manager {
 	cfg.defaults()
-	return &Manager{js: js, st: st, leases: leases, node: node, ttl: ttl, cfg: cfg, log: cfg.Log, sales: make(map[string]bool)}
+	m := &Manager{js: js, st: st, leases: leases, node: node, ttl: ttl, cfg: cfg, log: cfg.Log,
+		sales: make(map[string]bool), failing: make(map[string]error), owned: make(map[string]bool)}
+	onCommit := cfg.OnCommit
+	m.cfg.OnCommit = func(db *events.DecisionBatch, requests int, took time.Duration) {
+		m.setFailing(db.Sale, nil)
+		if onCommit != nil {
+			onCommit(db, requests, took)
+		}
+	}
+	return m
 }
 
 // Start makes the manager run writers under ctx. Cancel ctx, then Wait.
@@ -62,6 +74,41 @@ func (m *Manager) Add(sale string) {
 	if m.ctx != nil {
 		m.launch(sale)
 	}
+}
+
+func (m *Manager) setFailing(sale string, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err == nil {
+		delete(m.failing, sale)
+	} else {
+		m.failing[sale] = err
+	}
+}
+
+func (m *Manager) setOwned(sale string, owned bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if owned {
+		m.owned[sale] = true
+	} else {
+		delete(m.owned, sale)
+	}
+}
+
+// Status reports the sales this process writes for and the ones whose
+// writer failed and has not committed since (readiness reads it).
+func (m *Manager) Status() (owned []string, failing map[string]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	failing = make(map[string]string, len(m.failing))
+	for s, err := range m.failing {
+		failing[s] = err.Error()
+	}
+	for s := range m.owned {
+		owned = append(owned, s)
+	}
+	return owned, failing
 }
 
 // Wait blocks until every writer has stopped after ctx ended.
@@ -101,9 +148,14 @@ func (m *Manager) own(ctx context.Context, sale string) {
 		}()
 		cfg := m.cfg
 		cfg.ID = m.node + "/" + time.Now().UTC().Format("20060102T150405.000000000")
+		m.setOwned(sale, true)
 		err = NewWriter(m.js, m.st, sale, cfg).Run(wctx)
+		m.setOwned(sale, false)
 		cancel()
 		<-renewed
+		if err != nil {
+			m.setFailing(sale, err)
+		}
 		if ctx.Err() != nil {
 			m.release(sale)
 			return

@@ -245,6 +245,11 @@ func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
 	if w.cfg.OnCommit != nil {
 		w.cfg.OnCommit(db, len(b.reqs), time.Since(start))
 	}
+	if len(b.reqs) > 0 && w.cfg.Log.Enabled(ctx, slog.LevelDebug) {
+		w.cfg.Log.Debug("batch committed", "sale", w.sale, "version", head.Version, "requests", len(b.reqs),
+			"decisions", len(decisions), "first_request_id", b.reqs[0].ID, "last_request_id", b.reqs[len(b.reqs)-1].ID,
+			"took", time.Since(start))
+	}
 	return nil
 }
 
