@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/flashgate/flashgate/front"
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/identity"
+	"github.com/flashgate/flashgate/metrics"
 	"github.com/flashgate/flashgate/projections"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/flashgate/flashgate/tokens"
@@ -78,6 +80,9 @@ func (c *Config) Defaults() {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = stream.DefaultLeaseTTL
 	}
+	if c.ReadyLag == 0 {
+		c.ReadyLag = DefaultReadyLag
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -92,6 +97,10 @@ type App struct {
 	AdminToken string
 	DataDir    string
 	NATS       string // "embedded" or the URL
+	NATSPublic string // nats:// URL of the embedded server's TCP listener (with --nats-listen), credentials included
+	MetricsURL string // where /metrics is served
+	DebugURL   string // where pprof is served, if anywhere
+	Metrics    *metrics.Metrics
 	Front      *front.Front
 	Store      *projections.Store
 	JS         jetstream.JetStream
@@ -103,6 +112,8 @@ type App struct {
 	nc       *nats.Conn
 	srv      *http.Server
 	manager  *handlers.Manager
+	ops      opsState
+	side     []*http.Server     // metrics and debug listeners
 	cancelW  context.CancelFunc // writers
 	cancelF  context.CancelFunc // front
 	cancelP  context.CancelFunc // projections
@@ -186,7 +197,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		// Run returns on a database or stream error; start it again (it
 		// resumes from the last applied sequence) until shutdown.
 		for backoff := 100 * time.Millisecond; pctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
-			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{})
+			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{OnApplied: func(seq uint64) { a.ops.applied.Store(seq) }})
 			if pctx.Err() != nil {
 				return
 			}
@@ -197,7 +208,12 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 			}
 		}
 	}()
-	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log})
+	if last, err := a.Store.LastSeq(ctx); err == nil {
+		a.ops.applied.Store(last)
+	}
+	a.Metrics = metrics.New()
+	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log,
+		OnCommit: a.Metrics.Commit})
 	wctx, cancelW := context.WithCancel(context.Background())
 	a.cancelW = cancelW
 	a.manager.Start(wctx)
@@ -223,16 +239,42 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		}
 	}
 
+	a.Metrics.Gauges(a.saleFigures, func() (float64, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		lag, err := a.projectionLag(ctx)
+		return float64(lag), err == nil
+	}, func() bool { return a.nc.IsConnected() })
 	handler := api.New(api.Config{
 		Front: a.Front, Store: a.Store, Identity: verifier, Sessions: sessions,
 		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
 		Now: c.Now, Log: a.log, DecisionWait: c.DecisionWait, MaxBody: c.MaxBody, SessionRate: c.SessionRate,
+		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.Ready,
 	})
+	if c.MetricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.Metrics.Handler())
+		u, err := a.startSide("metrics", c.MetricsAddr, mux)
+		if err != nil {
+			return nil, err
+		}
+		a.MetricsURL = u + "/metrics"
+	}
+	if c.DebugAddr != "" {
+		u, err := a.startSide("debug", c.DebugAddr, debugHandler())
+		if err != nil {
+			return nil, err
+		}
+		a.DebugURL = u + "/debug/pprof/"
+	}
 	ln, err := net.Listen("tcp", c.HTTP)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", c.HTTP, err)
 	}
 	a.URL = "http://" + ln.Addr().String()
+	if a.MetricsURL == "" {
+		a.MetricsURL = a.URL + "/metrics"
+	}
 	a.srv = &http.Server{Handler: a.drain(handler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		err := a.srv.Serve(ln)
@@ -273,11 +315,28 @@ func (a *App) connect(c Config, dir DataDir) (*nats.Conn, error) {
 		return nc, nil
 	}
 	a.NATS = "embedded"
-	ns, err := embed.Start(embed.Options{Dir: dir.NATS(), SyncAlways: c.SyncAlways})
+	eo := embed.Options{Dir: dir.NATS(), SyncAlways: c.SyncAlways}
+	if c.NATSListen != "" {
+		pass, err := dir.NATSPasswordValue()
+		if err != nil {
+			return nil, fmt.Errorf("nats password: %w", err)
+		}
+		eo.Listen, eo.User, eo.Password = c.NATSListen, NATSUser, pass
+		opts = append(opts, nats.UserInfo(NATSUser, pass))
+	}
+	ns, err := embed.Start(eo)
 	if err != nil {
 		return nil, err
 	}
 	a.ns = ns
+	if c.NATSListen != "" {
+		u, err := url.Parse(ns.ClientURL())
+		if err != nil {
+			return nil, err
+		}
+		u.User = url.UserPassword(NATSUser, eo.Password)
+		a.NATSPublic = u.String()
+	}
 	return ns.Connect(opts...)
 }
 
@@ -333,6 +392,11 @@ func (a *App) Shutdown() error {
 }
 
 func (a *App) teardown() {
+	for _, srv := range a.side {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+	}
 	if a.cancelF != nil {
 		a.cancelF()
 	}

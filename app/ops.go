@@ -1,0 +1,158 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/metrics"
+	"github.com/nats-io/nats.go"
+)
+
+// DefaultReadyLag is how many messages the projections may lag before the
+// process reports not ready.
+const DefaultReadyLag = 10000
+
+// NATSUser is the user of the embedded server's TCP listener.
+const NATSUser = "flashgate"
+
+// NATSPassword is where the embedded TCP listener's password is kept.
+func (d DataDir) NATSPassword() string { return filepath.Join(string(d), "nats-password") }
+
+// NATSPasswordValue returns the listener's password, generated on first use.
+func (d DataDir) NATSPasswordValue() (string, error) {
+	return readOrCreate(d.NATSPassword(), func() string {
+		b := make([]byte, 18)
+		_, _ = rand.Read(b)
+		return hex.EncodeToString(b)
+	})
+}
+
+// opsState is what readiness and the gauges read.
+type opsState struct {
+	applied atomic.Uint64 // last stream sequence the projections applied
+}
+
+// saleFigures feeds the per-sale gauges from the front's cached heads.
+func (a *App) saleFigures() []metrics.SaleFigures {
+	vs := a.Front.Sales()
+	out := make([]metrics.SaleFigures, 0, len(vs))
+	for _, v := range vs {
+		h := v.Head
+		out = append(out, metrics.SaleFigures{Sale: v.Sale.ID, Stock: h.Stock, StockLeft: h.StockLeft(), Quota: h.Quota,
+			QuotaLeft: h.QuotaLeft(), Issued: h.Issued, Expired: h.Expired, Redeemed: h.Redeemed,
+			Outstanding: h.Outstanding(), BatchVersion: h.Version})
+	}
+	return out
+}
+
+// projectionLag is the stream's last sequence minus the last applied one.
+func (a *App) projectionLag(ctx context.Context) (uint64, error) {
+	st, err := a.JS.Stream(ctx, events.StreamName)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	applied := a.ops.applied.Load()
+	if applied >= info.State.LastSeq {
+		return 0, nil
+	}
+	return info.State.LastSeq - applied, nil
+}
+
+// Ready checks, each bounded by ctx: NATS connected, the stream and the
+// lease bucket answer, the front has loaded the sales, the projections are
+// within the lag threshold, and no writer of this process is failing.
+func (a *App) Ready(ctx context.Context) (bool, map[string]string) {
+	checks := map[string]string{}
+	ok := true
+	fail := func(name, why string) { checks[name], ok = why, false }
+	if st := a.nc.Status(); st != nats.CONNECTED {
+		fail("nats", "not connected: "+st.String())
+	} else {
+		checks["nats"] = "ok"
+	}
+	if st, err := a.JS.Stream(ctx, events.StreamName); err != nil {
+		fail("stream", err.Error())
+	} else if _, err := st.Info(ctx); err != nil {
+		fail("stream", err.Error())
+	} else {
+		checks["stream"] = "ok"
+	}
+	if _, err := a.JS.KeyValue(ctx, events.LeaseBucket); err != nil {
+		fail("leases", err.Error())
+	} else {
+		checks["leases"] = "ok"
+	}
+	select {
+	case <-a.Front.Ready():
+		checks["front"] = "ok"
+	default:
+		fail("front", "sales not loaded yet")
+	}
+	if checks["stream"] == "ok" {
+		lag, err := a.projectionLag(ctx)
+		switch {
+		case err != nil:
+			fail("projections", err.Error())
+		case lag > a.cfg.ReadyLag:
+			fail("projections", fmt.Sprintf("lag %d messages > %d", lag, a.cfg.ReadyLag))
+		default:
+			checks["projections"] = fmt.Sprintf("ok (lag %d)", lag)
+		}
+	}
+	owned, failing := a.manager.Status()
+	if len(failing) > 0 {
+		names := make([]string, 0, len(failing))
+		for s, why := range failing {
+			names = append(names, s+": "+why)
+		}
+		sort.Strings(names)
+		fail("writers", "failing: "+strings.Join(names, "; "))
+	} else {
+		checks["writers"] = fmt.Sprintf("ok (%d sales written here)", len(owned))
+	}
+	return ok, checks
+}
+
+// startSide starts a listener of its own (metrics, pprof). Listen first, so
+// a bad address fails at start.
+func (a *App) startSide(name, addr string, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("%s listener on %s: %w", name, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	a.side = append(a.side, srv)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error(name+" listener stopped", "err", err)
+		}
+	}()
+	return "http://" + ln.Addr().String(), nil
+}
+
+// debugHandler serves pprof, and nothing else.
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
