@@ -25,12 +25,17 @@ Usage:
   flashgate serve  [flags]              run the service (embedded NATS by default)
   flashgate sale   create|get|list ...  manage sales through the admin API
   flashgate audit  [flags]              replay the events and check every invariant
+  flashgate events tail|export ...      follow or write out the event history
+  flashgate backup --out FILE           back up a whole installation (stream, buckets, keys)
+  flashgate restore --in FILE           restore a backup into a fresh data directory
+  flashgate config print [flags]        show the effective serve configuration, secrets redacted
   flashgate bench  [flags]              race shoppers for tokens against a server
   flashgate version
 
-Every flag can also be set as an environment variable: --http-addr is
-FLASHGATE_HTTP_ADDR. A flag given on the command line wins over the variable.
-Run 'flashgate <command> --help' for a command's flags.
+Every flag can also be set as an environment variable: --session-rate is
+FLASHGATE_SESSION_RATE. serve also reads a YAML config file (--config FILE,
+keys = flag names). Precedence: command line > environment > config file >
+default. Run 'flashgate <command> --help' for a command's flags.
 `
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -49,6 +54,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = sale(ctx, args[1:], getenv, stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "events":
+		err = eventsCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "backup":
+		err = backupCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "restore":
+		err = restoreCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "config":
+		err = configCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		err = bench(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version":

@@ -2,59 +2,105 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"math"
+	"net"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/flashgate/flashgate/app"
+	"github.com/flashgate/flashgate/stream"
 	"golang.org/x/term"
 )
 
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	var c app.Config
-	fs := newFlags("serve", stderr)
+// serveConfig is what the serve flags set: the app configuration, and the
+// logging serve sets up itself.
+type serveConfig struct {
+	app.Config
+	LogLevel  string
+	LogFormat string
+}
+
+// The built-in defaults of serve, as the README documents them (the packages
+// fall back to the same values when a field is zero).
+const (
+	defaultDecisionWait = 2 * time.Second
+	defaultMaxBody      = 64 << 10
+	defaultSessionRate  = 1000
+	defaultSessionTTL   = 24 * time.Hour
+	defaultMaxInFlight  = 16384
+	defaultMaxBatch     = 1024
+	defaultReadyLag     = 10000
+)
+
+var (
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"auto", "text", "json"}
+)
+
+// serveFlags returns serve's flag set (named "flashgate "+name) and the
+// configuration its flags fill in, once resolve has run. serve and config
+// print both build their flags here, so they resolve the same settings.
+func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+	c := new(serveConfig)
+	fs := newFlags(name, stderr)
+	fs.String("config", "", "YAML config file; its keys are these flag names (also FLASHGATE_CONFIG)")
 	fs.StringVar(&c.Data, "data", "data", "data directory: embedded JetStream store, keys, admin token, projections")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address (127.0.0.1:0 picks a free port)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "admin API bearer token (default: generated, kept in the data directory)")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this NATS server or cluster instead of embedding one")
 	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file for --nats-url")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "also serve the embedded NATS server on this TCP address, with generated credentials (default: in-process only)")
 	fs.BoolVar(&c.Demo, "demo", true, "create the demo sale (id demo, stock 100, open now) if missing")
 	fs.BoolVar(&c.SyncAlways, "sync-always", false, "embedded JetStream fsyncs every write: survives power loss, ~17x slower writes")
-	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the stream and buckets (3 on a NATS cluster)")
-	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 0, "how long a sale's writer lease lives unrenewed (default 5s)")
-	fs.DurationVar(&c.DecisionWait, "decision-wait", 0, "how long a request waits for its decision before 202 pending (default 2s)")
-	fs.Int64Var(&c.MaxBody, "max-body", 0, "largest request body in bytes (default 65536)")
-	fs.Float64Var(&c.SessionRate, "session-rate", 0, "new anonymous sessions per second, process-wide (default 1000; -1: no cap)")
-	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "lifetime of an anonymous session (default 24h)")
-	fs.IntVar(&c.MaxInFlight, "max-in-flight", 0, "requests waiting for a decision before 503 (default 16384)")
-	fs.IntVar(&c.MaxBatch, "max-batch", 0, "requests decided in one commit at most (default 1024)")
+	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the stream and buckets, 1 to 5 (3 on a NATS cluster)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", stream.DefaultLeaseTTL, "how long a sale's writer lease lives unrenewed (at least 1s)")
+	fs.DurationVar(&c.DecisionWait, "decision-wait", defaultDecisionWait, "how long a request waits for its decision before 202 pending (10ms to 60s)")
+	fs.Int64Var(&c.MaxBody, "max-body", defaultMaxBody, "largest request body in bytes (1 KiB to 16 MiB)")
+	fs.Float64Var(&c.SessionRate, "session-rate", defaultSessionRate, "new anonymous sessions per second, process-wide (-1: no cap)")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", defaultSessionTTL, "lifetime of an anonymous session (at least 1m)")
+	fs.IntVar(&c.MaxInFlight, "max-in-flight", defaultMaxInFlight, "requests waiting for a decision before 503")
+	fs.IntVar(&c.MaxBatch, "max-batch", defaultMaxBatch, "requests decided in one commit at most")
 	fs.StringVar(&c.PurchaseKeyFile, "token-key-file", "", "purchase-token signing keys (default: generated in the data directory)")
 	fs.StringVar(&c.SessionKeyFile, "session-key-file", "", "session signing keys (default: generated in the data directory)")
-	fs.StringVar(&c.IdentityKey, "identity-public-key", "", "PEM public key of the shop's identity provider: shoppers bring its JWTs instead of anonymous sessions")
-	fs.StringVar(&c.IdentityIssuer, "identity-issuer", "", "required iss of identity-provider JWTs")
-	fs.StringVar(&c.IdentityAudience, "identity-audience", "", "required aud of identity-provider JWTs")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := parse(fs, args, getenv); err != nil {
+	fs.StringVar(&c.IdentityKey, "identity-public-key", "", "PEM public key file of the shop's identity provider: shoppers bring its JWTs instead of anonymous sessions")
+	fs.StringVar(&c.IdentityIssuer, "identity-issuer", "", "required iss of identity-provider JWTs (with --identity-public-key)")
+	fs.StringVar(&c.IdentityAudience, "identity-audience", "", "required aud of identity-provider JWTs (with --identity-public-key)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (default: on the --http listener)")
+	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve pprof on this address (default: off)")
+	fs.Uint64Var(&c.ReadyLag, "ready-lag", defaultReadyLag, "not ready while the projections are more than this many messages behind")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n%s'flashgate config print' shows the result and where each value came from.\n\nFlags:\n",
+			fs.Name(), precedenceHelp)
+		fs.PrintDefaults()
+	}
+	return fs, c
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, sc := serveFlags("serve", stderr)
+	src, err := resolve(fs, args, getenv)
+	if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %v", err)
+	if err := sc.validate(fs, src); err != nil {
+		return err
 	}
-	var h slog.Handler
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	} else {
-		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	}
-	c.Log = slog.New(h)
-	if c.IdentityKey != "" && (c.IdentityIssuer == "" || c.IdentityAudience == "") {
-		return fmt.Errorf("--identity-public-key needs --identity-issuer and --identity-audience")
-	}
+	c := sc.Config
+	c.Log = sc.logger(stderr)
 
 	a, err := app.Start(ctx, c)
 	if err != nil {
@@ -64,6 +110,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fmt.Fprintf(stdout, "  admin token: %s\n", a.AdminToken)
 	fmt.Fprintf(stdout, "  data:        %s\n", app.Abs(a.DataDir))
 	fmt.Fprintf(stdout, "  nats:        %s\n", a.NATS)
+	if a.NATSPublic != "" {
+		fmt.Fprintf(stdout, "  nats tcp:    %s\n", a.NATSPublic)
+	}
+	fmt.Fprintf(stdout, "  metrics:     %s\n", a.MetricsURL)
+	if a.DebugURL != "" {
+		fmt.Fprintf(stdout, "  pprof:       %s\n", a.DebugURL)
+	}
 	if c.Demo {
 		fmt.Fprintf(stdout, "  demo sale:   %s/api/v1/sales/%s\n", a.URL, app.DemoSale)
 	}
@@ -73,4 +126,209 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	err = a.Wait(ctx)
 	fmt.Fprintln(stdout, "flashgate stopped")
 	return err
+}
+
+// logger builds the slog logger --log-level and --log-format ask for; auto
+// is text when w is a terminal, JSON otherwise.
+func (c *serveConfig) logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.LogLevel)) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	format := strings.ToLower(c.LogFormat)
+	text := format == "text"
+	if format == "auto" {
+		f, ok := w.(*os.File)
+		text = ok && term.IsTerminal(int(f.Fd()))
+	}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// settingError is one invalid setting: the flag, the setting as the user
+// gave it (see describe) and what is wrong with it.
+type settingError struct {
+	Flag    string
+	Setting string
+	Problem string
+}
+
+func (e *settingError) Error() string { return e.Setting + ": " + e.Problem }
+
+// configError is every invalid setting of a configuration.
+type configError []*settingError
+
+func (e configError) Error() string {
+	if len(e) == 1 {
+		return "invalid configuration: " + e[0].Error()
+	}
+	var b strings.Builder
+	b.WriteString("invalid configuration:")
+	for _, s := range e {
+		b.WriteString("\n  " + s.Error())
+	}
+	return b.String()
+}
+
+func (e configError) Unwrap() []error {
+	errs := make([]error, len(e))
+	for i, s := range e {
+		errs[i] = s
+	}
+	return errs
+}
+
+// validate checks every setting after resolve and returns a configError
+// naming each invalid one with its source, or nil. It starts nothing; it
+// only looks at the files the settings name.
+func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
+	var errs configError
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, &settingError{Flag: name, Setting: describe(fs, src, name), Problem: fmt.Sprintf(format, args...)})
+	}
+
+	if c.Data == "" {
+		bad("data", "must name a directory")
+	}
+
+	// Listen addresses: host:port, and no two the same.
+	addrs := []struct {
+		name, value string
+		optional    bool
+	}{
+		{"http", c.HTTP, false},
+		{"metrics-addr", c.MetricsAddr, true},
+		{"debug-addr", c.DebugAddr, true},
+		{"nats-listen", c.NATSListen, true},
+	}
+	taken := map[string]string{}
+	for _, a := range addrs {
+		if a.value == "" && a.optional {
+			continue
+		}
+		port, err := listenPort(a.value)
+		if err != nil {
+			bad(a.name, "%v", err)
+			continue
+		}
+		if port == 0 {
+			continue // each :0 picks its own port
+		}
+		if other, dup := taken[a.value]; dup {
+			bad(a.name, "the same address as --%s", other)
+			continue
+		}
+		taken[a.value] = a.name
+	}
+
+	if c.Replicas < 1 || c.Replicas > 5 {
+		bad("replicas", "must be 1 to 5")
+	}
+	if c.LeaseTTL < time.Second {
+		bad("lease-ttl", "must be at least 1s")
+	}
+	if c.DecisionWait < 10*time.Millisecond || c.DecisionWait > time.Minute {
+		bad("decision-wait", "must be 10ms to 60s")
+	}
+	if c.SessionTTL < time.Minute {
+		bad("session-ttl", "must be at least 1m")
+	}
+	if c.MaxBody < 1<<10 || c.MaxBody > 16<<20 {
+		bad("max-body", "must be 1 KiB to 16 MiB (1024 to 16777216 bytes)")
+	}
+	if c.MaxInFlight <= 0 {
+		bad("max-in-flight", "must be more than 0")
+	}
+	if c.MaxBatch <= 0 {
+		bad("max-batch", "must be more than 0")
+	}
+	if r := c.SessionRate; math.IsNaN(r) || math.IsInf(r, 0) || (r <= 0 && r != -1) {
+		bad("session-rate", "must be more than 0, or -1 for no cap")
+	}
+	if c.ReadyLag == 0 {
+		bad("ready-lag", "must be more than 0")
+	}
+	if !slices.Contains(logLevels, strings.ToLower(c.LogLevel)) {
+		bad("log-level", "must be one of %s", strings.Join(logLevels, ", "))
+	}
+	if !slices.Contains(logFormats, strings.ToLower(c.LogFormat)) {
+		bad("log-format", "must be one of %s", strings.Join(logFormats, ", "))
+	}
+
+	// NATS: the embedded server's settings mean nothing with --nats-url.
+	if c.NATSURL == "" {
+		if c.NATSCreds != "" {
+			bad("nats-creds", "is only used with --nats-url")
+		}
+	} else {
+		if c.NATSListen != "" {
+			bad("nats-listen", "serves the embedded NATS server, which --nats-url replaces")
+		}
+		if c.SyncAlways {
+			bad("sync-always", "applies to the embedded NATS server, which --nats-url replaces; set it on your NATS server")
+		}
+	}
+
+	// External identity: all three or none.
+	identity := []string{"identity-public-key", "identity-issuer", "identity-audience"}
+	var have, missing []string
+	for _, name := range identity {
+		if fs.Lookup(name).Value.String() != "" {
+			have = append(have, name)
+		} else {
+			missing = append(missing, "--"+name)
+		}
+	}
+	if len(have) > 0 && len(missing) > 0 {
+		bad(have[0], "external identity needs %s too", strings.Join(missing, " and "))
+	}
+
+	// Files that must be there.
+	for _, name := range []string{"identity-public-key", "token-key-file", "session-key-file", "nats-creds"} {
+		if path := fs.Lookup(name).Value.String(); path != "" {
+			if err := readableFile(path); err != nil {
+				bad(name, "%v", err)
+			}
+		}
+	}
+
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// listenPort checks that addr is host:port (the host may be empty: every
+// interface) and returns the port.
+func listenPort(addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if ae := (*net.AddrError)(nil); errors.As(err, &ae) {
+		return 0, fmt.Errorf("want host:port, like 127.0.0.1:8080 (%s)", ae.Err)
+	} else if err != nil {
+		return 0, fmt.Errorf("want host:port, like 127.0.0.1:8080 (%v)", err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("want host:port with a port number 0 to 65535, got port %q", port)
+	}
+	return int(n), nil
+}
+
+// readableFile checks that path is a file this process can open.
+func readableFile(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return errors.New("no such file")
+	case err != nil:
+		return err
+	case st.IsDir():
+		return errors.New("is a directory, want a file")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("cannot read it: %v", err)
+	}
+	return f.Close()
 }
