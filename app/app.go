@@ -129,9 +129,10 @@ type App struct {
 func Start(ctx context.Context, c Config) (a *App, err error) {
 	c.Defaults()
 	a = &App{cfg: c, log: c.Log, DataDir: c.Data, served: make(chan error, 1)}
+	started := a // the error returns below set a to nil
 	defer func() {
 		if err != nil {
-			a.teardown()
+			started.teardown()
 		}
 	}()
 	dir := DataDir(c.Data)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/flashgate/flashgate/internal/fsutil"
 	"github.com/oklog/ulid/v2"
 )
 
@@ -70,11 +71,7 @@ func readOrCreate(path string, make func() string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(v+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := fsutil.WriteFileAtomic(path, []byte(v+"\n")); err != nil {
 		return "", err
 	}
 	return v, nil

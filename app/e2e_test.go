@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -433,4 +434,19 @@ func TestRestartKeepsEverything(t *testing.T) {
 		t.Fatalf("purchase after restart: %d %s", r.Status, r.Raw)
 	}
 	runAudit(t, b)
+}
+
+// TestStartFailsCleanly: a start that cannot complete returns its error (and
+// releases what it took) instead of panicking.
+func TestStartFailsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	startApp(t, app.Config{Data: dir})
+	_, err := app.Start(context.Background(), app.Config{Data: dir, HTTP: "127.0.0.1:0", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if !errors.Is(err, app.ErrLocked) {
+		t.Fatalf("second start on a data directory in use: %v, want ErrLocked", err)
+	}
+	_, err = app.Start(context.Background(), app.Config{Data: t.TempDir(), HTTP: "256.0.0.1:80", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("bad listen address: %v", err)
+	}
 }

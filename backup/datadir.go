@@ -3,9 +3,9 @@ package backup
 import (
 	"errors"
 	"fmt"
+	"github.com/flashgate/flashgate/internal/fsutil"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/flashgate/flashgate/app"
@@ -98,46 +98,12 @@ func WriteDataFiles(dir string, files []File) error {
 		if p == "" {
 			return fmt.Errorf("%q is not a data directory file a backup carries", f.Name)
 		}
-		if err := writeFileAtomic(p, f.Data); err != nil {
+		if err := fsutil.WriteFileAtomic(p, f.Data); err != nil {
 			return fmt.Errorf("write %s: %w", p, err)
 		}
 	}
 	return nil
 }
 
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return SyncDir(dir)
-}
-
 // SyncDir fsyncs a directory, so that a rename in it is durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func SyncDir(dir string) error { return fsutil.SyncDir(dir) }

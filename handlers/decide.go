@@ -200,16 +200,10 @@ func (s *State) expire(now time.Time, out []events.Event) []events.Event {
 	return out
 }
 
-// reclaim takes back an expired token (already out of the expiry heap).
+// reclaim takes back an expired token (already out of the expiry heap) and
+// records it.
 func (s *State) reclaim(now time.Time, t *token, out []events.Event) []events.Event {
-	delete(s.tokens, t.id)
-	if sh := s.shoppers[t.shopper]; sh != nil {
-		sh.token = nil
-		if sh.bought == 0 {
-			delete(s.shoppers, t.shopper)
-		}
-	}
-	s.Head.Expired++
+	s.drop(t)
 	return append(out, events.Event{
 		ID: events.DerivedID(now, "expire:"+t.id), Type: events.TypeTokenExpired, Version: events.SchemaVersion,
 		Sale: s.Sale.ID, Time: now, Shopper: t.shopper,
@@ -225,6 +219,19 @@ func decision(now time.Time, r events.Event, typ events.Type, data any) events.E
 }
 
 // open returns the reason the sale takes no request at now, or "".
+// drop forgets an expired token (already out of the expiry heap): its quota
+// comes back, and a shopper who holds nothing and bought nothing is dropped.
+func (s *State) drop(t *token) {
+	delete(s.tokens, t.id)
+	if sh := s.shoppers[t.shopper]; sh != nil {
+		sh.token = nil
+		if sh.bought == 0 {
+			delete(s.shoppers, t.shopper)
+		}
+	}
+	s.Head.Expired++
+}
+
 func (s *State) open(now time.Time) string {
 	switch {
 	case now.Before(s.Sale.OpensAt):
@@ -343,14 +350,7 @@ func (s *State) Apply(db events.DecisionBatch) error {
 				return fmt.Errorf("sale %s batch %d: expiry of token %s that is not outstanding", s.Sale.ID, db.Head.Version, d.TokenID)
 			}
 			heap.Remove(&s.expiry, t.heapIdx)
-			delete(s.tokens, t.id)
-			if sh := s.shoppers[t.shopper]; sh != nil {
-				sh.token = nil
-				if sh.bought == 0 {
-					delete(s.shoppers, t.shopper)
-				}
-			}
-			s.Head.Expired++
+			s.drop(t)
 		case *events.PurchaseAccepted:
 			t := s.tokens[d.TokenID]
 			if t == nil || t.orderID != "" {
