@@ -29,6 +29,8 @@ var Types = []events.Type{
 	events.TypePurchaseRequested,
 	events.TypePurchaseAccepted,
 	events.TypePurchaseRefused,
+	events.TypeSaleUpdateRequested,
+	events.TypeSaleUpdated,
 }
 
 // Record is one event and where it is stored. A message that does not decode

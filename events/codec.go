@@ -65,6 +65,10 @@ func newData(t Type) any {
 		return new(PurchaseAccepted)
 	case TypePurchaseRefused:
 		return new(PurchaseRefused)
+	case TypeSaleUpdateRequested:
+		return new(SaleUpdateRequested)
+	case TypeSaleUpdated:
+		return new(SaleUpdated)
 	}
 	return nil
 }

@@ -22,12 +22,15 @@ func sampleRequests() RequestBatch {
 			Shopper: "01JE2W6N2X7Q8V9B0C1D2E3F40", ClientRequestID: "click-1", Data: &TokenRequested{}},
 		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Type: TypePurchaseRequested, Version: 1, Sale: "demo", Time: at,
 			Shopper: "01JE2W6N2X7Q8V9B0C1D2E3F41", Data: &PurchaseRequested{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4A"}},
+		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4K", Type: TypeSaleUpdateRequested, Version: 1, Sale: "demo", Time: at,
+			Shopper: "operator", Data: &SaleUpdateRequested{Action: ActionClose}},
 	}}
 }
 
 func sampleDecisions() DecisionBatch {
 	return DecisionBatch{Sale: "demo", Writer: "node-1/1", DecidedAt: at, FromSeq: 7,
-		Head: Head{Version: 3, Cursor: 9, Stock: 100, Quota: 120, Issued: 5, Expired: 1, Redeemed: 2},
+		Head: Head{Version: 3, Cursor: 9, Stock: 100, Quota: 120, Issued: 5, Expired: 1, Redeemed: 2,
+			OpensAtNs: at.UnixNano(), ClosesAtNs: at.Add(time.Hour).UnixNano()},
 		Events: []Event{
 			{ID: DerivedID(at, "expire:x"), Type: TypeTokenExpired, Version: 1, Sale: "demo", Time: at, Shopper: "s0",
 				Data: &TokenExpired{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4B", ExpiresAt: at.Truncate(time.Second)}},
@@ -37,6 +40,8 @@ func sampleDecisions() DecisionBatch {
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4C", Data: &TokenDenied{Reason: ReasonSoldOut}},
 			{ID: DerivedID(at, "decide:c"), Type: TypePurchaseAccepted, Version: 1, Sale: "demo", Time: at, Shopper: "s3",
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Data: &PurchaseAccepted{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4A", OrderID: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Units: 1}},
+			{ID: DerivedID(at, "decide:e"), Type: TypeSaleUpdated, Version: 1, Sale: "demo", Time: at, Shopper: "operator",
+				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4K", Data: &SaleUpdated{OpensAt: at, ClosesAt: at.Add(time.Hour)}},
 			{ID: DerivedID(at, "decide:d"), Type: TypePurchaseRefused, Version: 1, Sale: "demo", Time: at, Shopper: "s4",
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4D", Data: &PurchaseRefused{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4E", Reason: ReasonTokenUsed, OrderID: "01JE2W6N2X7Q8V9B0C1D2E3F4F"}},
 		}}
@@ -223,4 +228,24 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHeadSame(t *testing.T) {
+	a := Head{Version: 1, Issued: 2, OpensAtNs: 10, ClosesAtNs: 20}
+	b := a
+	if !a.Same(b) {
+		t.Fatal("equal heads differ")
+	}
+	b.ClosesAtNs = 30
+	if a.Same(b) {
+		t.Fatal("a schedule change is not seen")
+	}
+	old := Head{Version: 1, Issued: 2} // written before heads recorded the schedule
+	if !a.Same(old) || !old.Same(a) {
+		t.Fatal("an older head without a schedule does not compare on the rest")
+	}
+	old.Issued = 3
+	if a.Same(old) {
+		t.Fatal("counters ignored")
+	}
 }

@@ -33,11 +33,22 @@ const (
 	TypeTokenExpired      Type = "TokenExpired"
 	TypePurchaseAccepted  Type = "PurchaseAccepted"
 	TypePurchaseRefused   Type = "PurchaseRefused"
+	// An operator opens or closes a sale; the writer decides it in stream
+	// order like every other request, so replay sees the schedule change
+	// exactly where it happened.
+	TypeSaleUpdateRequested Type = "SaleUpdateRequested"
+	TypeSaleUpdated         Type = "SaleUpdated"
+)
+
+// Actions of a SaleUpdateRequested.
+const (
+	ActionOpen  = "open"  // open now: opensAt = now if later; a closed sale reopens
+	ActionClose = "close" // close now
 )
 
 // IsRequest reports whether t is a shopper's request (decided by the writer).
 func (t Type) IsRequest() bool {
-	return t == TypeTokenRequested || t == TypePurchaseRequested
+	return t == TypeTokenRequested || t == TypePurchaseRequested || t == TypeSaleUpdateRequested
 }
 
 // Reasons carried by TokenDenied and PurchaseRefused.
@@ -125,6 +136,19 @@ type PurchaseRefused struct {
 	OrderID string `json:"orderId,omitempty"`
 }
 
+// SaleUpdateRequested is an operator asking to open or close a sale now.
+// Its Shopper is the operator ("operator" for the admin API).
+type SaleUpdateRequested struct {
+	Action string `json:"action"`
+}
+
+// SaleUpdated is the sale's schedule after an operator's request, decided
+// at the batch's time.
+type SaleUpdated struct {
+	OpensAt  time.Time `json:"opensAt"`
+	ClosesAt time.Time `json:"closesAt,omitzero"`
+}
+
 // RequestBatch is one message on a sale's request subject: the requests a
 // front appended together. Their order in the stream is the arrival order.
 type RequestBatch struct {
@@ -141,6 +165,20 @@ type Head struct {
 	Issued   int64  `json:"issued"`   // tokens issued, re-issues not counted
 	Expired  int64  `json:"expired"`  // tokens reclaimed unused
 	Redeemed int64  `json:"redeemed"` // tokens redeemed = units sold (one unit per token)
+	// The schedule in force, in Unix nanoseconds (ClosesAtNs 0: never
+	// closes). It changes only by SaleUpdated; any process learns the
+	// current schedule from the sale's last batch.
+	OpensAtNs  int64 `json:"opensAtNs"`
+	ClosesAtNs int64 `json:"closesAtNs,omitempty"`
+}
+
+// Same reports whether two heads agree. A head written before heads
+// recorded the schedule (OpensAtNs 0) is compared on everything else.
+func (h Head) Same(o Head) bool {
+	if h.OpensAtNs == 0 || o.OpensAtNs == 0 {
+		h.OpensAtNs, h.ClosesAtNs, o.OpensAtNs, o.ClosesAtNs = 0, 0, 0, 0
+	}
+	return h == o
 }
 
 // StockLeft is the units not yet sold.

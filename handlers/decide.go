@@ -141,7 +141,7 @@ type State struct {
 func NewState(s Sale) *State {
 	return &State{
 		Sale:     s,
-		Head:     events.Head{Stock: s.Stock, Quota: s.Quota},
+		Head:     events.Head{Stock: s.Stock, Quota: s.Quota, OpensAtNs: s.OpensAt.UnixNano(), ClosesAtNs: unixNano(s.ClosesAt)},
 		tokens:   make(map[string]*token),
 		shoppers: make(map[string]*shopper),
 	}
@@ -182,6 +182,8 @@ func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
 			out = append(out, e)
 		case *events.PurchaseRequested:
 			out = append(out, s.decidePurchase(now, r, d))
+		case *events.SaleUpdateRequested:
+			out = append(out, s.decideUpdate(now, r, d))
 		}
 	}
 	return out
@@ -324,6 +326,53 @@ func (s *State) decidePurchase(now time.Time, r events.Event, d *events.Purchase
 	return decision(now, r, events.TypePurchaseAccepted, &events.PurchaseAccepted{TokenID: t.id, OrderID: r.ID, Units: 1})
 }
 
+// decideUpdate opens or closes the sale at now. Opening moves a later
+// opening to now and reopens a closed sale; closing sets the close to now.
+// An unknown action changes nothing (the answer still records the schedule).
+func (s *State) decideUpdate(now time.Time, r events.Event, d *events.SaleUpdateRequested) events.Event {
+	switch d.Action {
+	case events.ActionOpen:
+		if now.Before(s.Sale.OpensAt) {
+			s.Sale.OpensAt = now
+		}
+		if !s.Sale.ClosesAt.IsZero() && !now.Before(s.Sale.ClosesAt) {
+			s.Sale.ClosesAt = time.Time{}
+		}
+	case events.ActionClose:
+		if s.Sale.ClosesAt.IsZero() || now.Before(s.Sale.ClosesAt) {
+			s.Sale.ClosesAt = now
+		}
+	}
+	s.setSchedule(s.Sale.OpensAt, s.Sale.ClosesAt)
+	return decision(now, r, events.TypeSaleUpdated, &events.SaleUpdated{OpensAt: s.Sale.OpensAt, ClosesAt: s.Sale.ClosesAt})
+}
+
+func (s *State) setSchedule(opens, closes time.Time) {
+	s.Sale.OpensAt, s.Sale.ClosesAt = opens, closes
+	s.Head.OpensAtNs, s.Head.ClosesAtNs = opens.UnixNano(), unixNano(closes)
+}
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// Schedule returns the opening and closing times a head records (zero
+// closing: never), or ok=false for a head written before it recorded them.
+func Schedule(h events.Head) (opens, closes time.Time, ok bool) {
+	if h.OpensAtNs == 0 {
+		return time.Time{}, time.Time{}, false
+	}
+	opens = time.Unix(0, h.OpensAtNs).UTC()
+	if h.ClosesAtNs != 0 {
+		closes = time.Unix(0, h.ClosesAtNs).UTC()
+	}
+	return opens, closes, true
+}
+
 // Apply folds a committed decision batch into the state without deciding:
 // this is how a writer rebuilds a sale from its decision history. It checks
 // that the batch's head matches the counters the decisions imply.
@@ -351,6 +400,8 @@ func (s *State) Apply(db events.DecisionBatch) error {
 			}
 			heap.Remove(&s.expiry, t.heapIdx)
 			s.drop(t)
+		case *events.SaleUpdated:
+			s.setSchedule(d.OpensAt, d.ClosesAt)
 		case *events.PurchaseAccepted:
 			t := s.tokens[d.TokenID]
 			if t == nil || t.orderID != "" {
@@ -366,10 +417,10 @@ func (s *State) Apply(db events.DecisionBatch) error {
 	}
 	got := s.Head
 	got.Version, got.Cursor = db.Head.Version, db.Head.Cursor
-	if got != db.Head {
+	if !got.Same(db.Head) {
 		return fmt.Errorf("sale %s batch %d: head %+v does not match its decisions (%+v)", s.Sale.ID, db.Head.Version, db.Head, got)
 	}
-	s.Head = db.Head
+	s.Head = got // keeps the schedule even where an older head did not record it
 	return nil
 }
 

@@ -399,3 +399,54 @@ func TestMassExpiryIsSpreadOverBatches(t *testing.T) {
 	}
 	checkInvariants(t, s)
 }
+
+func updateReq(action string) events.Event {
+	return req("operator", &events.SaleUpdateRequested{Action: action})
+}
+
+// TestOpenAndClose: an operator's open and close are decided in order, change
+// what the next requests get, and are rebuilt by Apply.
+func TestOpenAndClose(t *testing.T) {
+	sale := testSale()
+	sale.OpensAt, sale.ClosesAt = t0.Add(time.Hour), time.Time{}
+	s := NewState(sale)
+	at := t0
+	// Scheduled: a token request in the same batch before the open is
+	// refused, the one after it is served.
+	out := s.Decide(at, []events.Event{tokenReq("a"), updateReq(events.ActionOpen), tokenReq("b")})
+	if reasonOf(out[0]) != events.ReasonNotOpen || out[1].Type != events.TypeSaleUpdated || out[2].Type != events.TypeTokenIssued {
+		t.Fatalf("open: %s %q, %s, %s", out[0].Type, reasonOf(out[0]), out[1].Type, out[2].Type)
+	}
+	if u := out[1].Data.(*events.SaleUpdated); !u.OpensAt.Equal(at) || !u.ClosesAt.IsZero() {
+		t.Fatalf("open: schedule %+v", u)
+	}
+	at = at.Add(time.Minute)
+	out = s.Decide(at, []events.Event{updateReq(events.ActionClose), tokenReq("c"), buyReq("b", out[2].Data.(*events.TokenIssued).TokenID)})
+	if u := out[0].Data.(*events.SaleUpdated); !u.ClosesAt.Equal(at) || reasonOf(out[1]) != events.ReasonClosed || reasonOf(out[2]) != events.ReasonClosed {
+		t.Fatalf("close: %+v, then %q and %q", u, reasonOf(out[1]), reasonOf(out[2]))
+	}
+	if got := s.Sale.StatusAt(at, s.Head); got != StatusClosed {
+		t.Fatalf("status after close: %s", got)
+	}
+	at = at.Add(time.Minute)
+	out = s.Decide(at, []events.Event{updateReq(events.ActionOpen), tokenReq("c")})
+	if u := out[0].Data.(*events.SaleUpdated); !u.ClosesAt.IsZero() || out[1].Type != events.TypeTokenIssued {
+		t.Fatalf("reopen: %+v then %s %q", u, out[1].Type, reasonOf(out[1]))
+	}
+	opens, closes, ok := Schedule(s.Head)
+	if !ok || !opens.Equal(t0) || !closes.IsZero() {
+		t.Fatalf("head schedule %v %v %v", opens, closes, ok)
+	}
+	// Apply rebuilds the schedule from the decisions alone.
+	r := NewState(sale)
+	if err := r.Apply(events.DecisionBatch{Sale: "s1", Head: func() events.Head { h := s.Head; h.Version = 1; return h }(),
+		Events: append(append([]events.Event{}, s.Decide(at, nil)...), events.Event{Type: events.TypeSaleUpdated,
+			Data: &events.SaleUpdated{OpensAt: t0}}, events.Event{Type: events.TypeTokenIssued, Shopper: "b",
+			Data: &events.TokenIssued{TokenID: "tb", ExpiresAt: at.Add(time.Hour)}}, events.Event{Type: events.TypeTokenIssued, Shopper: "c",
+			Data: &events.TokenIssued{TokenID: "tc", ExpiresAt: at.Add(time.Hour)}})}); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Sale.OpensAt.Equal(t0) || !r.Sale.ClosesAt.IsZero() {
+		t.Fatalf("rebuilt schedule %v %v", r.Sale.OpensAt, r.Sale.ClosesAt)
+	}
+}

@@ -31,7 +31,7 @@ const (
 // connection and bound to each transaction with Tx.StmtContext.
 type stmts struct {
 	lastSeq, setLastSeq           *sql.Stmt
-	saleExists, insSale           *sql.Stmt
+	saleExists, insSale, updSale  *sql.Stmt
 	insRequest                    *sql.Stmt
 	maxVersion, insBatch          *sql.Stmt
 	requestOf, insDecision        *sql.Stmt
@@ -52,6 +52,7 @@ func (st *stmts) prepare(db *sql.DB) error {
 		{&st.saleExists, `SELECT COUNT(*) FROM sales WHERE id = ?`},
 		{&st.insSale, `INSERT INTO sales (id, seq, stock, quota, quota_buffer, per_user_limit, token_ttl_ms, opens_at, closes_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
+		{&st.updSale, `UPDATE sales SET opens_at = ?, closes_at = ? WHERE id = ?`},
 		{&st.insRequest, `INSERT INTO requests (id, sale, seq, idx, type, shopper, client_request_id, token_id, received_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&st.maxVersion, `SELECT COALESCE(MAX(version), 0) FROM batches WHERE sale = ?`},
@@ -99,6 +100,7 @@ func (st *stmts) bind(ctx context.Context, tx *sql.Tx) stmts {
 		setLastSeq:   tx.StmtContext(ctx, st.setLastSeq),
 		saleExists:   tx.StmtContext(ctx, st.saleExists),
 		insSale:      tx.StmtContext(ctx, st.insSale),
+		updSale:      tx.StmtContext(ctx, st.updSale),
 		insRequest:   tx.StmtContext(ctx, st.insRequest),
 		maxVersion:   tx.StmtContext(ctx, st.maxVersion),
 		insBatch:     tx.StmtContext(ctx, st.insBatch),
@@ -473,6 +475,9 @@ func (a *applier) decision(db *events.DecisionBatch, at string, idx int, e event
 		return a.expire(sale, e, x, at)
 	case *events.PurchaseAccepted:
 		return a.redeem(sale, shopper, e, x, at)
+	case *events.SaleUpdated:
+		_, err := a.st.updSale.ExecContext(a.ctx, fmtTime(x.OpensAt), fmtTime(x.ClosesAt), sale)
+		return err
 	}
 	return nil
 }
@@ -481,8 +486,11 @@ func (a *applier) decision(db *events.DecisionBatch, at string, idx int, e event
 // type typ by shopper in sale.
 func (a *applier) checkAnswer(sale string, e events.Event, reqSale, typ, shopper string) error {
 	want := events.TypeTokenRequested
-	if e.Type == events.TypePurchaseAccepted || e.Type == events.TypePurchaseRefused {
+	switch e.Type {
+	case events.TypePurchaseAccepted, events.TypePurchaseRefused:
 		want = events.TypePurchaseRequested
+	case events.TypeSaleUpdated:
+		want = events.TypeSaleUpdateRequested
 	}
 	if typ != string(want) {
 		if err := a.anomaly(sale, "%s %s answers request %s, a %s", e.Type, e.ID, e.Request, typ); err != nil {
