@@ -53,11 +53,19 @@ type Config struct {
 	// Ready reports readiness for GET /readyz: whether ready and, per check,
 	// "ok" or what is wrong.
 	Ready func(ctx context.Context) (bool, map[string]string)
+	// Stopping is closed when the server begins to shut down: streams
+	// (the admin feed) end then. Nil: never.
+	Stopping <-chan struct{}
+	// Pages, if set, serves the web pages (/, /sales/{sale}, /admin, /static/).
+	Pages http.Handler
+	// MaxStreams bounds concurrent admin event streams. Default 32.
+	MaxStreams int
 }
 
 type api struct {
 	Config
 	sessions *rate.Limiter
+	streams  chan struct{} // a slot per open admin stream
 }
 
 // New returns the HTTP handler.
@@ -77,13 +85,17 @@ func New(c Config) http.Handler {
 	if c.SessionRate == 0 {
 		c.SessionRate = 1000
 	}
-	a := &api{Config: c}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 32
+	}
+	a := &api{Config: c, streams: make(chan struct{}, c.MaxStreams)}
 	if c.SessionRate > 0 {
 		a.sessions = rate.NewLimiter(rate.Limit(c.SessionRate), int(math.Max(1, c.SessionRate)))
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/time", a.time)
 	mux.HandleFunc("POST /api/v1/session", a.session)
+	mux.HandleFunc("GET /api/v1/sales", a.publicSales)
 	mux.HandleFunc("GET /api/v1/sales/{sale}", a.sale)
 	mux.HandleFunc("POST /api/v1/sales/{sale}/tokens", a.shopper(a.tokens))
 	mux.HandleFunc("POST /api/v1/sales/{sale}/purchases", a.shopper(a.purchase))
@@ -92,7 +104,17 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("POST /api/v1/admin/sales", a.admin(a.createSale))
 	mux.HandleFunc("GET /api/v1/admin/sales", a.admin(a.listSales))
 	mux.HandleFunc("GET /api/v1/admin/sales/{sale}", a.admin(a.adminSale))
-	mux.HandleFunc("GET /{$}", a.index)
+	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/open", a.admin(a.schedule(events.ActionOpen)))
+	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/close", a.admin(a.schedule(events.ActionClose)))
+	mux.HandleFunc("GET /api/v1/admin/events", a.admin(a.adminEvents))
+	if c.Pages != nil {
+		mux.Handle("GET /{$}", c.Pages)
+		mux.Handle("GET /sales/{sale}", c.Pages)
+		mux.Handle("GET /admin", c.Pages)
+		mux.Handle("GET /static/", c.Pages)
+	} else {
+		mux.HandleFunc("GET /{$}", a.index)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
@@ -685,4 +707,116 @@ func (a *api) adminSale(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, adminSaleJSON(v, a.Now()))
 	return nil
+}
+
+func (a *api) publicSales(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-a.Front.Ready():
+	default:
+		writeError(w, r, a.Log, front.ErrNotReady)
+		return
+	}
+	now := a.Now()
+	vs := a.Front.Sales()
+	out := make([]map[string]any, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, saleJSON(v, now))
+	}
+	sortByID(out)
+	writeJSON(w, http.StatusOK, map[string]any{"sales": out})
+}
+
+// schedule opens or closes a sale now. The change is a request decided by
+// the sale's writer in stream order, like every other.
+func (a *api) schedule(action string) func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		v, err := a.lookup(r.PathValue("sale"))
+		if err != nil {
+			return err
+		}
+		now := a.Now()
+		req := events.Event{ID: reqID(r), Type: events.TypeSaleUpdateRequested, Version: events.SchemaVersion,
+			Sale: v.Sale.ID, Time: now.UTC(), Shopper: "operator", ClientRequestID: clientRequestID(r),
+			Data: &events.SaleUpdateRequested{Action: action}}
+		p, err := a.Front.Submit(req)
+		if err != nil {
+			return err
+		}
+		d, ok, err := p.Wait(r.Context(), a.DecisionWait)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			w.Header().Set("Location", "/api/v1/requests/"+req.ID)
+			writeJSON(w, http.StatusAccepted, map[string]any{"requestId": req.ID, "status": "pending"})
+			return nil
+		}
+		if d.Type != events.TypeSaleUpdated {
+			return fmt.Errorf("sale %s: %s answered by %s", v.Sale.ID, action, d.Type)
+		}
+		v, _ = a.Front.Sale(v.Sale.ID)
+		writeJSON(w, http.StatusOK, adminSaleJSON(v, a.Now()))
+		return nil
+	}
+}
+
+// figures is one sale in the admin event stream.
+func (a *api) figures(v front.SaleView, now time.Time) map[string]any {
+	m := adminSaleJSON(v, now)
+	st := a.Front.SaleStats(v.Sale.ID)
+	m["decisions"] = st.Decisions
+	batches := map[string]any{"count": st.Batches, "avgRequests": 0.0, "avgCommitMs": 0.0}
+	if st.Batches > 0 {
+		batches["avgRequests"] = float64(st.Requests) / float64(st.Batches)
+	}
+	if st.Commits > 0 {
+		batches["avgCommitMs"] = float64(st.CommitNanos) / float64(st.Commits) / 1e6
+	}
+	m["batches"] = batches
+	return m
+}
+
+// adminEvents streams every sale's figures once a second as Server-Sent
+// Events (event: figures). Streams are bounded (503 beyond MaxStreams) and
+// end when the server shuts down.
+func (a *api) adminEvents(w http.ResponseWriter, r *http.Request) error {
+	select {
+	case a.streams <- struct{}{}:
+		defer func() { <-a.streams }()
+	default:
+		return &Error{Status: http.StatusServiceUnavailable, Code: "too_many_streams", Message: "too many admin streams open", RetryAfter: 5}
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		now := a.Now()
+		vs := a.Front.Sales()
+		sales := make([]map[string]any, 0, len(vs))
+		for _, v := range vs {
+			sales = append(sales, a.figures(v, now))
+		}
+		sortByID(sales)
+		b, err := json.Marshal(map[string]any{"time": now.UTC().Format(time.RFC3339Nano), "sales": sales})
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "event: figures\ndata: %s\n\n", b); err != nil {
+			return nil // the client went away
+		}
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-a.Stopping:
+			return nil
+		case <-tick.C:
+		}
+	}
 }

@@ -62,6 +62,9 @@ type Config struct {
 	NATSListen  string // "" = embedded NATS in-process only; else also on TCP with generated credentials
 	ReadyLag    uint64 // projections further behind than this many messages: not ready (default 10000)
 
+	// Pages serves the web pages; nil: a text page at / (cmd wires web.Handler()).
+	Pages http.Handler
+
 	Now func() time.Time
 	Log *slog.Logger
 }
@@ -119,6 +122,7 @@ type App struct {
 	cancelP  context.CancelFunc // projections
 	bg       sync.WaitGroup
 	served   chan error
+	stopping chan struct{} // closed when shutdown begins: streams end
 	draining atomic.Bool
 	lastReq  atomic.Int64 // unix nanos of the last request that arrived
 	stopOnce sync.Once
@@ -128,7 +132,7 @@ type App struct {
 // Start brings the service up and returns once it serves HTTP.
 func Start(ctx context.Context, c Config) (a *App, err error) {
 	c.Defaults()
-	a = &App{cfg: c, log: c.Log, DataDir: c.Data, served: make(chan error, 1)}
+	a = &App{cfg: c, log: c.Log, DataDir: c.Data, served: make(chan error, 1), stopping: make(chan struct{})}
 	started := a // the error returns below set a to nil
 	defer func() {
 		if err != nil {
@@ -213,8 +217,12 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		a.ops.applied.Store(last)
 	}
 	a.Metrics = metrics.New()
+	onCommit := func(db *events.DecisionBatch, requests int, took time.Duration) {
+		a.Metrics.Commit(db, requests, took)
+		a.Front.NoteCommit(db.Sale, took) // set before any writer starts: writers start from the front's OnSale
+	}
 	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log,
-		OnCommit: a.Metrics.Commit})
+		OnCommit: onCommit})
 	wctx, cancelW := context.WithCancel(context.Background())
 	a.cancelW = cancelW
 	a.manager.Start(wctx)
@@ -250,7 +258,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		Front: a.Front, Store: a.Store, Identity: verifier, Sessions: sessions,
 		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
 		Now: c.Now, Log: a.log, DecisionWait: c.DecisionWait, MaxBody: c.MaxBody, SessionRate: c.SessionRate,
-		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.Ready,
+		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.Ready, Stopping: a.stopping, Pages: c.Pages,
 	})
 	if c.MetricsAddr != "" {
 		mux := http.NewServeMux()
@@ -379,6 +387,7 @@ func (a *App) Wait(ctx context.Context) error {
 // NATS. It is safe to call more than once.
 func (a *App) Shutdown() error {
 	a.stopOnce.Do(func() {
+		close(a.stopping)
 		if a.srv != nil {
 			a.drainArrivals()
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

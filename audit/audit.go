@@ -56,6 +56,7 @@ type SaleReport struct {
 	Requests        int64 // decided or pending
 	TokenRequests   int64
 	PurchaseReqs    int64
+	OperatorReqs    int64 // opens and closes
 	Pending         int64 // appended after the last decided request
 	Batches         int64
 	Issued          int64
@@ -187,7 +188,7 @@ func Run(ctx context.Context, js jetstream.JetStream, dbPath string) (*Report, e
 			switch {
 			case v.atLive == nil:
 				v.rep.violate("live head is at batch %d but the replay never reached it (last %d)", db.Head.Version, v.version)
-			case *v.atLive != db.Head:
+			case !v.atLive.Same(db.Head):
 				v.rep.violate("replayed head %+v differs from the live head %+v", *v.atLive, db.Head)
 			}
 		}
@@ -266,10 +267,13 @@ func (v *verifier) batch(m *jetstream.RawStreamMsg) {
 	r.Batches++
 	for _, q := range reqs {
 		r.Requests++
-		if q.Type == events.TypeTokenRequested {
+		switch q.Type {
+		case events.TypeTokenRequested:
 			r.TokenRequests++
-		} else {
+		case events.TypePurchaseRequested:
 			r.PurchaseReqs++
+		case events.TypeSaleUpdateRequested:
+			r.OperatorReqs++
 		}
 	}
 	got := v.state.Decide(db.DecidedAt, reqs)
@@ -306,7 +310,7 @@ func (v *verifier) batch(m *jetstream.RawStreamMsg) {
 	}
 	h := v.state.Head
 	h.Version, h.Cursor = db.Head.Version, db.Head.Cursor
-	if h != db.Head {
+	if !h.Same(db.Head) {
 		r.violate("batch %d: head %+v, but its decisions give %+v", db.Head.Version, db.Head, h)
 	}
 	// Counter invariants, at every batch.
@@ -418,8 +422,8 @@ func (r *Report) Write(w io.Writer) {
 		sale := s.Sale
 		fmt.Fprintf(w, "\nsale %s: stock %d, quota %d (buffer %.2f), per-user limit %d, token TTL %s\n",
 			sale.ID, sale.Stock, sale.Quota, sale.QuotaBuffer, sale.PerUserLimit, sale.TokenTTL)
-		fmt.Fprintf(w, "  requests    %d (token %d, purchase %d), %d pending after the last batch\n",
-			s.Requests, s.TokenRequests, s.PurchaseReqs, s.Pending)
+		fmt.Fprintf(w, "  requests    %d (token %d, purchase %d, operator %d), %d pending after the last batch\n",
+			s.Requests, s.TokenRequests, s.PurchaseReqs, s.OperatorReqs, s.Pending)
 		fmt.Fprintf(w, "  batches     %d, head version %d, cursor %d\n", s.Batches, s.LiveHeadVersion, s.LiveHead.Cursor)
 		fmt.Fprintf(w, "  tokens      issued %d, repeated answers %d, expired %d, redeemed %d, outstanding %d\n",
 			s.Issued, s.Reissued, s.Expired, s.Redeemed, s.Issued-s.Expired-s.Redeemed)

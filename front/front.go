@@ -86,6 +86,7 @@ type Front struct {
 
 	mu        sync.RWMutex
 	sales     map[string]*SaleView
+	stats     map[string]*Stats
 	appenders map[string]*appender
 
 	waiters *waiters
@@ -101,6 +102,7 @@ func New(js jetstream.JetStream, st jetstream.Stream, cfg Config) *Front {
 	return &Front{
 		js: js, st: st, cfg: cfg,
 		sales:     make(map[string]*SaleView),
+		stats:     make(map[string]*Stats),
 		appenders: make(map[string]*appender),
 		waiters:   newWaiters(cfg.MaxInFlight),
 		recent:    newRecent(cfg.RecentDecisions),
@@ -177,6 +179,7 @@ func (f *Front) handle(m jetstream.Msg) {
 			return
 		}
 		f.applyHead(&db)
+		f.count(&db)
 		for i := range db.Events {
 			e := &db.Events[i]
 			if e.Request == "" {
@@ -212,7 +215,87 @@ func (f *Front) applyHead(db *events.DecisionBatch) {
 	defer f.mu.Unlock()
 	if v := f.sales[db.Sale]; v != nil && db.Head.Version > v.Head.Version {
 		v.Head = db.Head
+		if opens, closes, ok := handlers.Schedule(db.Head); ok { // an operator may have opened or closed it
+			v.Sale.OpensAt, v.Sale.ClosesAt = opens, closes
+		}
 	}
+}
+
+// Stats is a sale's decision figures as this process saw them go by (every
+// process sees every batch), plus the commit latency of the batches this
+// process's writer committed.
+type Stats struct {
+	Decisions   map[string]int64 // by "Type" or "Type:reason"
+	Batches     int64            // batches seen
+	Requests    int64            // decisions answering a request
+	Commits     int64            // batches committed by this process
+	CommitNanos int64            // their total decide-and-commit time
+}
+
+func (f *Front) statsOf(sale string) *Stats {
+	st := f.stats[sale]
+	if st == nil {
+		st = &Stats{Decisions: map[string]int64{}}
+		f.stats[sale] = st
+	}
+	return st
+}
+
+func (f *Front) count(db *events.DecisionBatch) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sales[db.Sale] == nil {
+		return
+	}
+	st := f.statsOf(db.Sale)
+	st.Batches++
+	for i := range db.Events {
+		e := &db.Events[i]
+		key := string(e.Type)
+		switch d := e.Data.(type) {
+		case *events.TokenDenied:
+			key += ":" + d.Reason
+		case *events.PurchaseRefused:
+			key += ":" + d.Reason
+		case *events.TokenIssued:
+			if d.AlreadyIssued {
+				key += ":already_issued"
+			}
+		}
+		st.Decisions[key]++
+		if e.Request != "" {
+			st.Requests++
+		}
+	}
+}
+
+// NoteCommit records a batch this process's writer committed (the writer's
+// OnCommit hook).
+func (f *Front) NoteCommit(sale string, took time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sales[sale] == nil {
+		return
+	}
+	st := f.statsOf(sale)
+	st.Commits++
+	st.CommitNanos += took.Nanoseconds()
+}
+
+// SaleStats returns a copy of a sale's figures.
+func (f *Front) SaleStats(sale string) Stats {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := f.stats[sale]
+	if st == nil {
+		return Stats{Decisions: map[string]int64{}}
+	}
+	c := *st
+	c.Decisions = make(map[string]int64, len(st.Decisions))
+	for k, v := range st.Decisions {
+		c.Decisions[k] = v
+	}
+	return c
 }
 
 // Sale returns what the front knows of a sale.
