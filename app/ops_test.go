@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +215,68 @@ func TestNATSListenerAndDebug(t *testing.T) {
 		if resp != nil {
 			resp.Body.Close()
 		}
+	}
+}
+
+// TestReadinessAfterASaleMovesAway: a process that loses a sale to another
+// live process stays ready (losing the lease is no failure), and the sale
+// keeps being served.
+func TestReadinessAfterASaleMovesAway(t *testing.T) {
+	ns, err := embed.Start(embed.Options{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	a := startApp(t, app.Config{NATSURL: ns.ClientURL(), LeaseTTL: 2 * time.Second})
+	ca := newClient(t, a)
+	ca.createSale(a.AdminToken, map[string]any{"id": "s", "stock": 100000})
+	_, sess := ca.session()
+	if r := ca.do("POST", "/api/v1/sales/s/tokens", sess, nil, nil); r.Status != http.StatusCreated {
+		t.Fatalf("token: %d %s", r.Status, r.Raw)
+	}
+	bdir := t.TempDir()
+	b := startApp(t, app.Config{Data: bdir, NATSURL: ns.ClientURL(), LeaseTTL: 2 * time.Second, PurchaseKeyFile: filepath.Join(a.DataDir, "keys", "purchase-tokens.json"),
+		SessionKeyFile: filepath.Join(a.DataDir, "keys", "sessions.json")})
+	bnode, err := os.ReadFile(filepath.Join(bdir, "node-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hand the sale to b: its lease now names b's node.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(context.Background(), events.LeaseBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), "s", []byte(strings.TrimSpace(string(bnode)))); err != nil {
+		t.Fatal(err)
+	}
+	cb := newClient(t, b)
+	waitFor(t, 15*time.Second, func() error {
+		_, s2 := cb.session()
+		if r := cb.do("POST", "/api/v1/sales/s/tokens", s2, nil, nil); r.Status != http.StatusCreated {
+			return fmt.Errorf("token through b after the handover: %d %s", r.Status, r.Raw)
+		}
+		st, err := js.Stream(context.Background(), events.StreamName)
+		if err != nil {
+			return err
+		}
+		m, err := st.GetLastMsgForSubject(context.Background(), events.DecisionSubject("s"))
+		if err != nil || !strings.Contains(string(m.Data), strings.TrimSpace(string(bnode))) {
+			return fmt.Errorf("the last batch is not b's yet")
+		}
+		return nil
+	})
+	for name, c := range map[string]*client{"a (lost the sale)": ca, "b (took it)": cb} {
+		waitFor(t, 10*time.Second, func() error {
+			if r := c.do("GET", "/readyz", "", nil, nil); r.Status != 200 {
+				return fmt.Errorf("%s: readyz %d %s", name, r.Status, r.Raw)
+			}
+			return nil
+		})
 	}
 }

@@ -133,6 +133,9 @@ func (m *Manager) own(ctx context.Context, sale string) {
 	backoff := 50 * time.Millisecond // after a writer failure; doubles to 5 s
 	for ctx.Err() == nil {
 		rev, err := m.acquire(ctx, sale)
+		if errors.Is(err, errLeaseHeld) {
+			m.setFailing(sale, nil) // another process writes it: nothing of ours fails
+		}
 		if err != nil {
 			if !errors.Is(err, errLeaseHeld) && ctx.Err() == nil {
 				m.log.Warn("lease not acquired", "sale", sale, "err", err)
@@ -151,20 +154,26 @@ func (m *Manager) own(ctx context.Context, sale string) {
 		m.setOwned(sale, true)
 		err = NewWriter(m.js, m.st, sale, cfg).Run(wctx)
 		m.setOwned(sale, false)
+		stopped := wctx.Err() != nil // lease lost or shutting down, before our own cancel
 		cancel()
 		<-renewed
-		if err != nil {
+		// Losing the sale, or stopping, is no failure: only a writer that
+		// cannot run is (readiness reads this).
+		if err != nil && !errors.Is(err, ErrNotOwner) && !stopped {
 			m.setFailing(sale, err)
+		} else {
+			m.setFailing(sale, nil)
 		}
 		if ctx.Err() != nil {
 			m.release(sale)
 			return
 		}
 		if err != nil {
+			// ErrNotOwner while we hold the lease: the previous owner has not
+			// noticed yet that its lease is gone (it will when its renewal
+			// fails, within TTL/3). Keep the lease and try again; releasing
+			// it here would hand the sale back to that zombie.
 			m.log.Warn("writer stopped", "sale", sale, "err", err, "retry in", backoff)
-			if errors.Is(err, ErrNotOwner) {
-				m.release(sale)
-			}
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue

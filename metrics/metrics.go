@@ -38,7 +38,7 @@ func New() *Metrics {
 			Help: "HTTP requests by route (mux pattern), method and status code."}, []string{"route", "method", "code"}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "http_request_duration_seconds",
 			Help:    "HTTP request latency by route and method.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}, []string{"route", "method"}),
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"route", "method"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "decisions_total",
 			Help: "Decisions committed by this process's writers, by sale, decision type and reason."}, []string{"sale", "type", "reason"}),
 		batchRequests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "commit_batch_requests",
@@ -46,7 +46,7 @@ func New() *Metrics {
 			Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048}}, []string{"sale"}),
 		commitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "commit_duration_seconds",
 			Help:    "Time to decide and durably commit one batch.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}}, []string{"sale"}),
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 2.5, 5, 10}}, []string{"sale"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limit_total",
 			Help: "Rate-limit decisions by policy and result (allowed, rejected, shadow_rejected)."}, []string{"policy", "result"}),
 	}
@@ -71,14 +71,27 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
-		m.httpRequests.WithLabelValues(route, r.Method, strconv.Itoa(sw.code)).Inc()
-		m.httpDuration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+		method := knownMethod(r.Method)
+		m.httpRequests.WithLabelValues(route, method, strconv.Itoa(sw.code)).Inc()
+		m.httpDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 	})
+}
+
+// knownMethod bounds the method label: made-up methods count as "other".
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // Commit records one committed batch (the writer's OnCommit hook).
 func (m *Metrics) Commit(db *events.DecisionBatch, requests int, took time.Duration) {
-	m.batchRequests.WithLabelValues(db.Sale).Observe(float64(requests))
+	if requests > 0 { // a batch of expiries only is no group commit of requests
+		m.batchRequests.WithLabelValues(db.Sale).Observe(float64(requests))
+	}
 	m.commitSeconds.WithLabelValues(db.Sale).Observe(took.Seconds())
 	for i := range db.Events {
 		e := &db.Events[i]
