@@ -22,6 +22,7 @@ import (
 	"github.com/flashgate/flashgate/front"
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/identity"
+	"github.com/flashgate/flashgate/internal/natsurl"
 	"github.com/flashgate/flashgate/metrics"
 	"github.com/flashgate/flashgate/projections"
 	"github.com/flashgate/flashgate/stream"
@@ -116,6 +117,7 @@ type App struct {
 	srv      *http.Server
 	manager  *handlers.Manager
 	ops      opsState
+	ready    readyCache
 	side     []*http.Server     // metrics and debug listeners
 	cancelW  context.CancelFunc // writers
 	cancelF  context.CancelFunc // front
@@ -202,7 +204,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		// Run returns on a database or stream error; start it again (it
 		// resumes from the last applied sequence) until shutdown.
 		for backoff := 100 * time.Millisecond; pctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
-			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{OnApplied: func(seq uint64) { a.ops.applied.Store(seq) }})
+			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{OnApplied: a.ops.setApplied})
 			if pctx.Err() != nil {
 				return
 			}
@@ -214,7 +216,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		}
 	}()
 	if last, err := a.Store.LastSeq(ctx); err == nil {
-		a.ops.applied.Store(last)
+		a.ops.setApplied(last)
 	}
 	a.Metrics = metrics.New()
 	onCommit := func(db *events.DecisionBatch, requests int, took time.Duration) {
@@ -253,12 +255,12 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		defer cancel()
 		lag, err := a.projectionLag(ctx)
 		return float64(lag), err == nil
-	}, func() bool { return a.nc.IsConnected() })
+	}, func() bool { return a.nc.IsConnected() }, a.Front.InFlight)
 	handler := api.New(api.Config{
 		Front: a.Front, Store: a.Store, Identity: verifier, Sessions: sessions,
 		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
 		Now: c.Now, Log: a.log, DecisionWait: c.DecisionWait, MaxBody: c.MaxBody, SessionRate: c.SessionRate,
-		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.Ready, Stopping: a.stopping, Pages: c.Pages,
+		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.ReadyCached, Stopping: a.stopping, Pages: c.Pages,
 	})
 	if c.MetricsAddr != "" {
 		mux := http.NewServeMux()
@@ -313,13 +315,13 @@ func loadKeys(given, inData string) (*tokens.KeySet, error) {
 func (a *App) connect(c Config, dir DataDir) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("flashgate"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
 	if c.NATSURL != "" {
-		a.NATS = c.NATSURL
+		a.NATS = natsurl.Redact(c.NATSURL)
 		if c.NATSCreds != "" {
 			opts = append(opts, nats.UserCredentials(c.NATSCreds))
 		}
 		nc, err := nats.Connect(c.NATSURL, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("connect to NATS at %s: %w", c.NATSURL, err)
+			return nil, fmt.Errorf("connect to NATS at %s: %w", a.NATS, err)
 		}
 		return nc, nil
 	}
@@ -331,6 +333,10 @@ func (a *App) connect(c Config, dir DataDir) (*nats.Conn, error) {
 			return nil, fmt.Errorf("nats password: %w", err)
 		}
 		eo.Listen, eo.User, eo.Password = c.NATSListen, NATSUser, pass
+		if host, _, _ := net.SplitHostPort(c.NATSListen); !isLoopback(host) {
+			a.log.Warn("the embedded NATS server listens beyond this machine, over plain TCP, and its user may change or delete the event stream: keep the password secret, prefer a loopback address",
+				"nats_listen", c.NATSListen)
+		}
 		opts = append(opts, nats.UserInfo(NATSUser, pass))
 	}
 	ns, err := embed.Start(eo)
@@ -478,4 +484,12 @@ func (a *App) drainArrivals() {
 		}
 		time.Sleep(drainQuiet / 3)
 	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flashgate/flashgate/internal/natsurl"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -358,17 +358,8 @@ func backupUsageError(fs *flag.FlagSet, format string, args ...any) error {
 }
 
 // backupRedactURL drops user information from NATS URLs (a comma-separated
-// list), for messages and the manifest.
-func backupRedactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = nil
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
-}
+// list, entries with or without a scheme), for messages and the manifest.
+func backupRedactURL(s string) string { return natsurl.Strip(s) }
 
 func backupSize(n int64) string {
 	switch {

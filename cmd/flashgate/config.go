@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/flashgate/flashgate/internal/natsurl"
 	"io"
 	"strings"
 
@@ -82,9 +83,17 @@ func printConfig(w io.Writer, command string, fs *flag.FlagSet, src sources) err
 		if value == "" && emptyMeans[f.Name] != "" {
 			note += " (" + emptyMeans[f.Name] + ")"
 		}
-		if shown, secret := redact(f.Name, value); secret {
-			fmt.Fprintf(&b, "# %s: %s # %s; secrets are not printed: give it by --%s or %s\n",
-				f.Name, shown, note, f.Name, envName(f.Name))
+		if secretFlag(f.Name) && value != "" {
+			fmt.Fprintf(&b, "# %s: <redacted> # %s; secrets are not printed: give it by --%s or %s\n",
+				f.Name, note, f.Name, envName(f.Name))
+			return
+		}
+		if natsurl.HasCredentials(value) {
+			// Printed without its credentials, as a live value: a reloaded
+			// file must still reach the same NATS, not start an empty
+			// embedded installation.
+			fmt.Fprintf(&b, "%s: %q # %s; credentials removed: give them by --nats-creds or %s\n",
+				f.Name, natsurl.Strip(value), note, envName(f.Name))
 			return
 		}
 		var v string
@@ -125,35 +134,15 @@ func yamlScalar(f *flag.Flag) (string, error) {
 // password, secret; not the files that hold them) is redacted whole; in
 // any other value, the credentials of URLs (user:password@ or token@) are.
 func redact(name, value string) (string, bool) {
-	if value == "" {
+	switch {
+	case value == "":
 		return "", false
-	}
-	if secretFlag(name) {
+	case secretFlag(name):
 		return "<redacted>", true
+	case natsurl.HasCredentials(value):
+		return natsurl.Redact(value), true
 	}
-	parts := strings.Split(value, ",") // NATS takes a list of URLs
-	redacted := false
-	for i, p := range parts {
-		scheme, rest, ok := strings.Cut(p, "://")
-		if !ok {
-			continue
-		}
-		authority := rest
-		if j := strings.IndexAny(rest, "/?#"); j >= 0 {
-			authority = rest[:j]
-		}
-		at := strings.LastIndex(authority, "@")
-		if at < 0 {
-			continue
-		}
-		user := "<redacted>"
-		if u, _, hasPassword := strings.Cut(authority[:at], ":"); hasPassword {
-			user = u + ":<redacted>"
-		}
-		parts[i] = scheme + "://" + user + rest[at:]
-		redacted = true
-	}
-	return strings.Join(parts, ","), redacted
+	return value, false
 }
 
 // secretFlag reports whether the flag called name holds a secret itself.

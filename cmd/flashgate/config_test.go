@@ -37,16 +37,17 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "defaults"},
 		{name: "all set well", args: []string{
-			"--replicas=5", "--lease-ttl=1s", "--decision-wait=10ms", "--session-ttl=1m", "--max-body=1024",
+			"--lease-ttl=1s", "--decision-wait=10ms", "--session-ttl=1m", "--max-body=1024",
 			"--session-rate=-1", "--max-in-flight=1", "--max-batch=1", "--ready-lag=1", "--log-level=debug", "--log-format=json",
 			"--http=:0", "--metrics-addr=127.0.0.1:9100", "--debug-addr=localhost:6060", "--nats-listen=0.0.0.0:4222",
 			"--token-key-file", keyFile, "--session-key-file", keyFile,
 			"--identity-public-key", keyFile, "--identity-issuer=https://shop", "--identity-audience=fg",
 		}},
-		{name: "nats url with creds", args: []string{"--nats-url=nats://h:4222", "--nats-creds", keyFile}},
+		{name: "nats url with creds", args: []string{"--nats-url=nats://h:4222", "--nats-creds", keyFile, "--replicas=5"}},
 		{name: "log level any case", env: map[string]string{"FLASHGATE_LOG_LEVEL": "WARN"}},
 		{name: "two listeners on :0", args: []string{"--http=127.0.0.1:0", "--metrics-addr=127.0.0.1:0"}},
 
+		{name: "replicas on the embedded server", args: []string{"--replicas=3"}, want: []string{"--replicas=3", "embedded NATS"}},
 		{name: "replicas 0", args: []string{"--replicas=0"}, want: []string{"--replicas=0", "1 to 5"}},
 		{name: "replicas 6 from env", env: map[string]string{"FLASHGATE_REPLICAS": "6"}, want: []string{"FLASHGATE_REPLICAS=6", "1 to 5"}},
 		{name: "replicas from file", args: []string{"--config", conf("demo: false\nreplicas: 7\n")}, want: []string{"flashgate.yaml:2: replicas: 7", "1 to 5"}},
@@ -204,7 +205,7 @@ func TestConfigPrint(t *testing.T) {
 		"replicas":      "replicas: 1 # default",
 		"session-ttl":   "session-ttl: 24h0m0s # default",
 		"admin-token":   "# admin-token: <redacted> # env FLASHGATE_ADMIN_TOKEN;",
-		"nats-url":      "# nats-url: nats://alice:<redacted>@h:4222 # flag;",
+		"nats-url":      `nats-url: "nats://h:4222" # flag; credentials removed`,
 	} {
 		if !strings.HasPrefix(lines[key], want) {
 			t.Errorf("line %q, want %q", lines[key], want)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/flashgate/flashgate/app"
 	"github.com/flashgate/flashgate/embed"
+	"github.com/flashgate/flashgate/internal/natsurl"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -23,7 +24,7 @@ func openJetStream(data, natsURL, creds, name string) (js jetstream.JetStream, c
 		}
 		nc, err := nats.Connect(natsURL, opts...)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect to %s: %w", natsURL, err)
+			return nil, nil, fmt.Errorf("connect to %s: %w", natsurl.Redact(natsURL), err)
 		}
 		js, err := jetstream.New(nc)
 		if err != nil {

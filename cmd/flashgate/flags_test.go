@@ -245,9 +245,10 @@ func TestRedact(t *testing.T) {
 		{"token-key-file", "/etc/keys.json", "/etc/keys.json", false},
 		{"nats-creds", "/etc/nats.creds", "/etc/nats.creds", false},
 		{"nats-url", "nats://10.0.0.1:4222", "nats://10.0.0.1:4222", false},
-		{"nats-url", "nats://alice:pw@h:4222", "nats://alice:<redacted>@h:4222", true},
+		{"nats-url", "nats://alice:pw@h:4222", "nats://<redacted>@h:4222", true},
 		{"nats-url", "nats://tok@h:4222,nats://h2:4222", "nats://<redacted>@h:4222,nats://h2:4222", true},
-		{"nats-url", "tls://u:p@h/x@y", "tls://u:<redacted>@h/x@y", true},
+		{"nats-url", "tls://u:p@h/x@y", "tls://<redacted>@h/x@y", true},
+		{"nats-url", "alice:pw@h:4222, bob:pw@h2:4222", "<redacted>@h:4222,<redacted>@h2:4222", true},
 		{"http", "127.0.0.1:8080", "127.0.0.1:8080", false},
 	}
 	for _, tc := range cases {
