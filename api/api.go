@@ -302,10 +302,14 @@ func (a *api) session(w http.ResponseWriter, r *http.Request) {
 			"shoppers sign in with the shop's identity provider"))
 		return
 	}
-	if a.sessions != nil && !a.sessions.Allow() {
-		writeError(w, r, a.Log, &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
-			Message: "too many new sessions, retry shortly", RetryAfter: 1})
-		return
+	if a.sessions != nil {
+		if !a.sessions.Allow() {
+			a.rateLimit("session", "rejected")
+			writeError(w, r, a.Log, &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+				Message: "too many new sessions, retry shortly", RetryAfter: 1})
+			return
+		}
+		a.rateLimit("session", "allowed")
 	}
 	shopper := a.IDs.New(a.Now())
 	tok, exp, err := a.Sessions.Issue(shopper)
@@ -368,15 +372,45 @@ func cheap(v front.SaleView, now time.Time) error {
 	return nil
 }
 
+// clientRequestID is the client's own id for a request (Idempotency-Key,
+// else X-Request-Id), kept only when it is 1 to 128 printable ASCII
+// characters: it is recorded in the event and ends up in exports.
 func clientRequestID(r *http.Request) string {
 	id := r.Header.Get("Idempotency-Key")
 	if id == "" {
 		id = r.Header.Get("X-Request-Id")
 	}
 	if len(id) > 128 {
-		id = id[:128]
+		return ""
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return ""
+		}
 	}
 	return id
+}
+
+func (a *api) rateLimit(policy, result string) {
+	if a.Metrics != nil {
+		a.Metrics.RateLimit(policy, result)
+	}
+}
+
+func (a *api) answered(kind, outcome string) {
+	if a.Metrics != nil {
+		a.Metrics.Answer(kind, outcome)
+	}
+}
+
+func kindOf(t events.Type) string {
+	switch t {
+	case events.TypeTokenRequested:
+		return "token"
+	case events.TypePurchaseRequested:
+		return "purchase"
+	}
+	return "operator"
 }
 
 func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) error {
@@ -386,6 +420,7 @@ func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) err
 	}
 	now := a.Now()
 	if err := cheap(v, now); err != nil {
+		a.answered("token", "cheap")
 		return err
 	}
 	req := events.Event{ID: reqID(r), Type: events.TypeTokenRequested, Version: events.SchemaVersion,
@@ -429,13 +464,21 @@ func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) e
 // submit appends the request and answers with its decision, or 202 pending
 // when the decision takes longer than DecisionWait.
 func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event) error {
+	kind := kindOf(req.Type)
 	p, err := a.Front.Submit(req)
 	if err != nil {
+		a.answered(kind, outcomeOf(err))
 		return err
 	}
 	d, ok, err := p.Wait(r.Context(), a.DecisionWait)
 	if err != nil {
+		a.answered(kind, outcomeOf(err))
 		return err
+	}
+	if ok {
+		a.answered(kind, "decided")
+	} else {
+		a.answered(kind, "pending")
 	}
 	if !ok {
 		w.Header().Set("Location", "/api/v1/requests/"+req.ID)
@@ -819,4 +862,11 @@ func (a *api) adminEvents(w http.ResponseWriter, r *http.Request) error {
 		case <-tick.C:
 		}
 	}
+}
+
+func outcomeOf(err error) string {
+	if errors.Is(err, front.ErrOverloaded) {
+		return "overloaded"
+	}
+	return "unavailable"
 }

@@ -66,7 +66,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.Is(err, front.ErrUnavailable), errors.Is(err, front.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
 		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the event stream is unavailable, retry shortly", RetryAfter: 1}
 	default:
-		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		log.Error("internal error", "request_id", reqID(r), "method", r.Method, "route", r.Pattern, "err", err)
 		e = newError(http.StatusInternalServerError, "internal", "internal error")
 	}
 	if e.RetryAfter > 0 {

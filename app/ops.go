@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,16 @@ type opsState struct {
 	applied atomic.Uint64 // last stream sequence the projections applied
 }
 
+// setApplied raises the applied sequence, never lowers it.
+func (o *opsState) setApplied(seq uint64) {
+	for {
+		cur := o.applied.Load()
+		if seq <= cur || o.applied.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
 // saleFigures feeds the per-sale gauges from the front's cached heads.
 func (a *App) saleFigures() []metrics.SaleFigures {
 	vs := a.Front.Sales()
@@ -72,6 +83,27 @@ func (a *App) projectionLag(ctx context.Context) (uint64, error) {
 		return 0, nil
 	}
 	return info.State.LastSeq - applied, nil
+}
+
+// readyCache keeps the last readiness answer for a second, so that a flood
+// of /readyz calls costs NATS one set of checks a second.
+type readyCache struct {
+	mu     sync.Mutex
+	at     time.Time
+	ok     bool
+	checks map[string]string
+}
+
+// ReadyCached is Ready, answered from a cache at most a second old.
+func (a *App) ReadyCached(ctx context.Context) (bool, map[string]string) {
+	a.ready.mu.Lock()
+	defer a.ready.mu.Unlock() // one check at a time: the rest wait for its answer
+	if time.Since(a.ready.at) < time.Second {
+		return a.ready.ok, a.ready.checks
+	}
+	a.ready.ok, a.ready.checks = a.Ready(ctx)
+	a.ready.at = time.Now()
+	return a.ready.ok, a.ready.checks
 }
 
 // Ready checks, each bounded by ctx: NATS connected, the stream and the
@@ -146,11 +178,11 @@ func (a *App) startSide(name, addr string, h http.Handler) (string, error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-// debugHandler serves pprof, and nothing else.
+// debugHandler serves pprof, and nothing else. The cmdline profile is left
+// out: the command line may carry secrets (--admin-token).
 func debugHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -116,6 +116,9 @@ func TestMetricsAfterAScriptedSale(t *testing.T) {
 		{"flashgate_sale_tokens_issued", map[string]string{"sale": "s"}, 6},
 		{"flashgate_sale_quota_left", map[string]string{"sale": "s"}, 0},
 		{"flashgate_nats_connected", nil, 1},
+		{"flashgate_request_answers_total", map[string]string{"kind": "token", "outcome": "decided"}, 8},
+		{"flashgate_request_answers_total", map[string]string{"kind": "purchase", "outcome": "decided"}, 3},
+		{"flashgate_requests_in_flight", nil, 0},
 	} {
 		if got, ok := value(fams, c.name, c.labels); !ok || got != c.want {
 			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)

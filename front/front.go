@@ -330,6 +330,9 @@ func (f *Front) CreateSale(ctx context.Context, ev events.Event) error {
 	return nil
 }
 
+// InFlight is how many requests wait for their decision here.
+func (f *Front) InFlight() int64 { return f.waiters.n.Load() }
+
 // Recent returns a decision this process saw lately, by request id.
 func (f *Front) Recent(request string) (events.Event, bool) { return f.recent.get(request) }
 

@@ -33,7 +33,8 @@ func TestDashboardNamesRealMetrics(t *testing.T) {
 	}
 	m := metrics.New()
 	m.Gauges(func() []metrics.SaleFigures { return []metrics.SaleFigures{{Sale: "s"}} },
-		func() (float64, bool) { return 0, true }, func() bool { return true })
+		func() (float64, bool) { return 0, true }, func() bool { return true }, func() int64 { return 0 })
+	m.Answer("token", "decided")
 	m.RateLimit("session", "allowed")
 	// Vectors are gathered only once they hold a sample: make one each.
 	m.Commit(&events.DecisionBatch{Sale: "s", Events: []events.Event{{Type: events.TypeTokenIssued, Data: &events.TokenIssued{}}}}, 1, time.Millisecond)

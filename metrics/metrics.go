@@ -27,6 +27,7 @@ type Metrics struct {
 	batchRequests *prometheus.HistogramVec
 	commitSeconds *prometheus.HistogramVec
 	rateLimited   *prometheus.CounterVec
+	answers       *prometheus.CounterVec
 }
 
 // New builds the metrics and registers them, with the Go runtime and
@@ -49,8 +50,11 @@ func New() *Metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 2.5, 5, 10}}, []string{"sale"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limit_total",
 			Help: "Rate-limit decisions by policy and result (allowed, rejected, shadow_rejected)."}, []string{"policy", "result"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "request_answers_total",
+			Help: "How token, purchase and operator requests were answered: decided, pending (202), cheap (refused from the cached head without an append), overloaded or unavailable (503)."},
+			[]string{"kind", "outcome"}),
 	}
-	m.Registry.MustRegister(m.httpRequests, m.httpDuration, m.decisions, m.batchRequests, m.commitSeconds, m.rateLimited,
+	m.Registry.MustRegister(m.httpRequests, m.httpDuration, m.decisions, m.batchRequests, m.commitSeconds, m.rateLimited, m.answers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -110,6 +114,10 @@ func (m *Metrics) Commit(db *events.DecisionBatch, requests int, took time.Durat
 	}
 }
 
+// Answer records how a request of kind (token, purchase, operator) was
+// answered.
+func (m *Metrics) Answer(kind, outcome string) { m.answers.WithLabelValues(kind, outcome).Inc() }
+
 // RateLimit records one rate-limit decision.
 func (m *Metrics) RateLimit(policy, result string) {
 	m.rateLimited.WithLabelValues(policy, result).Inc()
@@ -150,7 +158,11 @@ type SaleFigures struct {
 // Gauges registers collectors read at scrape time: the per-sale figures,
 // the projection lag and the NATS connection state. Each function must be
 // cheap or bounded in time.
-func (m *Metrics) Gauges(sales func() []SaleFigures, projectionLag func() (float64, bool), natsConnected func() bool) {
+func (m *Metrics) Gauges(sales func() []SaleFigures, projectionLag func() (float64, bool), natsConnected func() bool, inFlight func() int64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "requests_in_flight",
+		Help: "Requests appended and waiting here for their decision (bounded by --max-in-flight)."}, func() float64 {
+		return float64(inFlight())
+	}))
 	m.Registry.MustRegister(&saleCollector{sales: sales})
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "projection_lag_messages",
 		Help: "Stream messages not yet applied to the SQLite projections (-1: unknown)."}, func() float64 {
