@@ -5,7 +5,7 @@ DATA     ?= data
 # The race detector runs over every package (most start goroutines).
 RACE_PKGS = ./...
 
-.PHONY: all build run test vet fmt-check unit race e2e fuzz-seeds bench clean
+.PHONY: all build run test deps vet fmt-check unit race bench clean
 
 all: build
 
@@ -18,7 +18,18 @@ run: build
 # The whole suite: formatting, vet, unit tests (fuzz seeds included), the
 # race detector on the concurrent packages, and the end-to-end tests (a real
 # server over HTTP, a SIGKILLed child process, the audit).
-test: fmt-check vet unit race
+test: deps fmt-check vet unit race
+
+# What the tests need beyond Go: Debian's chromium for the browser tests.
+# Installed with apt-get when missing (as root, or through sudo); without it
+# the browser tests skip on a developer's machine and fail under CI=true.
+deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		echo "installing Debian's chromium for the browser tests"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium is missing and apt-get is not here: the browser tests will skip"; fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

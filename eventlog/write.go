@@ -140,7 +140,24 @@ func (c *CSV) Write(r Record) error {
 	if err := Row(r, c.row); err != nil {
 		return err
 	}
+	for i, v := range c.row {
+		c.row[i] = neutral(v)
+	}
 	return c.w.Write(c.row)
+}
+
+// neutral keeps a spreadsheet from running a cell as a formula: text that
+// starts with = + - @ (or a tab or carriage return) gets a leading quote.
+// Client-chosen text (a client request id) reaches the export.
+func neutral(v string) string {
+	if v == "" {
+		return v
+	}
+	switch v[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + v
+	}
+	return v
 }
 
 func (c *CSV) writeHeader() error {

@@ -37,7 +37,7 @@ Selecting:
                    PurchaseRefused, undecodable. A message that does not
                    decode is shown whatever the types.
 
-Where to start (at most one; tail: new events only, export: the beginning):
+Where to start (at most one; tail: new events with --nats-url, everything stored with --data; export: the beginning):
   --from-seq N     at stream sequence N
   --since T        at the first message stored at or after T: RFC 3339
                    (2026-05-01T12:00:00Z), a date (2026-05-01, UTC), or a
@@ -175,7 +175,9 @@ func eventsRun(ctx context.Context, sub string, args []string, getenv func(strin
 	if starts > 1 {
 		return errors.New("choose one of --from-seq, --since and --last")
 	}
-	if !export && starts == 0 {
+	// tail starts at new events; on a stopped installation's data directory
+	// nothing new can arrive, so it shows what is stored, then waits.
+	if !export && starts == 0 && *natsURL != "" {
 		o.New = true
 	}
 	if export {

@@ -261,6 +261,9 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 		if c.NATSCreds != "" {
 			bad("nats-creds", "is only used with --nats-url")
 		}
+		if c.Replicas > 1 && c.Replicas <= 5 {
+			bad("replicas", "must be 1 with the embedded NATS server (one server keeps one copy); use --nats-url with a cluster for more")
+		}
 	} else {
 		if c.NATSListen != "" {
 			bad("nats-listen", "serves the embedded NATS server, which --nats-url replaces")
