@@ -1,0 +1,663 @@
+// shop.js — the shopper's page: the sale list at / and one sale at
+// /sales/{sale}. The countdown runs on the server's clock; the purchase is a
+// list of steps (see `steps`) so later features can insert their own.
+
+import { call, NetworkError, sleep, num, setText, randomID } from './api.js';
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- clock
+
+/**
+ * clock is the server's clock as seen from here: GET /api/v1/time, corrected
+ * for half the round trip. The best of three samples (smallest round trip)
+ * wins. now() is server time in Unix ms.
+ */
+export const clock = {
+  offset: 0,
+  synced: false,
+  now() { return Date.now() + this.offset; },
+  async sync() {
+    let best = null;
+    for (let i = 0; i < 3; i++) {
+      let r;
+      const t0 = performance.now();
+      try { r = await call('GET', '/api/v1/time'); } catch { continue; }
+      const rtt = performance.now() - t0;
+      if (r.status !== 200 || typeof r.body.unixMs !== 'number') continue;
+      const offset = r.body.unixMs + rtt / 2 - Date.now();
+      if (!best || rtt < best.rtt) best = { rtt, offset };
+      if (rtt < 20) break; // good enough
+    }
+    if (best) {
+      this.offset = best.offset;
+      this.synced = true;
+    }
+    return this.synced;
+  },
+};
+
+// ---------------------------------------------------------------- session and orders (localStorage)
+
+const SESSION_KEY = 'flashgate.session';
+
+function storedSession() {
+  try {
+    const s = JSON.parse(localStorage.getItem(SESSION_KEY) || 'null');
+    // Keep a minute's margin so a session does not expire mid-purchase.
+    if (s && s.session && Date.parse(s.expiresAt) - 60_000 > clock.now()) return s;
+  } catch { /* unreadable: make a new one */ }
+  return null;
+}
+
+function forgetSession() {
+  try { localStorage.removeItem(SESSION_KEY); } catch { /* private mode */ }
+}
+
+function ordersKey(sale) { return 'flashgate.orders.' + sale; }
+
+/** myOrders is the ids of the orders this shopper placed in sale from this browser. */
+function myOrders(sale, shopper) {
+  try {
+    const o = JSON.parse(localStorage.getItem(ordersKey(sale)) || 'null');
+    if (o && o.shopper === shopper && Array.isArray(o.ids)) return o.ids;
+  } catch { /* ignore */ }
+  return [];
+}
+
+function rememberOrder(sale, shopper, id) {
+  const ids = myOrders(sale, shopper);
+  if (!ids.includes(id)) ids.push(id);
+  try { localStorage.setItem(ordersKey(sale), JSON.stringify({ shopper, ids })); } catch { /* ignore */ }
+}
+
+// ---------------------------------------------------------------- page state
+
+const S = {
+  saleId: '',
+  sale: null,        // the last GET /api/v1/sales/{sale}
+  opensAtMs: 0,
+  closesAtMs: 0,
+  busy: false,       // a purchase is running
+  final: null,       // why buying is over for good here: sold_out | sale_closed | limit_reached | no_sessions
+  holdUntil: 0,      // Date.now() before which the button stays disabled (Retry-After, cool-downs)
+  retry: false,      // the button reads "Try again"
+  loadFailed: false, // the first load failed; the message says so
+  order: null,       // the order shown
+  openTimer: 0,
+  tickTimer: 0,
+  pollTimer: 0,
+  holdTimer: 0,
+};
+
+const STATE_LABEL = { scheduled: 'Opens soon', open: 'On sale', sold_out: 'Sold out', closed: 'Closed' };
+
+/** effectiveState is the sale's state now by the server's clock: a scheduled sale opens on time even between polls. */
+function effectiveState() {
+  if (!S.sale) return 'unknown';
+  let st = S.sale.state;
+  const now = clock.now();
+  if (st === 'scheduled' && now >= S.opensAtMs) st = 'open';
+  if ((st === 'open' || st === 'scheduled') && S.closesAtMs && now >= S.closesAtMs) st = 'closed';
+  return st;
+}
+
+// ---------------------------------------------------------------- messages
+
+/**
+ * say shows a status message (announced by screen readers): kind is info,
+ * wait, ok or error; next is the next step for the shopper.
+ */
+function say(kind, text, next) {
+  const m = $('message');
+  m.dataset.kind = kind;
+  m.replaceChildren(text);
+  if (next) {
+    const n = document.createElement('span');
+    n.className = 'next';
+    n.textContent = next;
+    m.append(n);
+  }
+}
+
+function clearMessage() {
+  const m = $('message');
+  delete m.dataset.kind;
+  m.replaceChildren();
+}
+
+// ---------------------------------------------------------------- rendering
+
+function render() {
+  const st = effectiveState();
+  const badge = $('sale-state');
+  badge.dataset.state = st;
+  setText(badge, STATE_LABEL[st] || '');
+
+  const s = S.sale || {};
+  figure('stock-left', s.stockLeft, 'stock', s.stock);
+  figure('quota-left', s.quotaLeft, 'quota', s.quota);
+
+  const scheduled = st === 'scheduled';
+  $('countdown-box').hidden = !scheduled;
+  if (scheduled) tick(); else clearTimeout(S.tickTimer);
+
+  if (S.final === 'sale_closed' && (st === 'open' || st === 'scheduled')) {
+    S.final = null; // the operator opened it again
+    if (!S.busy) say('ok', st === 'open' ? 'The sale is open again.' : 'The sale is scheduled again.', st === 'open' ? 'Press Buy.' : '');
+  }
+  if ((st === 'sold_out' || st === 'closed') && !S.final) {
+    S.final = st === 'sold_out' ? 'sold_out' : 'sale_closed';
+    if (!S.busy) explainFinal();
+  }
+  const held = Math.ceil((S.holdUntil - Date.now()) / 1000);
+  const buy = $('buy');
+  let label = BUY_LABEL[S.final] || BUY_LABEL[st] || 'Buy';
+  if (!S.final && S.retry && st === 'open') label = held > 0 ? `Try again (${held})` : 'Try again';
+  setText(buy, label);
+  buy.disabled = st !== 'open' || S.busy || !!S.final || held > 0;
+  buy.setAttribute('aria-busy', S.busy ? 'true' : 'false');
+}
+
+const BUY_LABEL = { sold_out: 'Sold out', sale_closed: 'Closed', closed: 'Closed', limit_reached: 'Bought' };
+
+/**
+ * figure shows "left of total"; the "left" box is as wide as the total, so
+ * the layout does not move as it counts down.
+ */
+function figure(leftId, left, totalId, total) {
+  const box = $(leftId);
+  setText(box, num(left));
+  setText($(totalId), num(total));
+  box.style.minWidth = Math.max(2, num(total).length) + 'ch'; // CSSOM, allowed by the CSP (no inline style)
+}
+
+function explainFinal() {
+  if (S.order && S.final !== 'limit_reached') {
+    // The shopper has an order; say the sale ended without hiding it.
+    say('info', S.final === 'sold_out' ? 'The sale is now sold out.' : 'The sale has now closed.', 'Your order above is safe.');
+    return;
+  }
+  switch (S.final) {
+    case 'sold_out':
+      say('error', 'Sold out.', 'Every unit has been sold. Thank you for your patience.');
+      break;
+    case 'sale_closed':
+      say('error', 'This sale has closed.', 'No more purchases are possible.');
+      break;
+  }
+}
+
+/** tick redraws the countdown, on the second boundary of the server's clock. */
+function tick() {
+  clearTimeout(S.tickTimer);
+  const left = Math.max(0, S.opensAtMs - clock.now());
+  const secs = Math.ceil(left / 1000); // reaches 0 exactly at opening
+  const d = Math.floor(secs / 86400);
+  const h = Math.floor(secs / 3600) % 24;
+  const m = Math.floor(secs / 60) % 60;
+  const s = secs % 60;
+  $('cd-days-part').hidden = d === 0;
+  setText($('cd-days'), String(d));
+  setText($('cd-hours'), String(h).padStart(2, '0'));
+  setText($('cd-minutes'), String(m).padStart(2, '0'));
+  setText($('cd-seconds'), String(s).padStart(2, '0'));
+  $('countdown').setAttribute('aria-label', `${d ? d + ' days ' : ''}${h} hours ${m} minutes ${s} seconds`);
+  if (left > 0) S.tickTimer = setTimeout(tick, (left % 1000 || 1000) + 5);
+}
+
+/** scheduleOpening unlocks the button at the opening instant by the server's clock. */
+function scheduleOpening() {
+  clearTimeout(S.openTimer);
+  if (!S.sale || S.sale.state !== 'scheduled') return;
+  const left = S.opensAtMs - clock.now();
+  if (left <= 0) { onOpening(); return; }
+  // setTimeout overflows past ~24.8 days; wake up and re-plan instead.
+  S.openTimer = setTimeout(onOpening, Math.min(left, 2 ** 31 - 1));
+}
+
+function onOpening() {
+  if (clock.now() < S.opensAtMs) { scheduleOpening(); return; }
+  render(); // unlocks now ...
+  if (!S.busy && !S.final && !S.order) say('ok', 'The sale is open.', 'Press Buy.');
+  refreshSale(); // ... and confirms with the server (sold out? closed?)
+}
+
+// ---------------------------------------------------------------- live figures
+
+function applySale(sale) {
+  const first = !S.sale;
+  S.sale = sale;
+  S.opensAtMs = Date.parse(sale.opensAt) || 0;
+  S.closesAtMs = sale.closesAt ? Date.parse(sale.closesAt) || 0 : 0;
+  if (first) {
+    document.title = `${sale.id} — flashgate`;
+    setText($('sale-title'), sale.id);
+  }
+  setText($('opens-at'), 'Opens ' + new Date(S.opensAtMs).toLocaleString());
+  render();
+  scheduleOpening();
+}
+
+async function refreshSale() {
+  let r;
+  try {
+    r = await call('GET', `/api/v1/sales/${encodeURIComponent(S.saleId)}`);
+  } catch {
+    return false; // the next poll tries again; the buy flow reports network trouble itself
+  }
+  if (r.status === 200) {
+    if (S.loadFailed) { S.loadFailed = false; clearMessage(); }
+    applySale(r.body);
+    return true;
+  }
+  if (r.status === 404 && !S.sale) {
+    $('sale-view').hidden = false;
+    setText($('sale-title'), S.saleId);
+    S.final = 'not_found';
+    say('error', `There is no sale called “${S.saleId}”.`, 'Check the address, or see all sales.');
+    render();
+  }
+  return false;
+}
+
+function pollSale() {
+  clearTimeout(S.pollTimer);
+  const every = document.hidden ? 10_000 : 2_000;
+  S.pollTimer = setTimeout(async () => {
+    await refreshSale();
+    pollSale();
+  }, every);
+}
+
+// ---------------------------------------------------------------- the purchase
+
+/** Failure stops the purchase with what the server said. */
+class Failure extends Error {
+  constructor(status, body) {
+    super((body && body.error) || 'http_' + status);
+    this.status = status;
+    this.body = body || {};
+    this.code = this.body.error || '';
+  }
+}
+
+/** Restart runs the purchase again from a step (a new session, a new token). */
+class Restart extends Error {
+  constructor(from, note) { super('restart from ' + from); this.from = from; this.note = note; }
+}
+
+/** Busy is a 429 or 503 that came back after the automatic retry. */
+class Busy extends Error {
+  constructor(seconds) { super('busy'); this.seconds = seconds; }
+}
+
+/**
+ * send is call() for the purchase: a 429 or 503 waits Retry-After seconds
+ * (shown as a countdown) and is retried once, automatically; a second one
+ * throws Busy, so nobody hammers the server.
+ */
+async function send(method, path, opts) {
+  for (let attempt = 0; ; attempt++) {
+    const r = await call(method, path, opts);
+    if (r.status !== 429 && r.status !== 503) return r;
+    const wait = r.retryAfter ?? 1;
+    if (attempt >= 1) throw new Busy(wait);
+    for (let s = wait; s > 0; s--) {
+      say('wait', 'The shop is very busy right now.', `Trying again automatically in ${s} s…`);
+      await sleep(1000);
+    }
+  }
+}
+
+/**
+ * pollRequest follows a 202 {"requestId","status":"pending"} until it is
+ * decided, and returns the decision shaped like a direct answer.
+ */
+async function pollRequest(ctx, id) {
+  const deadline = Date.now() + 30_000;
+  for (let delay = 250; Date.now() < deadline; delay = Math.min(2 * delay, 2000)) {
+    await sleep(delay);
+    const r = await send('GET', `/api/v1/requests/${encodeURIComponent(id)}`, { bearer: ctx.session });
+    if (r.status === 404) continue; // not visible yet
+    if (r.status === 401) { forgetSession(); throw new Restart('session'); }
+    if (r.status !== 200) throw new Failure(r.status, r.body);
+    switch (r.body.status) {
+      case 'pending': continue;
+      case 'issued': return { status: 201, body: r.body };
+      case 'accepted': return { status: 202, body: r.body };
+      case 'refused': return { status: r.body.httpStatus || 400, body: r.body };
+    }
+  }
+  throw new Failure(0, { error: 'slow', message: 'no decision yet' });
+}
+
+async function stepSession(ctx) {
+  const s = storedSession();
+  if (s) { ctx.session = s.session; ctx.shopper = s.shopper; return; }
+  say('info', 'Starting your session…');
+  const r = await send('POST', '/api/v1/session');
+  if (r.status !== 201) throw new Failure(r.status, r.body);
+  try { localStorage.setItem(SESSION_KEY, JSON.stringify(r.body)); } catch { /* private mode: session lives in memory */ }
+  ctx.session = r.body.session;
+  ctx.shopper = r.body.shopper;
+}
+
+async function stepToken(ctx) {
+  say('info', 'Asking for a purchase token…');
+  let r = await send('POST', `/api/v1/sales/${encodeURIComponent(ctx.sale)}/tokens`, { bearer: ctx.session });
+  if (r.status === 202 && r.body.status === 'pending') {
+    say('info', 'Asking for a purchase token…', 'Many shoppers at once — hold on, your place is kept.');
+    r = await pollRequest(ctx, r.body.requestId);
+  }
+  if ((r.status === 200 || r.status === 201) && r.body.token) {
+    ctx.token = r.body.token;
+    return;
+  }
+  if (r.status === 401 && r.body.error === 'unauthenticated') { forgetSession(); throw new Restart('session'); }
+  throw new Failure(r.status, r.body);
+}
+
+async function stepPurchase(ctx) {
+  say('info', 'Buying…');
+  ctx.idempotencyKey ||= randomID();
+  let r = await send('POST', `/api/v1/sales/${encodeURIComponent(ctx.sale)}/purchases`, {
+    bearer: ctx.session,
+    headers: { 'X-Purchase-Token': ctx.token, 'Idempotency-Key': ctx.idempotencyKey },
+  });
+  if (r.status === 202 && r.body.status === 'pending') {
+    say('info', 'Buying…', 'Many shoppers at once — hold on, your token is kept.');
+    r = await pollRequest(ctx, r.body.requestId);
+  }
+  if (r.body.status === 'accepted' && r.body.orderId) { ctx.orderId = r.body.orderId; return; }
+  switch (r.body.error) {
+    case 'token_used':
+      if (r.body.orderId) { ctx.orderId = r.body.orderId; return; } // this token bought an order already
+      break;
+    case 'unauthenticated':
+      forgetSession();
+      throw new Restart('session');
+    case 'token_expired':
+      throw new Restart('token', 'Your purchase token expired; asking for a new one…');
+    case 'token_invalid':
+    case 'token_required':
+    case 'token_not_yours':
+    case 'token_wrong_sale':
+      throw new Restart('token', 'Your purchase token was not accepted; asking for a new one…');
+  }
+  throw new Failure(r.status, r.body);
+}
+
+async function stepOrder(ctx) {
+  rememberOrder(ctx.sale, ctx.shopper, ctx.orderId);
+  say('info', 'Order accepted — fetching its details…');
+  // The order is decided and stored; the read side may lag: 404 until
+  // visible. Whatever happens here, the order stands.
+  let order = null;
+  const deadline = Date.now() + 10_000;
+  try {
+    for (let delay = 150; Date.now() < deadline; delay = Math.min(2 * delay, 2000)) {
+      const r = await send('GET', `/api/v1/orders/${encodeURIComponent(ctx.orderId)}`, { bearer: ctx.session });
+      if (r.status === 200) { order = r.body; break; }
+      if (r.status !== 404) break;
+      await sleep(delay);
+    }
+  } catch { /* network or busy: show the order without its details */ }
+  showOrder(ctx.orderId, order);
+  if (myOrders(ctx.sale, ctx.shopper).length >= (S.sale?.perUserLimit ?? 1)) S.final = 'limit_reached';
+}
+
+function showOrder(id, order) {
+  S.order = id;
+  $('order').hidden = false;
+  setText($('order-id'), id);
+  let detail = 'Its details will appear here shortly.';
+  if (order && order.status === 'accepted') {
+    const units = order.units === 1 ? '1 unit' : `${order.units} units`;
+    detail = `${units} · placed ${new Date(order.createdAt).toLocaleTimeString()}`;
+  }
+  setText($('order-detail'), detail);
+  say('ok', `Order placed — number ${id}.`, 'Keep this number. Buying again with the same token never charges twice.');
+}
+
+/**
+ * steps is the purchase, in order. Each step is async (ctx) => void and
+ * fills ctx for the next; ctx = {sale, session, shopper, token, orderId}. A
+ * step that needs the shopper's attention throws Failure; one that must go
+ * back throws Restart(stepName). Later features insert steps by name, e.g.
+ *   steps.splice(steps.findIndex((s) => s.name === 'token'), 0, { name: 'waiting-room', run: waitInRoom });
+ */
+export const steps = [
+  { name: 'session', run: stepSession },
+  // A human check and the waiting room go here, between session and token.
+  { name: 'token', run: stepToken },
+  { name: 'purchase', run: stepPurchase },
+  { name: 'order', run: stepOrder },
+];
+
+async function purchase() {
+  if (S.busy || Date.now() < S.holdUntil) return;
+  S.busy = true;
+  S.retry = false;
+  clearInterval(S.holdTimer);
+  render();
+  const ctx = { sale: S.saleId };
+  let restarts = 0;
+  try {
+    for (let i = 0; i < steps.length;) {
+      try {
+        await steps[i].run(ctx);
+        i++;
+      } catch (err) {
+        if (!(err instanceof Restart) || ++restarts > 2) throw err;
+        if (err.note) say('info', err.note);
+        i = steps.findIndex((s) => s.name === err.from);
+      }
+    }
+  } catch (err) {
+    failed(err);
+  } finally {
+    S.busy = false;
+    render();
+  }
+}
+
+/**
+ * offerRetry turns the button into "Try again", locked for `seconds` with a
+ * countdown on it, so a shopper cannot hammer the server.
+ */
+function offerRetry(seconds = 0) {
+  S.retry = true;
+  clearInterval(S.holdTimer);
+  S.holdUntil = Date.now() + seconds * 1000;
+  if (seconds > 0) {
+    S.holdTimer = setInterval(() => {
+      if (Date.now() >= S.holdUntil) clearInterval(S.holdTimer);
+      render();
+    }, 250);
+  }
+}
+
+/** failed tells the shopper what went wrong and what to do next. */
+function failed(err) {
+  if (err instanceof NetworkError) {
+    say('error', 'We could not reach the shop.', 'Check your connection, then try again.');
+    offerRetry(2);
+    return;
+  }
+  if (err instanceof Busy) {
+    say('wait', 'The shop is still too busy.', `Please wait — you can try again in ${err.seconds} s.`);
+    offerRetry(err.seconds);
+    return;
+  }
+  if (err instanceof Restart) {
+    say('error', 'We could not get a valid purchase token.', 'Try again in a moment.');
+    offerRetry(3);
+    return;
+  }
+  if (!(err instanceof Failure)) {
+    console.error(err);
+    say('error', 'Something went wrong on this page.', 'Reload the page and try again.');
+    return;
+  }
+  const b = err.body;
+  switch (err.code) {
+    case 'sold_out':
+      S.final = 'sold_out';
+      say('error', 'Sold out.', 'Every unit has been sold. Thank you for your patience.');
+      refreshSale();
+      return;
+    case 'sale_closed':
+      S.final = 'sale_closed';
+      say('error', 'This sale has closed.', 'No more purchases are possible.');
+      refreshSale();
+      return;
+    case 'quota_exhausted':
+      say('wait', 'All tokens are held right now.', 'Some may come back — try again in a minute.');
+      offerRetry(5);
+      return;
+    case 'not_open':
+      if (b.opensAt) S.opensAtMs = Date.parse(b.opensAt) || S.opensAtMs;
+      if (S.sale) S.sale.state = 'scheduled';
+      S.holdUntil = Date.now() + 500; // our clock was a hair early: let the resync settle
+      say('info', 'The sale has not opened yet.', 'The Buy button unlocks when the countdown reaches zero.');
+      setTimeout(render, 550);
+      clock.sync().then(() => { render(); scheduleOpening(); });
+      return;
+    case 'limit_reached': {
+      S.final = 'limit_reached';
+      const ids = myOrders(S.saleId, storedSession()?.shopper);
+      say('info', 'You have already bought the most this sale allows' +
+        (S.sale ? ` (${S.sale.perUserLimit} per shopper).` : '.'),
+        ids.length ? `Your order: ${ids.join(', ')}.` : 'Your earlier order stands.');
+      if (ids.length && !S.order) showOrderQuietly(ids[ids.length - 1]);
+      return;
+    }
+    case 'token_expired':
+      say('error', 'Your purchase token expired before you could buy.', 'Ask for a new token.');
+      offerRetry();
+      return;
+    case 'anonymous_sessions_disabled':
+      S.final = 'no_sessions';
+      say('error', 'This shop signs shoppers in with its own accounts.', 'Sign in on the shop’s site first.');
+      return;
+    case 'slow':
+      say('wait', 'Your request is taking longer than usual.', 'Try again — asking twice is safe, you will not buy twice.');
+      offerRetry(2);
+      return;
+  }
+  say('error', `Something went wrong (${err.code || 'HTTP ' + err.status}).`, b.message ? `${b.message}. Try again in a moment.` : 'Try again in a moment.');
+  offerRetry(3);
+}
+
+function showOrderQuietly(id) {
+  S.order = id;
+  $('order').hidden = false;
+  setText($('order-id'), id);
+  setText($('order-detail'), '');
+}
+
+// ---------------------------------------------------------------- the sale list
+
+function saleLink(s) {
+  const li = document.createElement('li');
+  const a = document.createElement('a');
+  a.href = '/sales/' + encodeURIComponent(s.id);
+  const name = document.createElement('span');
+  name.className = 'sale-name';
+  name.textContent = s.id;
+  const badge = document.createElement('span');
+  badge.className = 'badge';
+  badge.dataset.state = s.state;
+  badge.textContent = STATE_LABEL[s.state] || s.state;
+  const left = document.createElement('span');
+  left.className = 'muted small';
+  left.textContent = s.state === 'scheduled'
+    ? 'opens ' + new Date(s.opensAt).toLocaleString()
+    : `${num(s.stockLeft)} of ${num(s.stock)} left`;
+  a.append(name, badge, left);
+  li.append(a);
+  return li;
+}
+
+async function showList(forceList) {
+  let r;
+  try {
+    r = await call('GET', '/api/v1/sales');
+  } catch {
+    $('loading').hidden = true;
+    $('list-view').hidden = false;
+    const m = $('list-message');
+    m.hidden = false;
+    m.textContent = 'We could not reach the shop. Check your connection and reload the page.';
+    return;
+  }
+  const sales = (r.status === 200 && Array.isArray(r.body.sales)) ? r.body.sales : null;
+  const live = (sales || []).filter((s) => s.state === 'open' || s.state === 'scheduled');
+  if (!forceList && live.length === 1) {
+    showSale(live[0].id); // the demo: straight to the one sale on now
+    return;
+  }
+  $('loading').hidden = true;
+  $('list-view').hidden = false;
+  const list = $('sale-list');
+  const order = { open: 0, scheduled: 1, sold_out: 2, closed: 3 };
+  if (sales) {
+    sales.sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || a.id.localeCompare(b.id));
+    list.replaceChildren(...sales.map(saleLink));
+  }
+  const m = $('list-message');
+  if (!sales) {
+    m.hidden = false;
+    m.textContent = `The list of sales is not available (${r.body.error || 'HTTP ' + r.status}). Open a sale's page at /sales/<id>.`;
+  } else if (sales.length === 0) {
+    m.hidden = false;
+    m.textContent = 'There are no sales right now. Come back later.';
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+async function showSale(id) {
+  S.saleId = id;
+  $('buy').addEventListener('click', purchase);
+  await clock.sync();
+  const ok = await refreshSale();
+  $('loading').hidden = true;
+  $('sale-view').hidden = false;
+  if (!clock.synced) say('info', 'Could not read the shop’s clock; the countdown uses this device’s clock.');
+  if (ok) {
+    const s = storedSession();
+    const ids = s ? myOrders(id, s.shopper) : [];
+    if (ids.length) {
+      showOrderQuietly(ids[ids.length - 1]);
+      if (ids.length >= (S.sale.perUserLimit ?? 1)) S.final = 'limit_reached';
+      say('ok', `You bought in this sale: order ${ids.join(', ')}.`, S.final ? 'That is the most one shopper can buy here.' : 'You may buy another.');
+      render();
+    } else if (!S.final && effectiveState() === 'scheduled') {
+      say('info', 'The sale has not opened yet.', 'The Buy button unlocks when the countdown reaches zero.');
+    }
+  } else if (!S.final) {
+    S.loadFailed = true;
+    say('error', 'We could not load this sale.', 'Check your connection; the page keeps trying.');
+  }
+  pollSale();
+  document.addEventListener('visibilitychange', async () => {
+    if (document.hidden) { pollSale(); return; }
+    await clock.sync(); // the device may have slept: timers and clocks drift
+    await refreshSale();
+    pollSale();
+  });
+  setInterval(() => clock.sync().then(scheduleOpening), 5 * 60_000);
+}
+
+function main() {
+  const m = location.pathname.match(/^\/sales\/([^/]+)\/?$/);
+  if (m) {
+    showSale(decodeURIComponent(m[1]));
+  } else {
+    showList(new URLSearchParams(location.search).has('all'));
+  }
+}
+
+main();
