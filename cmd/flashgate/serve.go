@@ -18,6 +18,7 @@ import (
 
 	"github.com/flashgate/flashgate/app"
 	"github.com/flashgate/flashgate/stream"
+	"github.com/flashgate/flashgate/web"
 	"golang.org/x/term"
 )
 
@@ -101,12 +102,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	c := sc.Config
 	c.Log = sc.logger(stderr)
+	c.Pages = web.Handler()
 
 	a, err := app.Start(ctx, c)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "flashgate is serving on %s\n", a.URL)
+	fmt.Fprintf(stdout, "  operator:    %s/admin\n", a.URL)
 	fmt.Fprintf(stdout, "  admin token: %s\n", a.AdminToken)
 	fmt.Fprintf(stdout, "  data:        %s\n", app.Abs(a.DataDir))
 	fmt.Fprintf(stdout, "  nats:        %s\n", a.NATS)
