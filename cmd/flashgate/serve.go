@@ -121,7 +121,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintf(stdout, "  pprof:       %s\n", a.DebugURL)
 	}
 	if c.Demo {
-		fmt.Fprintf(stdout, "  demo sale:   %s/api/v1/sales/%s\n", a.URL, app.DemoSale)
+		fmt.Fprintf(stdout, "  demo sale:   %s/sales/%s\n", a.URL, app.DemoSale)
 	}
 	if f, ok := stdout.(interface{ Sync() error }); ok {
 		_ = f.Sync()
