@@ -227,7 +227,10 @@ func verify(rep *Report, vs map[string]*verifier, live map[string]events.Decisio
 		v.rep.Sale = s
 		v.state = handlers.NewState(s)
 	case strings.HasPrefix(m.Subject, events.SubjectReqPfx):
-		reqs := handlers.RequestsOf(sale, m.Data)
+		reqs, err := handlers.RequestsOf(sale, m.Data)
+		if err != nil {
+			v.rep.violate("request message %d: %v (audit with a newer flashgate)", m.Sequence, err)
+		}
 		v.queue = append(v.queue, reqMsg{seq: m.Sequence, reqs: reqs})
 	case strings.HasPrefix(m.Subject, events.SubjectDecPfx):
 		v.batch(m)

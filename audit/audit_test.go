@@ -89,7 +89,7 @@ func TestAuditCatchesAForgedBatch(t *testing.T) {
 	forged.Head.Redeemed = 3
 	forged.Events = nil
 	for i, id := range ids {
-		forged.Events = append(forged.Events, events.Event{ID: events.DerivedID(now, "f"+id), Type: events.TypePurchaseAccepted, Version: 1,
+		forged.Events = append(forged.Events, events.Event{ID: events.DerivedID(now, "f"+id), Type: events.TypePurchaseAccepted, Version: events.SchemaVersion,
 			Sale: "s", Time: forged.DecidedAt, Shopper: "a-0-" + string(rune('0'+i)), Request: id,
 			Data: &events.PurchaseAccepted{TokenID: id, OrderID: id, Units: 1}})
 	}

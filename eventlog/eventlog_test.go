@@ -82,7 +82,7 @@ func newFixture(t *testing.T) *fixture {
 
 	// 1, 2: the sales.
 	for _, sale := range []string{"a", "b"} {
-		e := events.Event{ID: ids.New(t0), Type: events.TypeSaleCreated, Version: 1, Sale: sale, Time: t0,
+		e := events.Event{ID: ids.New(t0), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: sale, Time: t0,
 			Data: &events.SaleCreated{Stock: 10, QuotaBuffer: 1.2, Quota: 12, PerUserLimit: 1,
 				TokenTTL: events.Duration(5 * time.Minute), OpensAt: t0}}
 		seq, stored := publish(t, env, events.SaleSubject(sale), must(events.EncodeEvent(e)))
@@ -90,39 +90,39 @@ func newFixture(t *testing.T) *fixture {
 		f.rows = append(f.rows, row{
 			csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t0), "sale": sale, "type": "SaleCreated",
 				"id": e.ID, "subject": "fg.sale." + sale, "stored": stored, "data": data},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.sale.%s","stored":%q,"id":%q,"type":"SaleCreated","v":1,"sale":%q,"time":%q,"data":%s}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.sale.%s","stored":%q,"id":%q,"type":"SaleCreated","v":2,"sale":%q,"time":%q,"data":%s}`,
 				seq, sale, stored, e.ID, sale, ts(t0), data),
 		})
 	}
 
 	// 3: two token requests for a, the second with an idempotency key.
-	r1 := events.Event{ID: ids.New(t1), Type: events.TypeTokenRequested, Version: 1, Sale: "a", Time: t1, Shopper: "s1", Data: &events.TokenRequested{}}
-	r2 := events.Event{ID: ids.New(t1), Type: events.TypeTokenRequested, Version: 1, Sale: "a", Time: t1, Shopper: "s2",
+	r1 := events.Event{ID: ids.New(t1), Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "a", Time: t1, Shopper: "s1", Data: &events.TokenRequested{}}
+	r2 := events.Event{ID: ids.New(t1), Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "a", Time: t1, Shopper: "s2",
 		ClientRequestID: `key "1", quoted`, Data: &events.TokenRequested{}}
 	seq, stored := publish(t, env, events.RequestSubject("a"), must(events.EncodeRequests(events.RequestBatch{Requests: []events.Event{r1, r2}})))
 	f.rows = append(f.rows,
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t1), "sale": "a", "type": "TokenRequested",
 			"id": r1.ID, "shopper": "s1", "subject": "fg.req.a", "stored": stored, "data": "{}"},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":1,"sale":"a","time":%q,"shopper":"s1","data":{}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":2,"sale":"a","time":%q,"shopper":"s1","data":{}}`,
 				seq, stored, r1.ID, ts(t1))},
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "1", "time": ts(t1), "sale": "a", "type": "TokenRequested",
 			"id": r2.ID, "shopper": "s2", "client_request_id": `key "1", quoted`, "subject": "fg.req.a", "stored": stored, "data": "{}"},
-			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":1,"sale":"a","time":%q,"shopper":"s2","clientRequestId":"key \"1\", quoted","data":{}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":2,"sale":"a","time":%q,"shopper":"s2","clientRequestId":"key \"1\", quoted","data":{}}`,
 				seq, stored, r2.ID, ts(t1))},
 	)
 
 	// 4: a token request for b.
-	r3 := events.Event{ID: ids.New(t1), Type: events.TypeTokenRequested, Version: 1, Sale: "b", Time: t1, Shopper: "s3", Data: &events.TokenRequested{}}
+	r3 := events.Event{ID: ids.New(t1), Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "b", Time: t1, Shopper: "s3", Data: &events.TokenRequested{}}
 	seq, stored = publish(t, env, events.RequestSubject("b"), must(events.EncodeRequests(events.RequestBatch{Requests: []events.Event{r3}})))
 	f.rows = append(f.rows, row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t1), "sale": "b", "type": "TokenRequested",
 		"id": r3.ID, "shopper": "s3", "subject": "fg.req.b", "stored": stored, "data": "{}"},
-		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.b","stored":%q,"id":%q,"type":"TokenRequested","v":1,"sale":"b","time":%q,"shopper":"s3","data":{}}`,
+		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.b","stored":%q,"id":%q,"type":"TokenRequested","v":2,"sale":"b","time":%q,"shopper":"s3","data":{}}`,
 			seq, stored, r3.ID, ts(t1))})
 
 	// 5: a's first decision batch: s1 gets a token, s2 is refused.
-	d1 := events.Event{ID: events.DerivedID(t2, "d1"), Type: events.TypeTokenIssued, Version: 1, Sale: "a", Time: t2, Shopper: "s1", Request: r1.ID,
+	d1 := events.Event{ID: events.DerivedID(t2, "d1"), Type: events.TypeTokenIssued, Version: events.SchemaVersion, Sale: "a", Time: t2, Shopper: "s1", Request: r1.ID,
 		Data: &events.TokenIssued{TokenID: r1.ID, IssuedAt: t2, ExpiresAt: exp}}
-	d2 := events.Event{ID: events.DerivedID(t2, "d2"), Type: events.TypeTokenDenied, Version: 1, Sale: "a", Time: t2, Shopper: "s2", Request: r2.ID,
+	d2 := events.Event{ID: events.DerivedID(t2, "d2"), Type: events.TypeTokenDenied, Version: events.SchemaVersion, Sale: "a", Time: t2, Shopper: "s2", Request: r2.ID,
 		Data: &events.TokenDenied{Reason: events.ReasonQuotaExhausted}}
 	seq, stored = publish(t, env, events.DecisionSubject("a"), must(events.EncodeDecisions(events.DecisionBatch{
 		Sale: "a", Writer: "node-1/1", DecidedAt: t2, FromSeq: 3, Head: events.Head{Version: 1, Cursor: 3, Stock: 10, Quota: 12, Issued: 1},
@@ -132,29 +132,29 @@ func newFixture(t *testing.T) *fixture {
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t2), "sale": "a", "type": "TokenIssued",
 			"id": d1.ID, "shopper": "s1", "request": r1.ID, "token_id": r1.ID, "already_issued": "false", "expires_at": ts(exp),
 			"batch": "1", "writer": "node-1/1", "subject": "fg.dec.a", "stored": stored, "data": issued},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenIssued","v":1,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenIssued","v":2,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
 				seq, stored, d1.ID, ts(t2), r1.ID, issued)},
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "1", "time": ts(t2), "sale": "a", "type": "TokenDenied",
 			"id": d2.ID, "shopper": "s2", "request": r2.ID, "reason": "quota_exhausted",
 			"batch": "1", "writer": "node-1/1", "subject": "fg.dec.a", "stored": stored, "data": `{"reason":"quota_exhausted"}`},
-			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenDenied","v":1,"sale":"a","time":%q,"shopper":"s2","request":%q,"data":{"reason":"quota_exhausted"}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenDenied","v":2,"sale":"a","time":%q,"shopper":"s2","request":%q,"data":{"reason":"quota_exhausted"}}`,
 				seq, stored, d2.ID, ts(t2), r2.ID)},
 	)
 
 	// 6: s1 buys with its token.
-	p1 := events.Event{ID: ids.New(t2), Type: events.TypePurchaseRequested, Version: 1, Sale: "a", Time: t2, Shopper: "s1",
+	p1 := events.Event{ID: ids.New(t2), Type: events.TypePurchaseRequested, Version: events.SchemaVersion, Sale: "a", Time: t2, Shopper: "s1",
 		Data: &events.PurchaseRequested{TokenID: r1.ID}}
 	seq, stored = publish(t, env, events.RequestSubject("a"), must(events.EncodeRequests(events.RequestBatch{Requests: []events.Event{p1}})))
 	f.rows = append(f.rows, row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t2), "sale": "a", "type": "PurchaseRequested",
 		"id": p1.ID, "shopper": "s1", "token_id": r1.ID, "subject": "fg.req.a", "stored": stored, "data": fmt.Sprintf(`{"tokenId":%q}`, r1.ID)},
-		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"PurchaseRequested","v":1,"sale":"a","time":%q,"shopper":"s1","data":{"tokenId":%q}}`,
+		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"PurchaseRequested","v":2,"sale":"a","time":%q,"shopper":"s1","data":{"tokenId":%q}}`,
 			seq, stored, p1.ID, ts(t2), r1.ID)})
 
 	// 7: b's first batch of the day is a token of someone expiring; then a's
 	// second batch accepts the purchase.
-	x1 := events.Event{ID: events.DerivedID(t2, "x1"), Type: events.TypeTokenExpired, Version: 1, Sale: "a", Time: t2, Shopper: "s0",
+	x1 := events.Event{ID: events.DerivedID(t2, "x1"), Type: events.TypeTokenExpired, Version: events.SchemaVersion, Sale: "a", Time: t2, Shopper: "s0",
 		Data: &events.TokenExpired{TokenID: "tok-0", ExpiresAt: t1}}
-	a1 := events.Event{ID: events.DerivedID(t2, "a1"), Type: events.TypePurchaseAccepted, Version: 1, Sale: "a", Time: t2, Shopper: "s1", Request: p1.ID,
+	a1 := events.Event{ID: events.DerivedID(t2, "a1"), Type: events.TypePurchaseAccepted, Version: events.SchemaVersion, Sale: "a", Time: t2, Shopper: "s1", Request: p1.ID,
 		Data: &events.PurchaseAccepted{TokenID: r1.ID, OrderID: p1.ID, Units: 1}}
 	seq, stored = publish(t, env, events.DecisionSubject("a"), must(events.EncodeDecisions(events.DecisionBatch{
 		Sale: "a", Writer: "node-2/7", DecidedAt: t2, FromSeq: 6, Head: events.Head{Version: 2, Cursor: 6, Stock: 10, Quota: 12, Issued: 1, Expired: 1, Redeemed: 1},
@@ -164,12 +164,12 @@ func newFixture(t *testing.T) *fixture {
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t2), "sale": "a", "type": "TokenExpired",
 			"id": x1.ID, "shopper": "s0", "token_id": "tok-0", "expires_at": ts(t1),
 			"batch": "2", "writer": "node-2/7", "subject": "fg.dec.a", "stored": stored, "data": fmt.Sprintf(`{"tokenId":"tok-0","expiresAt":%q}`, ts(t1))},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"TokenExpired","v":1,"sale":"a","time":%q,"shopper":"s0","data":{"tokenId":"tok-0","expiresAt":%q}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"TokenExpired","v":2,"sale":"a","time":%q,"shopper":"s0","data":{"tokenId":"tok-0","expiresAt":%q}}`,
 				seq, stored, x1.ID, ts(t2), ts(t1))},
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "1", "time": ts(t2), "sale": "a", "type": "PurchaseAccepted",
 			"id": a1.ID, "shopper": "s1", "request": p1.ID, "token_id": r1.ID, "order_id": p1.ID, "units": "1",
 			"batch": "2", "writer": "node-2/7", "subject": "fg.dec.a", "stored": stored, "data": accepted},
-			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"PurchaseAccepted","v":1,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"PurchaseAccepted","v":2,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
 				seq, stored, a1.ID, ts(t2), p1.ID, accepted)},
 	)
 

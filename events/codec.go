@@ -21,6 +21,28 @@ var ErrUnknownVersion = errors.New("unknown event schema version")
 // ErrMalformed is returned by Decode for a message that is not a valid event.
 var ErrMalformed = errors.New("malformed event")
 
+// ErrUnknownType is returned by Decode for an event type this build does not
+// know: a newer build's event. Like ErrUnknownVersion it means "too new",
+// never "garbage": a reader must stop, not skip it.
+var ErrUnknownType = errors.New("unknown event type")
+
+// TooNew reports whether err means the data comes from a newer build.
+func TooNew(err error) bool {
+	return errors.Is(err, ErrUnknownVersion) || errors.Is(err, ErrUnknownType)
+}
+
+// Times a sale's schedule may name: the head keeps them in Unix nanoseconds.
+var (
+	minScheduleTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // also keeps clear of Unix 0, "no schedule" in old heads
+	maxScheduleTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// ValidScheduleTime reports whether t may be a sale's opening or closing
+// time (zero means "none" and is valid).
+func ValidScheduleTime(t time.Time) bool {
+	return t.IsZero() || (t.After(minScheduleTime) && t.Before(maxScheduleTime))
+}
+
 type wireEvent struct {
 	ID              string          `json:"id"`
 	Type            Type            `json:"type"`
@@ -85,11 +107,9 @@ func toWire(e Event) (wireEvent, error) {
 	if err != nil {
 		return wireEvent{}, fmt.Errorf("encode event %s: %w", e.ID, err)
 	}
-	v := e.Version
-	if v == 0 {
-		v = SchemaVersion
-	}
-	return wireEvent{ID: e.ID, Type: e.Type, V: v, Sale: e.Sale, Time: e.Time, Shopper: e.Shopper,
+	// An event in memory is in the current form (Decode upgrades), so it is
+	// always written at the current version.
+	return wireEvent{ID: e.ID, Type: e.Type, V: SchemaVersion, Sale: e.Sale, Time: e.Time, Shopper: e.Shopper,
 		ClientRequestID: e.ClientRequestID, Request: e.Request, Data: data}, nil
 }
 
@@ -99,6 +119,14 @@ func toWire(e Event) (wireEvent, error) {
 func upgrade(w *wireEvent) error {
 	switch w.V {
 	case SchemaVersion:
+		return nil
+	case 1:
+		// Version 2 added SaleUpdateRequested and SaleUpdated; the events of
+		// version 1 are unchanged. (A version 1 reader meeting the new
+		// types had no way to know they were new: hence the bump.)
+		if w.Type == TypeSaleUpdateRequested || w.Type == TypeSaleUpdated {
+			return fmt.Errorf("%w: %s at version 1", ErrMalformed, w.Type)
+		}
 		return nil
 	default:
 		return fmt.Errorf("%w: event %s of type %s has version %d, this build knows 1..%d",
@@ -115,7 +143,7 @@ func fromWire(w wireEvent) (Event, error) {
 	}
 	data := newData(w.Type)
 	if data == nil {
-		return bad("event %s has unknown type %q", w.ID, w.Type)
+		return Event{}, fmt.Errorf("%w: event %s has type %q", ErrUnknownType, w.ID, w.Type)
 	}
 	if err := upgrade(&w); err != nil {
 		return Event{}, err
@@ -139,6 +167,16 @@ func fromWire(w wireEvent) (Event, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(data); err != nil {
 		return bad("event %s data: %v", w.ID, err)
+	}
+	switch d := data.(type) {
+	case *SaleCreated:
+		if d.OpensAt.IsZero() || !ValidScheduleTime(d.OpensAt) || !ValidScheduleTime(d.ClosesAt) {
+			return bad("sale event %s: opening or closing time outside 2000..2200", w.ID)
+		}
+	case *SaleUpdated:
+		if d.OpensAt.IsZero() || !ValidScheduleTime(d.OpensAt) || !ValidScheduleTime(d.ClosesAt) {
+			return bad("schedule event %s: opening or closing time outside 2000..2200", w.ID)
+		}
 	}
 	return Event{ID: w.ID, Type: w.Type, Version: SchemaVersion, Sale: w.Sale, Time: w.Time,
 		Shopper: w.Shopper, ClientRequestID: w.ClientRequestID, Request: w.Request, Data: data}, nil

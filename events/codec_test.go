@@ -18,11 +18,11 @@ var at = time.Date(2026, 12, 1, 10, 0, 0, 123456789, time.UTC)
 
 func sampleRequests() RequestBatch {
 	return RequestBatch{Requests: []Event{
-		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4G", Type: TypeTokenRequested, Version: 1, Sale: "demo", Time: at,
+		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4G", Type: TypeTokenRequested, Version: SchemaVersion, Sale: "demo", Time: at,
 			Shopper: "01JE2W6N2X7Q8V9B0C1D2E3F40", ClientRequestID: "click-1", Data: &TokenRequested{}},
-		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Type: TypePurchaseRequested, Version: 1, Sale: "demo", Time: at,
+		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Type: TypePurchaseRequested, Version: SchemaVersion, Sale: "demo", Time: at,
 			Shopper: "01JE2W6N2X7Q8V9B0C1D2E3F41", Data: &PurchaseRequested{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4A"}},
-		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4K", Type: TypeSaleUpdateRequested, Version: 1, Sale: "demo", Time: at,
+		{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4K", Type: TypeSaleUpdateRequested, Version: SchemaVersion, Sale: "demo", Time: at,
 			Shopper: "operator", Data: &SaleUpdateRequested{Action: ActionClose}},
 	}}
 }
@@ -32,23 +32,23 @@ func sampleDecisions() DecisionBatch {
 		Head: Head{Version: 3, Cursor: 9, Stock: 100, Quota: 120, Issued: 5, Expired: 1, Redeemed: 2,
 			OpensAtNs: at.UnixNano(), ClosesAtNs: at.Add(time.Hour).UnixNano()},
 		Events: []Event{
-			{ID: DerivedID(at, "expire:x"), Type: TypeTokenExpired, Version: 1, Sale: "demo", Time: at, Shopper: "s0",
+			{ID: DerivedID(at, "expire:x"), Type: TypeTokenExpired, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: "s0",
 				Data: &TokenExpired{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4B", ExpiresAt: at.Truncate(time.Second)}},
-			{ID: DerivedID(at, "decide:a"), Type: TypeTokenIssued, Version: 1, Sale: "demo", Time: at, Shopper: "s1",
+			{ID: DerivedID(at, "decide:a"), Type: TypeTokenIssued, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: "s1",
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4G", Data: &TokenIssued{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4G", IssuedAt: at, ExpiresAt: at.Add(5 * time.Minute).Truncate(time.Second)}},
-			{ID: DerivedID(at, "decide:b"), Type: TypeTokenDenied, Version: 1, Sale: "demo", Time: at, Shopper: "s2",
+			{ID: DerivedID(at, "decide:b"), Type: TypeTokenDenied, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: "s2",
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4C", Data: &TokenDenied{Reason: ReasonSoldOut}},
-			{ID: DerivedID(at, "decide:c"), Type: TypePurchaseAccepted, Version: 1, Sale: "demo", Time: at, Shopper: "s3",
+			{ID: DerivedID(at, "decide:c"), Type: TypePurchaseAccepted, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: "s3",
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Data: &PurchaseAccepted{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4A", OrderID: "01JE2W6N2X7Q8V9B0C1D2E3F4H", Units: 1}},
-			{ID: DerivedID(at, "decide:e"), Type: TypeSaleUpdated, Version: 1, Sale: "demo", Time: at, Shopper: "operator",
+			{ID: DerivedID(at, "decide:e"), Type: TypeSaleUpdated, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: "operator",
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4K", Data: &SaleUpdated{OpensAt: at, ClosesAt: at.Add(time.Hour)}},
-			{ID: DerivedID(at, "decide:d"), Type: TypePurchaseRefused, Version: 1, Sale: "demo", Time: at, Shopper: "s4",
+			{ID: DerivedID(at, "decide:d"), Type: TypePurchaseRefused, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: "s4",
 				Request: "01JE2W6N2X7Q8V9B0C1D2E3F4D", Data: &PurchaseRefused{TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F4E", Reason: ReasonTokenUsed, OrderID: "01JE2W6N2X7Q8V9B0C1D2E3F4F"}},
 		}}
 }
 
 func sampleSale() Event {
-	return Event{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4J", Type: TypeSaleCreated, Version: 1, Sale: "demo", Time: at,
+	return Event{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4J", Type: TypeSaleCreated, Version: SchemaVersion, Sale: "demo", Time: at,
 		Data: &SaleCreated{Stock: 100, QuotaBuffer: 1.2, Quota: 120, PerUserLimit: 1, TokenTTL: Duration(5 * time.Minute), OpensAt: at}}
 }
 
@@ -122,9 +122,9 @@ func TestDecodeRefuses(t *testing.T) {
 		in   []byte
 		want error
 	}{
-		{"future version", mut(`"v":1`, `"v":2`), ErrUnknownVersion},
-		{"version zero", mut(`"v":1`, `"v":0`), ErrUnknownVersion},
-		{"unknown type", mut(`"SaleCreated"`, `"SaleDeleted"`), ErrMalformed},
+		{"future version", mut(`"v":2`, `"v":3`), ErrUnknownVersion},
+		{"version zero", mut(`"v":2`, `"v":0`), ErrUnknownVersion},
+		{"unknown type", mut(`"SaleCreated"`, `"SaleDeleted"`), ErrUnknownType},
 		{"bad id", mut(`01JE2W6N2X7Q8V9B0C1D2E3F4J`, `not-a-ulid`), ErrMalformed},
 		{"bad sale", mut(`"sale":"demo"`, `"sale":"De.mo"`), ErrMalformed},
 		{"no time", mut(`"time":"2026-12-01T10:00:00.123456789Z"`, `"time":"0001-01-01T00:00:00Z"`), ErrMalformed},
@@ -247,5 +247,53 @@ func TestHeadSame(t *testing.T) {
 	old.Issued = 3
 	if a.Same(old) {
 		t.Fatal("counters ignored")
+	}
+}
+
+// TestVersion1StillDecodes: the wire files of schema version 1, as the first
+// release wrote them, decode (upgraded) into the same events.
+func TestVersion1StillDecodes(t *testing.T) {
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", "v1", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rb, err := DecodeRequests(read("requests.json"))
+	if err != nil || len(rb.Requests) != 2 || rb.Requests[0].Version != SchemaVersion {
+		t.Fatalf("v1 requests: %v %+v", err, rb)
+	}
+	db, err := DecodeDecisions(read("decisions.json"))
+	if err != nil || len(db.Events) != 5 || db.Head.OpensAtNs != 0 {
+		t.Fatalf("v1 decisions: %v %+v", err, db)
+	}
+	if _, err := DecodeEvent(read("sale.json")); err != nil {
+		t.Fatalf("v1 sale: %v", err)
+	}
+	// The types version 2 added cannot appear at version 1.
+	b := []byte(strings.Replace(string(read("requests.json")), `"type":"TokenRequested","v":1`, `"type":"SaleUpdateRequested","v":1`, 1))
+	if _, err := DecodeRequests(b); err == nil {
+		t.Fatal("a version 1 SaleUpdateRequested decoded")
+	}
+}
+
+func TestTooNewIsNotGarbage(t *testing.T) {
+	good, _ := EncodeEvent(sampleSale())
+	newer := []byte(strings.Replace(string(good), `"v":2`, `"v":3`, 1))
+	_, err := DecodeEvent(newer)
+	if !TooNew(err) {
+		t.Fatalf("a version 3 event: %v, want TooNew", err)
+	}
+	newType := []byte(strings.Replace(string(good), `"SaleCreated"`, `"SaleArchived"`, 1))
+	if _, err := DecodeEvent(newType); !TooNew(err) {
+		t.Fatalf("an unknown type: %v, want TooNew", err)
+	}
+	if _, err := DecodeEvent([]byte(`{`)); TooNew(err) {
+		t.Fatal("garbage taken for a newer build")
+	}
+	far := []byte(strings.Replace(string(good), `"opensAt":"2026-12-01T10:00:00.123456789Z"`, `"opensAt":"9999-12-31T00:00:00Z"`, 1))
+	if _, err := DecodeEvent(far); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a sale opening in 9999: %v, want ErrMalformed", err)
 	}
 }

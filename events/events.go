@@ -18,7 +18,7 @@ import (
 
 // SchemaVersion is the version Encode writes. Decode refuses any other
 // version it does not know how to upgrade.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Type names a fact. Facts are in the past tense.
 type Type string

@@ -235,11 +235,11 @@ func (s *State) drop(t *token) {
 }
 
 func (s *State) open(now time.Time) string {
-	switch {
-	case now.Before(s.Sale.OpensAt):
-		return events.ReasonNotOpen
+	switch { // closed first, as StatusAt: a sale closed before it opened is closed
 	case !s.Sale.ClosesAt.IsZero() && !now.Before(s.Sale.ClosesAt):
 		return events.ReasonClosed
+	case now.Before(s.Sale.OpensAt):
+		return events.ReasonNotOpen
 	}
 	return ""
 }
@@ -431,11 +431,17 @@ func (s *State) Sizes() (tokens, shoppers, expiring int) {
 
 // RequestsOf decodes a request message of a sale's request subject and keeps
 // the requests that belong to sale. A message that does not decode holds no
-// request: the writer and the auditor skip it alike.
-func RequestsOf(sale string, data []byte) []events.Event {
+// request: the writer and the auditor skip it alike. A message written by a
+// newer flashgate (an event version or type this build does not know) is an
+// error instead: skipping it would leave its requests undecided forever, so
+// this build must stop and leave the sale to a newer one.
+func RequestsOf(sale string, data []byte) ([]events.Event, error) {
 	rb, err := events.DecodeRequests(data)
+	if events.TooNew(err) {
+		return nil, fmt.Errorf("sale %s: requests written by a newer flashgate: %w", sale, err)
+	}
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	out := rb.Requests[:0]
 	for _, r := range rb.Requests {
@@ -443,7 +449,7 @@ func RequestsOf(sale string, data []byte) []events.Event {
 			out = append(out, r)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // expiryHeap orders outstanding tokens by expiry, then id, so that the order

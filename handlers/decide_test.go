@@ -23,7 +23,7 @@ func req(shopper string, data any) events.Event {
 	if _, ok := data.(*events.PurchaseRequested); ok {
 		typ = events.TypePurchaseRequested
 	}
-	return events.Event{ID: fmt.Sprintf("01JREQ%020d", seq), Type: typ, Version: 1, Sale: "s1", Time: t0, Shopper: shopper, Data: data}
+	return events.Event{ID: fmt.Sprintf("01JREQ%020d", seq), Type: typ, Version: events.SchemaVersion, Sale: "s1", Time: t0, Shopper: shopper, Data: data}
 }
 
 func tokenReq(shopper string) events.Event { return req(shopper, &events.TokenRequested{}) }

@@ -200,7 +200,11 @@ func (b *pending) add(sale string, m jetstream.Msg) error {
 	b.msgs++
 	b.bytes += len(m.Data())
 	b.cursor = meta.Sequence.Stream
-	b.reqs = append(b.reqs, RequestsOf(sale, m.Data())...)
+	reqs, err := RequestsOf(sale, m.Data())
+	if err != nil {
+		return fmt.Errorf("writer %s at %d: %w", sale, meta.Sequence.Stream, err)
+	}
+	b.reqs = append(b.reqs, reqs...)
 	return nil
 }
 

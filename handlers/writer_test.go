@@ -148,7 +148,7 @@ func TestZombieWriterIsRefused(t *testing.T) {
 	e.appendRequests(t, "s", 1, 1)
 	b := pending{}
 	b.reset(zombie.state.Head.Cursor)
-	b.reqs = []events.Event{{ID: events.NewIDs().New(t0), Type: events.TypeTokenRequested, Version: 1, Sale: "s", Time: t0,
+	b.reqs = []events.Event{{ID: events.NewIDs().New(t0), Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "s", Time: t0,
 		Shopper: "z", Data: &events.TokenRequested{}}}
 	b.msgs, b.cursor = 1, 1
 	err := zombie.decideAndCommit(context.Background(), &b)
@@ -214,7 +214,7 @@ func TestZombieWriterIsRefusedOnR3(t *testing.T) {
 	runUntil(t, e, owner, "s")
 	b := pending{}
 	b.reset(zombie.state.Head.Cursor)
-	b.reqs = []events.Event{{ID: events.NewIDs().New(t0), Type: events.TypeTokenRequested, Version: 1, Sale: "s", Time: t0,
+	b.reqs = []events.Event{{ID: events.NewIDs().New(t0), Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "s", Time: t0,
 		Shopper: "z", Data: &events.TokenRequested{}}}
 	b.msgs, b.cursor = 1, 1
 	if err := zombie.decideAndCommit(context.Background(), &b); !errors.Is(err, ErrNotOwner) {
@@ -301,4 +301,27 @@ func BenchmarkWriter(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(reqs.Load())/el.Seconds(), "decisions/s")
 	b.ReportMetric(float64(reqs.Load())/float64(max(batches.Load(), 1)), "requests/batch")
+}
+
+// TestWriterStopsAtRequestsOfANewerBuild: a request this build cannot read
+// because a newer flashgate wrote it is not skipped (its shopper would never
+// be answered): the writer stops before deciding it.
+func TestWriterStopsAtRequestsOfANewerBuild(t *testing.T) {
+	e := newEnv(t)
+	e.createSale(t, "s", 10)
+	e.appendRequests(t, "s", 1, 2)
+	newer := `{"requests":[{"id":"01JE2W6N2X7Q8V9B0C1D2E3F4G","type":"TokenRequested","v":99,"sale":"s","time":"2026-12-01T10:00:00Z","shopper":"x","data":{}}]}`
+	if _, err := e.js.Publish(context.Background(), events.RequestSubject("s"), []byte(newer)); err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(e.js, e.st, "s", WriterConfig{ID: "w", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := w.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "newer flashgate") {
+		t.Fatalf("writer: %v, want a stop at the newer request", err)
+	}
+	if db, _, ok, _ := stream.LastDecision(context.Background(), e.st, "s"); ok && db.Head.Cursor >= 3 {
+		t.Fatalf("the cursor passed the unread request: %+v", db.Head)
+	}
 }
