@@ -518,6 +518,12 @@ func (a *api) answer(d events.Event, polled bool) (int, map[string]any, error) {
 			return http.StatusOK, body, nil
 		}
 		return http.StatusAccepted, body, nil
+	case *events.SaleUpdated:
+		body := map[string]any{"requestId": d.Request, "status": "decided", "opensAt": x.OpensAt.UTC().Format(time.RFC3339Nano), "closesAt": nil}
+		if !x.ClosesAt.IsZero() {
+			body["closesAt"] = x.ClosesAt.UTC().Format(time.RFC3339Nano)
+		}
+		return http.StatusOK, body, nil
 	case *events.TokenDenied:
 		return a.refusal(d, a.withOpensAt(reasonError(x.Reason), d.Sale), polled)
 	case *events.PurchaseRefused:
@@ -670,12 +676,18 @@ func (sr SaleRequest) Validate(now time.Time) (handlers.Sale, error) {
 		if err != nil {
 			return s, invalid("opensAt", "an RFC 3339 time, like \"2026-12-01T10:00:00Z\"")
 		}
+		if !events.ValidScheduleTime(t) {
+			return s, invalid("opensAt", "must be between the years 2000 and 2200")
+		}
 		s.OpensAt = t.UTC()
 	}
 	if sr.ClosesAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, sr.ClosesAt)
 		if err != nil {
 			return s, invalid("closesAt", "an RFC 3339 time, like \"2026-12-01T12:00:00Z\"")
+		}
+		if !events.ValidScheduleTime(t) {
+			return s, invalid("closesAt", "must be between the years 2000 and 2200")
 		}
 		if !t.After(s.OpensAt) {
 			return s, invalid("closesAt", "must be after opensAt")
@@ -790,8 +802,10 @@ func (a *api) schedule(action string) func(w http.ResponseWriter, r *http.Reques
 			return err
 		}
 		if !ok {
-			w.Header().Set("Location", "/api/v1/requests/"+req.ID)
-			writeJSON(w, http.StatusAccepted, map[string]any{"requestId": req.ID, "status": "pending"})
+			// Stored, decided soon: the sale's view shows the schedule then.
+			w.Header().Set("Location", "/api/v1/admin/sales/"+v.Sale.ID)
+			writeJSON(w, http.StatusAccepted, map[string]any{"requestId": req.ID, "status": "pending",
+				"message": "the change is stored and will be decided in order; GET the sale to see it"})
 			return nil
 		}
 		if d.Type != events.TypeSaleUpdated {
@@ -848,6 +862,9 @@ func (a *api) adminEvents(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		// A client that stops reading must not hold the stream (and a slot)
+		// forever: every write has a deadline.
+		_ = rc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if _, err := fmt.Fprintf(w, "event: figures\ndata: %s\n\n", b); err != nil {
 			return nil // the client went away
 		}

@@ -44,6 +44,8 @@ func TestSaleRequestValidate(t *testing.T) {
 		{SaleRequest{ID: "x", Stock: 1, TokenTTL: "25h"}, "tokenTTL"},
 		{SaleRequest{ID: "x", Stock: 1, TokenTTL: "soon"}, "tokenTTL"},
 		{SaleRequest{ID: "x", Stock: 1, OpensAt: "tomorrow"}, "opensAt"},
+		{SaleRequest{ID: "x", Stock: 1, OpensAt: "1970-01-01T00:00:00Z"}, "opensAt"},
+		{SaleRequest{ID: "x", Stock: 1, ClosesAt: "9999-12-31T23:59:59Z"}, "closesAt"},
 		{SaleRequest{ID: "x", Stock: 1, ClosesAt: "2026-12-01T09:00:00Z"}, "closesAt"},
 		{SaleRequest{ID: "x", Stock: 1, OpensAt: "2026-12-01T11:00:00Z", ClosesAt: "2026-12-01T11:00:00Z"}, "closesAt"},
 	}

@@ -399,6 +399,7 @@ func (a *App) Shutdown() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			if err := a.srv.Shutdown(ctx); err != nil {
 				a.stopErr = fmt.Errorf("http shutdown: %w", err)
+				_ = a.srv.Close() // what did not finish in time is cut
 			}
 			cancel()
 		}

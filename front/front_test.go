@@ -44,7 +44,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	}
 	st, _ := js.Stream(ctx, events.StreamName)
 	now := time.Now().UTC()
-	ev := events.Event{ID: events.NewIDs().New(now), Type: events.TypeSaleCreated, Version: 1, Sale: "s", Time: now,
+	ev := events.Event{ID: events.NewIDs().New(now), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: "s", Time: now,
 		Data: &events.SaleCreated{Stock: 10, QuotaBuffer: 1.2, Quota: 12, PerUserLimit: 1, TokenTTL: events.Duration(time.Minute), OpensAt: now}}
 	if _, err := stream.CreateSale(ctx, js, ev); err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 
 func tokenRequest(shopper string) events.Event {
 	now := time.Now().UTC()
-	return events.Event{ID: events.NewIDs().New(now), Type: events.TypeTokenRequested, Version: 1, Sale: "s", Time: now,
+	return events.Event{ID: events.NewIDs().New(now), Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "s", Time: now,
 		Shopper: shopper, Data: &events.TokenRequested{}}
 }
 

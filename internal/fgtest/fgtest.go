@@ -58,7 +58,7 @@ func NewWith(tb testing.TB, o embed.Options) *Env {
 func (e *Env) CreateSale(tb testing.TB, id string, stock int64, ttl time.Duration, at time.Time) {
 	tb.Helper()
 	quota := (stock*12 + 9) / 10
-	ev := events.Event{ID: events.NewIDs().New(at), Type: events.TypeSaleCreated, Version: 1, Sale: id, Time: at,
+	ev := events.Event{ID: events.NewIDs().New(at), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: id, Time: at,
 		Data: &events.SaleCreated{Stock: stock, QuotaBuffer: 1.2, Quota: quota, PerUserLimit: 1,
 			TokenTTL: events.Duration(ttl), OpensAt: at}}
 	if _, err := stream.CreateSale(context.Background(), e.JS, ev); err != nil {
@@ -77,7 +77,7 @@ func (e *Env) AppendTokenRequests(tb testing.TB, sale, prefix string, msgs, per 
 		for i := 0; i < per; i++ {
 			id := ids.New(at)
 			all = append(all, id)
-			rb.Requests = append(rb.Requests, events.Event{ID: id, Type: events.TypeTokenRequested, Version: 1, Sale: sale,
+			rb.Requests = append(rb.Requests, events.Event{ID: id, Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: sale,
 				Time: at, Shopper: fmt.Sprintf("%s-%d-%d", prefix, m, i), Data: &events.TokenRequested{}})
 		}
 		data, err := events.EncodeRequests(rb)

@@ -220,7 +220,9 @@ function onOpening() {
   if (clock.now() < S.opensAtMs) { scheduleOpening(); return; }
   render(); // unlocks now ...
   if (!S.busy && !S.final && !S.order) say('ok', 'The sale is open.', 'Press Buy.');
-  refreshSale(); // ... and confirms with the server (sold out? closed?)
+  // ... and confirms with the server (sold out? closed?), spread over half a
+  // second: every page reaches the opening at the same server instant.
+  setTimeout(refreshSale, Math.random() * 500);
 }
 
 // ---------------------------------------------------------------- live figures
@@ -244,8 +246,14 @@ async function refreshSale() {
   try {
     r = await call('GET', `/api/v1/sales/${encodeURIComponent(S.saleId)}`);
   } catch {
+    S.pollBackoffMs = Math.min(2 * (S.pollBackoffMs || 2_000), 60_000); // network trouble: poll less
     return false; // the next poll tries again; the buy flow reports network trouble itself
   }
+  if (r.status === 429 || r.status === 503) { // busy: wait what the server asks, and longer each time
+    S.pollBackoffMs = Math.max(1_000 * (r.retryAfter ?? 1), Math.min(2 * (S.pollBackoffMs || 2_000), 60_000));
+    return false;
+  }
+  S.pollBackoffMs = 0;
   if (r.status === 200) {
     if (S.loadFailed) { S.loadFailed = false; clearMessage(); }
     applySale(r.body);
@@ -263,7 +271,12 @@ async function refreshSale() {
 
 function pollSale() {
   clearTimeout(S.pollTimer);
-  const every = document.hidden ? 10_000 : 2_000;
+  // Every open page polls: keep it light. Hidden tab or a sale that is over
+  // (sold out or closed; an operator may still reopen it): rarely. Always
+  // after any back-off the server asked for, with jitter so pages spread out.
+  const over = S.sale && (S.sale.state === 'sold_out' || S.sale.state === 'closed');
+  const base = document.hidden || over ? 30_000 : 2_000;
+  const every = Math.max(base, S.pollBackoffMs || 0) * (0.8 + 0.4 * Math.random());
   S.pollTimer = setTimeout(async () => {
     await refreshSale();
     pollSale();
