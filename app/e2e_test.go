@@ -20,6 +20,7 @@ import (
 
 	"github.com/flashgate/flashgate/app"
 	"github.com/flashgate/flashgate/audit"
+	"github.com/flashgate/flashgate/internal/fgtest"
 	"github.com/flashgate/flashgate/loadgen"
 )
 
@@ -122,17 +123,7 @@ func (c *client) createSale(admin string, body map[string]any) {
 // waitFor polls fn until it returns nil or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	fgtest.WaitFor(t, timeout, fn)
 }
 
 func runAudit(t testing.TB, a *app.App) *audit.Report {

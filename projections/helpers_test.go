@@ -4,41 +4,18 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"github.com/flashgate/flashgate/internal/fgtest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/flashgate/flashgate/embed"
 	"github.com/flashgate/flashgate/events"
-	"github.com/flashgate/flashgate/stream"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // startJS runs an embedded NATS server with the flashgate stream.
-func startJS(t testing.TB) jetstream.JetStream {
-	t.Helper()
-	srv, err := embed.Start(embed.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
+func startJS(t testing.TB) jetstream.JetStream { return fgtest.New(t).JS }
 
 // openStore opens a store in a fresh directory.
 func openStore(tb testing.TB) (*Store, string) {
