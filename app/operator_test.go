@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -122,3 +123,54 @@ func TestAdminEventStream(t *testing.T) {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// TestAdminStreamsAreBoundedAndEndAtShutdown: at most 32 admin streams; a
+// shutdown ends the open ones at once instead of waiting for them.
+func TestAdminStreamsAreBoundedAndEndAtShutdown(t *testing.T) {
+	a := startApp(t, app.Config{})
+	open := func() (*http.Response, error) {
+		req, _ := http.NewRequest("GET", a.URL+"/api/v1/admin/events", nil)
+		req.Header.Set("Authorization", "Bearer "+a.AdminToken)
+		return (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	}
+	var streams []*http.Response
+	defer func() {
+		for _, r := range streams {
+			r.Body.Close()
+		}
+	}()
+	for i := 0; i < 32; i++ {
+		r, err := open()
+		if err != nil || r.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %v %v", i, r, err)
+		}
+		streams = append(streams, r)
+	}
+	r, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("the 33rd stream: %d, want 503 with Retry-After", r.StatusCode)
+	}
+	ended := make(chan struct{})
+	go func() {
+		for _, s := range streams {
+			_, _ = io.Copy(io.Discard, s.Body) // returns when the server ends the stream
+		}
+		close(ended)
+	}()
+	start := time.Now()
+	if err := a.Shutdown(); err != nil {
+		t.Fatalf("shutdown with 32 streams open: %v", err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("streams still open after shutdown")
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("shutdown took %v with streams open", d)
+	}
+}

@@ -213,6 +213,10 @@ func TestRestoreRefusesDamage(t *testing.T) {
 		offsets[h.Name] = len(archive) - rd.Len()
 	}
 	snapAt, keysAt := offsets[m.Streams[0].Member], offsets["data/"+backup.PurchaseKeysFile]
+	lastAt := 0 // where the last member's data begin (its header is the 512 bytes before)
+	for _, at := range offsets {
+		lastAt = max(lastAt, at)
+	}
 	if snapAt == 0 || keysAt == 0 || m.Streams[0].Size < 3*128<<10 {
 		t.Fatalf("offsets %v, snapshot %d bytes", offsets, m.Streams[0].Size)
 	}
@@ -222,16 +226,19 @@ func TestRestoreRefusesDamage(t *testing.T) {
 		return b
 	}
 	cases := map[string][]byte{
-		"empty":                   {},
-		"not a backup":            []byte("hello, this is not a tar file at all, just some text long enough to matter"),
-		"truncated manifest":      archive[:300],
-		"truncated in a key":      archive[:keysAt+10],
-		"truncated in snapshot":   archive[:snapAt+300<<10],
-		"truncated at the end":    archive[:len(archive)-1500],
-		"flipped in a key":        flip(keysAt + 5),
-		"flipped in snapshot":     flip(snapAt + 1000),
-		"flipped near its end":    flip(snapAt + int(m.Streams[0].Size) - 10),
-		"flipped in the manifest": flip(offsets["manifest.json"] + 40),
+		"empty":                 {},
+		"not a backup":          []byte("hello, this is not a tar file at all, just some text long enough to matter"),
+		"truncated manifest":    archive[:300],
+		"truncated in a key":    archive[:keysAt+10],
+		"truncated in snapshot": archive[:snapAt+300<<10],
+		// The last member: cut inside its header, and cut exactly before it
+		// (the tar reader then sees a clean end; the manifest must notice).
+		"truncated in the last header": archive[:lastAt-100],
+		"last member missing":          archive[:lastAt-512],
+		"flipped in a key":             flip(keysAt + 5),
+		"flipped in snapshot":          flip(snapAt + 1000),
+		"flipped near its end":         flip(snapAt + int(m.Streams[0].Size) - 10),
+		"flipped in the manifest":      flip(offsets["manifest.json"] + 40),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {

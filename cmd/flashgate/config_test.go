@@ -48,6 +48,8 @@ func TestValidate(t *testing.T) {
 		{name: "two listeners on :0", args: []string{"--http=127.0.0.1:0", "--metrics-addr=127.0.0.1:0"}},
 
 		{name: "replicas on the embedded server", args: []string{"--replicas=3"}, want: []string{"--replicas=3", "embedded NATS"}},
+		{name: "admin token twice", args: []string{"--admin-token=x", "--admin-token-file", keyFile}, want: []string{"--admin-token-file", "once"}},
+		{name: "admin token file missing", args: []string{"--admin-token-file=/nonexistent/token"}, want: []string{"--admin-token-file"}},
 		{name: "replicas 0", args: []string{"--replicas=0"}, want: []string{"--replicas=0", "1 to 5"}},
 		{name: "replicas 6 from env", env: map[string]string{"FLASHGATE_REPLICAS": "6"}, want: []string{"FLASHGATE_REPLICAS=6", "1 to 5"}},
 		{name: "replicas from file", args: []string{"--config", conf("demo: false\nreplicas: 7\n")}, want: []string{"flashgate.yaml:2: replicas: 7", "1 to 5"}},

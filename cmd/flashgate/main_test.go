@@ -350,3 +350,43 @@ func TestServeAndAuditInProcess(t *testing.T) {
 		t.Fatalf("audit report:\n%s", sout.String())
 	}
 }
+
+// TestAdminTokenFromAFile: --admin-token-file keeps the token off the
+// command line, and the admin API takes it.
+func TestAdminTokenFromAFile(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte("fga_from_a_file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	var errb bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"serve", "--http", "127.0.0.1:0", "--data", t.TempDir(), "--demo=false", "--admin-token-file", tokenFile},
+			func(string) string { return "" }, pw, &syncWriter{w: &errb})
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	var url string
+	for sc.Scan() {
+		if u, ok := strings.CutPrefix(sc.Text(), "flashgate is serving on "); ok {
+			url = u
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if url == "" {
+		t.Fatalf("no URL printed; stderr: %s", errb.String())
+	}
+	if code, _, err := call(t, "GET", url+"/api/v1/admin/sales", "fga_from_a_file", nil, nil); err != nil || code != 200 {
+		t.Errorf("admin API with the file's token: %d %v", code, err)
+	}
+	if code, _, _ := call(t, "GET", url+"/api/v1/admin/sales", "something-else", nil, nil); code != 401 {
+		t.Errorf("admin API with another token: %d", code)
+	}
+	cancel()
+	if c := <-done; c != 0 {
+		t.Fatalf("serve exit %d: %s", c, errb.String())
+	}
+}

@@ -26,8 +26,9 @@ import (
 // logging serve sets up itself.
 type serveConfig struct {
 	app.Config
-	LogLevel  string
-	LogFormat string
+	AdminTokenFile string
+	LogLevel       string
+	LogFormat      string
 }
 
 // The built-in defaults of serve, as the README documents them (the packages
@@ -56,7 +57,8 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.String("config", "", "YAML config file; its keys are these flag names (also FLASHGATE_CONFIG)")
 	fs.StringVar(&c.Data, "data", "data", "data directory: embedded JetStream store, keys, admin token, projections")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address (127.0.0.1:0 picks a free port)")
-	fs.StringVar(&c.AdminToken, "admin-token", "", "admin API bearer token (default: generated, kept in the data directory)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "admin API bearer token (default: generated, kept in the data directory); on the command line it shows in ps: prefer FLASHGATE_ADMIN_TOKEN or --admin-token-file")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the admin API bearer token")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this NATS server or cluster instead of embedding one")
 	fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials file for --nats-url")
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "also serve the embedded NATS server on this TCP address, with generated credentials (default: in-process only)")
@@ -101,6 +103,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	c := sc.Config
+	if sc.AdminTokenFile != "" {
+		b, err := os.ReadFile(sc.AdminTokenFile)
+		if err != nil {
+			return fmt.Errorf("--admin-token-file: %w", err)
+		}
+		if c.AdminToken = strings.TrimSpace(string(b)); c.AdminToken == "" {
+			return fmt.Errorf("--admin-token-file %s is empty", sc.AdminTokenFile)
+		}
+	}
 	c.Log = sc.logger(stderr)
 	c.Pages = web.Handler()
 
@@ -291,7 +302,10 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 
 	// Files that must be there.
-	for _, name := range []string{"identity-public-key", "token-key-file", "session-key-file", "nats-creds"} {
+	if c.AdminToken != "" && c.AdminTokenFile != "" {
+		bad("admin-token-file", "give the admin token once: --admin-token or --admin-token-file")
+	}
+	for _, name := range []string{"identity-public-key", "token-key-file", "session-key-file", "nats-creds", "admin-token-file"} {
 		if path := fs.Lookup(name).Value.String(); path != "" {
 			if err := readableFile(path); err != nil {
 				bad(name, "%v", err)
