@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,15 +24,7 @@ func noEnv(string) string { return "" }
 // startInstallation serves an installation on dir with the demo sale.
 func startInstallation(t *testing.T, dir string, natsListen string) *app.App {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	a, err := app.Start(ctx, app.Config{Data: dir, HTTP: "127.0.0.1:0", SessionRate: -1, Demo: true, NATSListen: natsListen,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() { _ = a.Shutdown() })
-	return a
+	return bkStartApp(t, app.Config{Data: dir, Demo: true, NATSListen: natsListen})
 }
 
 // getToken has a new shopper ask the demo sale for a token and returns the

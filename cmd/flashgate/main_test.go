@@ -292,31 +292,14 @@ func TestRunUsage(t *testing.T) {
 
 func TestServeAndAuditInProcess(t *testing.T) {
 	data := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan int, 1)
-	var errb bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"serve", "--http", "127.0.0.1:0"}, func(k string) string {
-			if k == "FLASHGATE_DATA" {
-				return data
-			}
-			return ""
-		}, pw, &syncWriter{w: &errb})
-		pw.Close()
-	}()
-	sc := bufio.NewScanner(pr)
-	var url string
-	for sc.Scan() {
-		if u, ok := strings.CutPrefix(sc.Text(), "flashgate is serving on "); ok {
-			url = u
-			break
+	srv := serveInProcess(t, func(k string) string {
+		if k == "FLASHGATE_DATA" {
+			return data
 		}
-	}
-	go io.Copy(io.Discard, pr)
-	if url == "" {
-		t.Fatalf("no URL printed; stderr: %s", errb.String())
-	}
+		return ""
+	}, "--http", "127.0.0.1:0")
+	url := srv.url
+	var errb bytes.Buffer
 	code, s, err := call(t, "POST", url+"/api/v1/session", "", nil, nil)
 	if err != nil || code != 201 {
 		t.Fatal(code, err)
@@ -338,10 +321,7 @@ func TestServeAndAuditInProcess(t *testing.T) {
 	if code := run(context.Background(), []string{"audit", "--data", data}, func(string) string { return "" }, &sout, &errb); code == 0 {
 		t.Fatal("audit ran on a data directory in use")
 	}
-	cancel()
-	if c := <-done; c != 0 {
-		t.Fatalf("serve exit %d: %s", c, errb.String())
-	}
+	srv.Stop(t)
 	sout.Reset()
 	if code := run(context.Background(), []string{"audit", "--data", data}, func(string) string { return "" }, &sout, &errb); code != 0 {
 		t.Fatalf("audit exit %d:\n%s\n%s", code, sout.String(), errb.String())
@@ -358,35 +338,57 @@ func TestAdminTokenFromAFile(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("fga_from_a_file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan int, 1)
-	var errb bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"serve", "--http", "127.0.0.1:0", "--data", t.TempDir(), "--demo=false", "--admin-token-file", tokenFile},
-			func(string) string { return "" }, pw, &syncWriter{w: &errb})
-		pw.Close()
-	}()
-	sc := bufio.NewScanner(pr)
-	var url string
-	for sc.Scan() {
-		if u, ok := strings.CutPrefix(sc.Text(), "flashgate is serving on "); ok {
-			url = u
-			break
-		}
-	}
-	go io.Copy(io.Discard, pr)
-	if url == "" {
-		t.Fatalf("no URL printed; stderr: %s", errb.String())
-	}
+	srv := serveInProcess(t, func(string) string { return "" },
+		"--http", "127.0.0.1:0", "--data", t.TempDir(), "--demo=false", "--admin-token-file", tokenFile)
+	url := srv.url
 	if code, _, err := call(t, "GET", url+"/api/v1/admin/sales", "fga_from_a_file", nil, nil); err != nil || code != 200 {
 		t.Errorf("admin API with the file's token: %d %v", code, err)
 	}
 	if code, _, _ := call(t, "GET", url+"/api/v1/admin/sales", "something-else", nil, nil); code != 401 {
 		t.Errorf("admin API with another token: %d", code)
 	}
-	cancel()
-	if c := <-done; c != 0 {
-		t.Fatalf("serve exit %d: %s", c, errb.String())
+	srv.Stop(t)
+}
+
+// inProcess is `flashgate serve` run in this process by run().
+type inProcess struct {
+	url    string
+	stop   context.CancelFunc
+	done   chan int
+	stderr *bytes.Buffer
+}
+
+// serveInProcess runs serve with args and getenv until the test stops it,
+// and returns once it printed its URL.
+func serveInProcess(t *testing.T, getenv func(string) string, args ...string) *inProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	p := &inProcess{stop: cancel, done: make(chan int, 1), stderr: &bytes.Buffer{}}
+	go func() {
+		p.done <- run(ctx, append([]string{"serve"}, args...), getenv, pw, &syncWriter{w: p.stderr})
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if u, ok := strings.CutPrefix(sc.Text(), "flashgate is serving on "); ok {
+			p.url = u
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if p.url == "" {
+		cancel()
+		t.Fatalf("no URL printed; stderr: %s", p.stderr.String())
+	}
+	return p
+}
+
+// Stop stops serve and checks it exited 0.
+func (p *inProcess) Stop(t *testing.T) {
+	t.Helper()
+	p.stop()
+	if c := <-p.done; c != 0 {
+		t.Fatalf("serve exit %d: %s", c, p.stderr.String())
 	}
 }
