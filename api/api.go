@@ -16,12 +16,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flashgate/flashgate/challenge"
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/front"
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/identity"
 	"github.com/flashgate/flashgate/metrics"
 	"github.com/flashgate/flashgate/projections"
+	"github.com/flashgate/flashgate/ratelimit"
+	"github.com/flashgate/flashgate/signing"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/flashgate/flashgate/tokens"
 	"golang.org/x/time/rate"
@@ -60,6 +63,18 @@ type Config struct {
 	Pages http.Handler
 	// MaxStreams bounds concurrent admin event streams. Default 32.
 	MaxStreams int
+
+	// Limiter, if set, applies the rate limits by route group; Proxies are
+	// the trusted proxies whose X-Forwarded-For names the client; Limits
+	// stores operators' policies (the admin limits endpoints).
+	Limiter *ratelimit.Limiter
+	Proxies ratelimit.Proxies
+	Limits  LimitStore
+	// The human checks a sale may ask for, and the app signature verifier;
+	// nil: a sale asking for one is answered 503 (and cannot be created here).
+	PoW        *challenge.PoW
+	Captcha    *challenge.Captcha
+	Signatures *signing.Verifier
 }
 
 type api struct {
@@ -93,20 +108,28 @@ func New(c Config) http.Handler {
 		a.sessions = rate.NewLimiter(rate.Limit(c.SessionRate), int(math.Max(1, c.SessionRate)))
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/time", a.time)
-	mux.HandleFunc("POST /api/v1/session", a.session)
-	mux.HandleFunc("GET /api/v1/sales", a.publicSales)
-	mux.HandleFunc("GET /api/v1/sales/{sale}", a.sale)
-	mux.HandleFunc("POST /api/v1/sales/{sale}/tokens", a.shopper(a.tokens))
-	mux.HandleFunc("POST /api/v1/sales/{sale}/purchases", a.shopper(a.purchase))
-	mux.HandleFunc("GET /api/v1/orders/{id}", a.shopper(a.order))
-	mux.HandleFunc("GET /api/v1/requests/{id}", a.shopper(a.request))
+	// Every shopper route belongs to a rate-limit group: the policies that
+	// count by client address run first, those by shopper after the
+	// session is verified.
+	reads := func(h http.HandlerFunc) http.HandlerFunc { return a.limited(ratelimit.GroupReads, h) }
+	mux.HandleFunc("GET /api/v1/time", reads(a.time))
+	mux.HandleFunc("POST /api/v1/session", a.limited(ratelimit.GroupSession, a.session))
+	mux.HandleFunc("GET /api/v1/sales", reads(a.publicSales))
+	mux.HandleFunc("GET /api/v1/sales/{sale}", reads(a.sale))
+	mux.HandleFunc("POST /api/v1/sales/{sale}/challenge", a.shopper(ratelimit.GroupTokens, a.challengeFor))
+	mux.HandleFunc("POST /api/v1/sales/{sale}/tokens", a.shopper(ratelimit.GroupTokens, a.tokens))
+	mux.HandleFunc("POST /api/v1/sales/{sale}/purchases", a.shopper(ratelimit.GroupPurchases, a.purchase))
+	mux.HandleFunc("GET /api/v1/orders/{id}", a.shopper(ratelimit.GroupReads, a.order))
+	mux.HandleFunc("GET /api/v1/requests/{id}", a.shopper(ratelimit.GroupReads, a.request))
 	mux.HandleFunc("POST /api/v1/admin/sales", a.admin(a.createSale))
 	mux.HandleFunc("GET /api/v1/admin/sales", a.admin(a.listSales))
 	mux.HandleFunc("GET /api/v1/admin/sales/{sale}", a.admin(a.adminSale))
 	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/open", a.admin(a.schedule(events.ActionOpen)))
 	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/close", a.admin(a.schedule(events.ActionClose)))
 	mux.HandleFunc("GET /api/v1/admin/events", a.admin(a.adminEvents))
+	mux.HandleFunc("GET /api/v1/admin/limits", a.admin(a.listLimits))
+	mux.HandleFunc("PUT /api/v1/admin/limits/{policy}", a.admin(a.putLimit))
+	mux.HandleFunc("DELETE /api/v1/admin/limits/{policy}", a.admin(a.deleteLimit))
 	if c.Pages != nil {
 		mux.Handle("GET /{$}", c.Pages)
 		mux.Handle("GET /sales/{sale}", c.Pages)
@@ -241,9 +264,10 @@ func bearer(r *http.Request) string {
 
 type shopperHandler func(w http.ResponseWriter, r *http.Request, shopper string) error
 
-// shopper authenticates the shopper's session before h.
-func (a *api) shopper(h shopperHandler) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// shopper authenticates the shopper's session before h, with the rate
+// limits of group around it: by client address before, by shopper after.
+func (a *api) shopper(group string, h shopperHandler) http.HandlerFunc {
+	return a.limited(group, func(w http.ResponseWriter, r *http.Request) {
 		tok := bearer(r)
 		if tok == "" {
 			writeError(w, r, a.Log, newError(http.StatusUnauthorized, "unauthenticated", "Authorization: Bearer <session> required"))
@@ -254,10 +278,14 @@ func (a *api) shopper(h shopperHandler) http.HandlerFunc {
 			writeError(w, r, a.Log, newError(http.StatusUnauthorized, "unauthenticated", "session is not valid: "+err.Error()))
 			return
 		}
+		if err := a.limitShopper(w, r, group, shopper); err != nil {
+			writeError(w, r, a.Log, err)
+			return
+		}
 		if err := h(w, r, shopper); err != nil {
 			writeError(w, r, a.Log, err)
 		}
-	}
+	})
 }
 
 // admin checks the admin token before h.
@@ -332,6 +360,11 @@ func saleJSON(v front.SaleView, now time.Time) map[string]any {
 	if !s.ClosesAt.IsZero() {
 		m["closesAt"] = s.ClosesAt.UTC().Format(time.RFC3339Nano)
 	}
+	m["challenge"] = nil
+	if s.Challenge != nil {
+		m["challenge"] = s.Challenge
+	}
+	m["signedRequests"] = s.SignedRequests
 	return m
 }
 
@@ -423,6 +456,12 @@ func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) err
 		a.answered("token", "cheap")
 		return err
 	}
+	if err := a.checkSignature(r, v); err != nil {
+		return err
+	}
+	if err := a.checkChallenge(r, v, shopper); err != nil {
+		return err
+	}
 	req := events.Event{ID: reqID(r), Type: events.TypeTokenRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r), Data: &events.TokenRequested{}}
 	return a.submit(w, r, req)
@@ -431,6 +470,9 @@ func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) err
 func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) error {
 	v, err := a.lookup(r.PathValue("sale"))
 	if err != nil {
+		return err
+	}
+	if err := a.checkSignature(r, v); err != nil {
 		return err
 	}
 	raw := strings.TrimSpace(r.Header.Get("X-Purchase-Token"))
@@ -629,6 +671,11 @@ type SaleRequest struct {
 	TokenTTL     string   `json:"tokenTTL"`
 	OpensAt      string   `json:"opensAt"`
 	ClosesAt     string   `json:"closesAt"`
+	// A human check before token requests: {"kind": "pow", "difficulty": n}
+	// (difficulty defaults to challenge.DefaultDifficulty) or {"kind":
+	// "captcha"}. Absent: none.
+	Challenge      *events.Challenge `json:"challenge"`
+	SignedRequests bool              `json:"signedRequests"`
 }
 
 // Limits on sale settings.
@@ -694,6 +741,18 @@ func (sr SaleRequest) Validate(now time.Time) (handlers.Sale, error) {
 		}
 		s.ClosesAt = t.UTC()
 	}
+	if c := sr.Challenge; c != nil {
+		c := *c
+		if c.Kind == events.ChallengePoW && c.Difficulty == 0 {
+			c.Difficulty = challenge.DefaultDifficulty
+		}
+		if err := c.Check(); err != nil {
+			return s, invalid("challenge", err.Error()+fmt.Sprintf(`; {"kind": "pow", "difficulty": %d..%d} or {"kind": "captcha"}`,
+				events.MinPoWDifficulty, events.MaxPoWDifficulty))
+		}
+		s.Challenge = &c
+	}
+	s.SignedRequests = sr.SignedRequests
 	s.Quota = handlers.Quota(s.Stock, s.QuotaBuffer)
 	return s, nil
 }
@@ -707,6 +766,12 @@ func (a *api) createSale(w http.ResponseWriter, r *http.Request) error {
 	s, err := sr.Validate(now)
 	if err != nil {
 		return err
+	}
+	if s.Challenge != nil && s.Challenge.Kind == events.ChallengeCaptcha && a.Captcha == nil {
+		return invalid("challenge", "this server has no CAPTCHA provider configured (--captcha-provider)")
+	}
+	if s.SignedRequests && a.Signatures == nil {
+		return invalid("signedRequests", "this server has no app signing keys (--signing-keys-file)")
 	}
 	ev := SaleCreatedEvent(a.IDs, s, now)
 	if err := a.Front.CreateSale(r.Context(), ev); err != nil {
@@ -724,7 +789,8 @@ func (a *api) createSale(w http.ResponseWriter, r *http.Request) error {
 func SaleCreatedEvent(ids *events.IDs, s handlers.Sale, now time.Time) events.Event {
 	return events.Event{ID: ids.New(now), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: s.ID, Time: now.UTC(),
 		Data: &events.SaleCreated{Stock: s.Stock, QuotaBuffer: s.QuotaBuffer, Quota: s.Quota, PerUserLimit: s.PerUserLimit,
-			TokenTTL: events.Duration(s.TokenTTL), OpensAt: s.OpensAt, ClosesAt: s.ClosesAt}}
+			TokenTTL: events.Duration(s.TokenTTL), OpensAt: s.OpensAt, ClosesAt: s.ClosesAt,
+			Challenge: s.Challenge, SignedRequests: s.SignedRequests}}
 }
 
 func adminSaleJSON(v front.SaleView, now time.Time) map[string]any {

@@ -63,6 +63,26 @@ type Config struct {
 	NATSListen  string // "" = embedded NATS in-process only; else also on TCP with generated credentials
 	ReadyLag    uint64 // projections further behind than this many messages: not ready (default 10000)
 
+	// Rate limits: RateLimit is on (default when empty), shadow or off;
+	// TrustedProxies are the networks whose X-Forwarded-For names the
+	// client; RateLimitMaxKeys bounds the keys remembered (default 2^20).
+	RateLimit        string
+	TrustedProxies   []string
+	RateLimitMaxKeys int
+
+	// Human checks and app signatures (see the README). CaptchaProvider ""
+	// means no CAPTCHA; its secret comes from CaptchaSecretFile or
+	// FLASHGATE_CAPTCHA_SECRET.
+	CaptchaProvider   string
+	CaptchaSecretFile string
+	CaptchaSiteKey    string
+	CaptchaVerifyURL  string
+	CaptchaHostname   string
+	SigningKeysFile   string
+	// DemoDifficulty is the proof-of-work difficulty of the demo sale's
+	// human check; 0: the demo sale has none.
+	DemoDifficulty int
+
 	// Pages serves the web pages; nil: a text page at / (cmd wires web.Handler()).
 	Pages http.Handler
 
@@ -122,6 +142,8 @@ type App struct {
 	cancelW  context.CancelFunc // writers
 	cancelF  context.CancelFunc // front
 	cancelP  context.CancelFunc // projections
+	cancelG  context.CancelFunc // the guard's background parts
+	guard    *guard
 	bg       sync.WaitGroup
 	served   chan error
 	stopping chan struct{} // closed when shutdown begins: streams end
@@ -191,6 +213,12 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket: %w", err)
 	}
+	if a.guard, err = a.newGuard(ctx, c, node, purchaseKeys); err != nil {
+		return nil, err
+	}
+	gctx, cancelG := context.WithCancel(context.Background())
+	a.cancelG = cancelG
+	a.startGuard(gctx, c, a.guard)
 	if a.Store, err = projections.Open(dir.Projections()); err != nil {
 		return nil, fmt.Errorf("projections: %w", err)
 	}
@@ -256,11 +284,14 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		lag, err := a.projectionLag(ctx)
 		return float64(lag), err == nil
 	}, func() bool { return a.nc.IsConnected() }, a.Front.InFlight)
+	a.Metrics.Limiter(a.guard.limiter.Len, a.guard.limiter.Share, a.guard.degraded)
 	handler := api.New(api.Config{
 		Front: a.Front, Store: a.Store, Identity: verifier, Sessions: sessions,
 		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
 		Now: c.Now, Log: a.log, DecisionWait: c.DecisionWait, MaxBody: c.MaxBody, SessionRate: c.SessionRate,
 		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.ReadyCached, Stopping: a.stopping, Pages: c.Pages,
+		Limiter: a.guard.limiter, Proxies: a.guard.proxies, Limits: a.guard.limits,
+		PoW: a.guard.pow, Captcha: a.guard.captcha, Signatures: a.guard.signatures,
 	})
 	if c.MetricsAddr != "" {
 		mux := http.NewServeMux()
@@ -363,7 +394,11 @@ func (a *App) createDemo(ctx context.Context) error {
 		return nil
 	}
 	now := a.cfg.Now()
-	s, err := api.SaleRequest{ID: DemoSale, Stock: 100}.Validate(now)
+	sr := api.SaleRequest{ID: DemoSale, Stock: 100}
+	if a.cfg.DemoDifficulty > 0 {
+		sr.Challenge = &events.Challenge{Kind: events.ChallengePoW, Difficulty: a.cfg.DemoDifficulty}
+	}
+	s, err := sr.Validate(now)
 	if err != nil {
 		return err
 	}
@@ -423,6 +458,9 @@ func (a *App) teardown() {
 	}
 	if a.cancelP != nil {
 		a.cancelP()
+	}
+	if a.cancelG != nil {
+		a.cancelG()
 	}
 	a.bg.Wait()
 	if a.Store != nil {

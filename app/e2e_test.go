@@ -37,6 +37,9 @@ func startApp(t testing.TB, c app.Config) *app.App {
 	}
 	c.HTTP = "127.0.0.1:0"
 	c.SessionRate = -1
+	if c.RateLimit == "" {
+		c.RateLimit = app.RateLimitOff // these tests are many shoppers on one address; the limits have tests of their own
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 		if os.Getenv("FLASHGATE_TEST_LOG") != "" { // see what the service says

@@ -90,7 +90,7 @@ func newFixture(t *testing.T) *fixture {
 		f.rows = append(f.rows, row{
 			csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t0), "sale": sale, "type": "SaleCreated",
 				"id": e.ID, "subject": "fg.sale." + sale, "stored": stored, "data": data},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.sale.%s","stored":%q,"id":%q,"type":"SaleCreated","v":2,"sale":%q,"time":%q,"data":%s}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.sale.%s","stored":%q,"id":%q,"type":"SaleCreated","v":3,"sale":%q,"time":%q,"data":%s}`,
 				seq, sale, stored, e.ID, sale, ts(t0), data),
 		})
 	}
@@ -103,11 +103,11 @@ func newFixture(t *testing.T) *fixture {
 	f.rows = append(f.rows,
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t1), "sale": "a", "type": "TokenRequested",
 			"id": r1.ID, "shopper": "s1", "subject": "fg.req.a", "stored": stored, "data": "{}"},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":2,"sale":"a","time":%q,"shopper":"s1","data":{}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":3,"sale":"a","time":%q,"shopper":"s1","data":{}}`,
 				seq, stored, r1.ID, ts(t1))},
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "1", "time": ts(t1), "sale": "a", "type": "TokenRequested",
 			"id": r2.ID, "shopper": "s2", "client_request_id": `key "1", quoted`, "subject": "fg.req.a", "stored": stored, "data": "{}"},
-			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":2,"sale":"a","time":%q,"shopper":"s2","clientRequestId":"key \"1\", quoted","data":{}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.req.a","stored":%q,"id":%q,"type":"TokenRequested","v":3,"sale":"a","time":%q,"shopper":"s2","clientRequestId":"key \"1\", quoted","data":{}}`,
 				seq, stored, r2.ID, ts(t1))},
 	)
 
@@ -116,7 +116,7 @@ func newFixture(t *testing.T) *fixture {
 	seq, stored = publish(t, env, events.RequestSubject("b"), must(events.EncodeRequests(events.RequestBatch{Requests: []events.Event{r3}})))
 	f.rows = append(f.rows, row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t1), "sale": "b", "type": "TokenRequested",
 		"id": r3.ID, "shopper": "s3", "subject": "fg.req.b", "stored": stored, "data": "{}"},
-		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.b","stored":%q,"id":%q,"type":"TokenRequested","v":2,"sale":"b","time":%q,"shopper":"s3","data":{}}`,
+		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.b","stored":%q,"id":%q,"type":"TokenRequested","v":3,"sale":"b","time":%q,"shopper":"s3","data":{}}`,
 			seq, stored, r3.ID, ts(t1))})
 
 	// 5: a's first decision batch: s1 gets a token, s2 is refused.
@@ -132,12 +132,12 @@ func newFixture(t *testing.T) *fixture {
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t2), "sale": "a", "type": "TokenIssued",
 			"id": d1.ID, "shopper": "s1", "request": r1.ID, "token_id": r1.ID, "already_issued": "false", "expires_at": ts(exp),
 			"batch": "1", "writer": "node-1/1", "subject": "fg.dec.a", "stored": stored, "data": issued},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenIssued","v":2,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenIssued","v":3,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
 				seq, stored, d1.ID, ts(t2), r1.ID, issued)},
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "1", "time": ts(t2), "sale": "a", "type": "TokenDenied",
 			"id": d2.ID, "shopper": "s2", "request": r2.ID, "reason": "quota_exhausted",
 			"batch": "1", "writer": "node-1/1", "subject": "fg.dec.a", "stored": stored, "data": `{"reason":"quota_exhausted"}`},
-			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenDenied","v":2,"sale":"a","time":%q,"shopper":"s2","request":%q,"data":{"reason":"quota_exhausted"}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":1,"writer":"node-1/1","id":%q,"type":"TokenDenied","v":3,"sale":"a","time":%q,"shopper":"s2","request":%q,"data":{"reason":"quota_exhausted"}}`,
 				seq, stored, d2.ID, ts(t2), r2.ID)},
 	)
 
@@ -147,7 +147,7 @@ func newFixture(t *testing.T) *fixture {
 	seq, stored = publish(t, env, events.RequestSubject("a"), must(events.EncodeRequests(events.RequestBatch{Requests: []events.Event{p1}})))
 	f.rows = append(f.rows, row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t2), "sale": "a", "type": "PurchaseRequested",
 		"id": p1.ID, "shopper": "s1", "token_id": r1.ID, "subject": "fg.req.a", "stored": stored, "data": fmt.Sprintf(`{"tokenId":%q}`, r1.ID)},
-		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"PurchaseRequested","v":2,"sale":"a","time":%q,"shopper":"s1","data":{"tokenId":%q}}`,
+		json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.req.a","stored":%q,"id":%q,"type":"PurchaseRequested","v":3,"sale":"a","time":%q,"shopper":"s1","data":{"tokenId":%q}}`,
 			seq, stored, p1.ID, ts(t2), r1.ID)})
 
 	// 7: b's first batch of the day is a token of someone expiring; then a's
@@ -164,12 +164,12 @@ func newFixture(t *testing.T) *fixture {
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "0", "time": ts(t2), "sale": "a", "type": "TokenExpired",
 			"id": x1.ID, "shopper": "s0", "token_id": "tok-0", "expires_at": ts(t1),
 			"batch": "2", "writer": "node-2/7", "subject": "fg.dec.a", "stored": stored, "data": fmt.Sprintf(`{"tokenId":"tok-0","expiresAt":%q}`, ts(t1))},
-			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"TokenExpired","v":2,"sale":"a","time":%q,"shopper":"s0","data":{"tokenId":"tok-0","expiresAt":%q}}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":0,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"TokenExpired","v":3,"sale":"a","time":%q,"shopper":"s0","data":{"tokenId":"tok-0","expiresAt":%q}}`,
 				seq, stored, x1.ID, ts(t2), ts(t1))},
 		row{csv: map[string]string{"seq": fmt.Sprint(seq), "idx": "1", "time": ts(t2), "sale": "a", "type": "PurchaseAccepted",
 			"id": a1.ID, "shopper": "s1", "request": p1.ID, "token_id": r1.ID, "order_id": p1.ID, "units": "1",
 			"batch": "2", "writer": "node-2/7", "subject": "fg.dec.a", "stored": stored, "data": accepted},
-			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"PurchaseAccepted","v":2,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
+			json: fmt.Sprintf(`{"seq":%d,"idx":1,"subject":"fg.dec.a","stored":%q,"batch":2,"writer":"node-2/7","id":%q,"type":"PurchaseAccepted","v":3,"sale":"a","time":%q,"shopper":"s1","request":%q,"data":%s}`,
 				seq, stored, a1.ID, ts(t2), p1.ID, accepted)},
 	)
 

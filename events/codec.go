@@ -114,11 +114,15 @@ func toWire(e Event) (wireEvent, error) {
 }
 
 // upgrade turns the payload of an older schema version into the current
-// one. It is the one place that knows the history of the wire format; today
-// there is only version 1.
+// one. It is the one place that knows the history of the wire format.
 func upgrade(w *wireEvent) error {
 	switch w.V {
 	case SchemaVersion:
+		return nil
+	case 2:
+		// Version 3 added the sale's front policy (SaleCreated.Challenge and
+		// SignedRequests); a version 2 sale has neither. (A version 2
+		// reader would refuse the new fields as unknown: hence the bump.)
 		return nil
 	case 1:
 		// Version 2 added SaleUpdateRequested and SaleUpdated; the events of
@@ -127,7 +131,7 @@ func upgrade(w *wireEvent) error {
 		if w.Type == TypeSaleUpdateRequested || w.Type == TypeSaleUpdated {
 			return fmt.Errorf("%w: %s at version 1", ErrMalformed, w.Type)
 		}
-		return nil
+		return nil // and as version 2
 	default:
 		return fmt.Errorf("%w: event %s of type %s has version %d, this build knows 1..%d",
 			ErrUnknownVersion, w.ID, w.Type, w.V, SchemaVersion)
@@ -172,6 +176,12 @@ func fromWire(w wireEvent) (Event, error) {
 	case *SaleCreated:
 		if d.OpensAt.IsZero() || !ValidScheduleTime(d.OpensAt) || !ValidScheduleTime(d.ClosesAt) {
 			return bad("sale event %s: opening or closing time outside 2000..2200", w.ID)
+		}
+		if err := d.Challenge.Check(); err != nil {
+			return bad("sale event %s: %v", w.ID, err)
+		}
+		if w.V < 3 && (d.Challenge != nil || d.SignedRequests) {
+			return bad("sale event %s: a front policy at version %d", w.ID, w.V)
 		}
 	case *SaleUpdated:
 		if d.OpensAt.IsZero() || !ValidScheduleTime(d.OpensAt) || !ValidScheduleTime(d.ClosesAt) {

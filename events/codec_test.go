@@ -49,7 +49,8 @@ func sampleDecisions() DecisionBatch {
 
 func sampleSale() Event {
 	return Event{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4J", Type: TypeSaleCreated, Version: SchemaVersion, Sale: "demo", Time: at,
-		Data: &SaleCreated{Stock: 100, QuotaBuffer: 1.2, Quota: 120, PerUserLimit: 1, TokenTTL: Duration(5 * time.Minute), OpensAt: at}}
+		Data: &SaleCreated{Stock: 100, QuotaBuffer: 1.2, Quota: 120, PerUserLimit: 1, TokenTTL: Duration(5 * time.Minute), OpensAt: at,
+			Challenge: &Challenge{Kind: ChallengePoW, Difficulty: 18}, SignedRequests: true}}
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -122,8 +123,8 @@ func TestDecodeRefuses(t *testing.T) {
 		in   []byte
 		want error
 	}{
-		{"future version", mut(`"v":2`, `"v":3`), ErrUnknownVersion},
-		{"version zero", mut(`"v":2`, `"v":0`), ErrUnknownVersion},
+		{"future version", mut(`"v":3`, `"v":4`), ErrUnknownVersion},
+		{"version zero", mut(`"v":3`, `"v":0`), ErrUnknownVersion},
 		{"unknown type", mut(`"SaleCreated"`, `"SaleDeleted"`), ErrUnknownType},
 		{"bad id", mut(`01JE2W6N2X7Q8V9B0C1D2E3F4J`, `not-a-ulid`), ErrMalformed},
 		{"bad sale", mut(`"sale":"demo"`, `"sale":"De.mo"`), ErrMalformed},
@@ -250,6 +251,52 @@ func TestHeadSame(t *testing.T) {
 	}
 }
 
+// TestVersion2StillDecodes: the wire files of schema version 2 decode
+// (upgraded) into the same events, with no front policy on the sale.
+func TestVersion2StillDecodes(t *testing.T) {
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", "v2", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rb, err := DecodeRequests(read("requests.json"))
+	if err != nil || len(rb.Requests) != 3 || rb.Requests[0].Version != SchemaVersion {
+		t.Fatalf("v2 requests: %v %+v", err, rb)
+	}
+	db, err := DecodeDecisions(read("decisions.json"))
+	if err != nil || len(db.Events) != 6 {
+		t.Fatalf("v2 decisions: %v %+v", err, db)
+	}
+	e, err := DecodeEvent(read("sale.json"))
+	if err != nil {
+		t.Fatalf("v2 sale: %v", err)
+	}
+	if sc := e.Data.(*SaleCreated); sc.Challenge != nil || sc.SignedRequests {
+		t.Fatalf("v2 sale has a front policy: %+v", sc)
+	}
+	// The fields version 3 added cannot appear at version 2.
+	b := []byte(strings.Replace(string(read("sale.json")), `"perUserLimit":1`, `"perUserLimit":1,"signedRequests":true`, 1))
+	if _, err := DecodeEvent(b); err == nil {
+		t.Fatal("a version 2 sale with signedRequests decoded")
+	}
+}
+
+func TestSaleChallengeChecked(t *testing.T) {
+	good, _ := EncodeEvent(sampleSale())
+	for _, bad := range []string{`"difficulty":0`, `"difficulty":33`, `"difficulty":-1`} {
+		b := []byte(strings.Replace(string(good), `"difficulty":18`, bad, 1))
+		if _, err := DecodeEvent(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("challenge with %s: %v, want ErrMalformed", bad, err)
+		}
+	}
+	b := []byte(strings.Replace(string(good), `"kind":"pow"`, `"kind":"riddle"`, 1))
+	if _, err := DecodeEvent(b); !errors.Is(err, ErrMalformed) {
+		t.Errorf("unknown challenge kind: %v", err)
+	}
+}
+
 // TestVersion1StillDecodes: the wire files of schema version 1, as the first
 // release wrote them, decode (upgraded) into the same events.
 func TestVersion1StillDecodes(t *testing.T) {
@@ -280,10 +327,10 @@ func TestVersion1StillDecodes(t *testing.T) {
 
 func TestTooNewIsNotGarbage(t *testing.T) {
 	good, _ := EncodeEvent(sampleSale())
-	newer := []byte(strings.Replace(string(good), `"v":2`, `"v":3`, 1))
+	newer := []byte(strings.Replace(string(good), `"v":3`, `"v":4`, 1))
 	_, err := DecodeEvent(newer)
 	if !TooNew(err) {
-		t.Fatalf("a version 3 event: %v, want TooNew", err)
+		t.Fatalf("a version 4 event: %v, want TooNew", err)
 	}
 	newType := []byte(strings.Replace(string(good), `"SaleCreated"`, `"SaleArchived"`, 1))
 	if _, err := DecodeEvent(newType); !TooNew(err) {

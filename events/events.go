@@ -18,7 +18,7 @@ import (
 
 // SchemaVersion is the version Encode writes. Decode refuses any other
 // version it does not know how to upgrade.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Type names a fact. Facts are in the past tense.
 type Type string
@@ -89,6 +89,48 @@ type SaleCreated struct {
 	TokenTTL     Duration  `json:"tokenTTL"`
 	OpensAt      time.Time `json:"opensAt"`
 	ClosesAt     time.Time `json:"closesAt,omitzero"`
+	// Front policy (schema version 3): checks every process's front makes
+	// before a request reaches the writer. They decide nothing the writer
+	// decides, so replay and the audit ignore them.
+	Challenge      *Challenge `json:"challenge,omitempty"`      // a human check before token requests; nil: none
+	SignedRequests bool       `json:"signedRequests,omitempty"` // token and purchase requests must carry an app's X-Signature
+}
+
+// Kinds of human check.
+const (
+	ChallengePoW     = "pow"     // a proof-of-work puzzle, no third party
+	ChallengeCaptcha = "captcha" // the CAPTCHA provider the server is configured with
+)
+
+// Challenge is a sale's human check.
+type Challenge struct {
+	Kind       string `json:"kind"`                 // ChallengePoW or ChallengeCaptcha
+	Difficulty int    `json:"difficulty,omitempty"` // pow: leading zero bits of the puzzle
+}
+
+// Bounds of a proof-of-work difficulty, in leading zero bits.
+const (
+	MinPoWDifficulty = 1
+	MaxPoWDifficulty = 32
+)
+
+// Check reports what is wrong with a sale's human check; nil is none.
+func (c *Challenge) Check() error {
+	switch {
+	case c == nil:
+		return nil
+	case c.Kind == ChallengePoW:
+		if c.Difficulty < MinPoWDifficulty || c.Difficulty > MaxPoWDifficulty {
+			return fmt.Errorf("challenge difficulty %d outside %d..%d", c.Difficulty, MinPoWDifficulty, MaxPoWDifficulty)
+		}
+	case c.Kind == ChallengeCaptcha:
+		if c.Difficulty != 0 {
+			return fmt.Errorf("a captcha challenge has no difficulty")
+		}
+	default:
+		return fmt.Errorf("challenge kind %q is not %s or %s", c.Kind, ChallengePoW, ChallengeCaptcha)
+	}
+	return nil
 }
 
 // TokenRequested is a shopper asking for a purchase token.
@@ -210,6 +252,9 @@ const (
 	SubjectDecPfx    = "fg.dec."
 	SubjectAll       = "fg.>"
 	LeaseBucket      = "FLASHGATE_LEASES"
+	OnceBucket       = "FLASHGATE_ONCE"   // single-use values (puzzles, signature nonces), kept OnceTTL
+	LimitsBucket     = "FLASHGATE_LIMITS" // rate-limit policies set by operators, by policy name
+	NodesBucket      = "FLASHGATE_NODES"  // live flashgate processes, by node id, kept NodesTTL
 	SubjectSaleAll   = SubjectSalePfx + "*"
 	SubjectDecAll    = SubjectDecPfx + "*"
 	SubjectReqAll    = SubjectReqPfx + "*"
@@ -218,6 +263,13 @@ const (
 )
 
 var saleIDPattern = regexp.MustCompile(saleIDPatternSrc)
+
+// Lifetimes of the buckets' entries. OnceTTL outlives every single-use
+// value's validity: a puzzle's (2 minutes) and a signature's window (±30 s).
+const (
+	OnceTTL  = 5 * time.Minute
+	NodesTTL = 30 * time.Second
+)
 
 // ValidSaleID reports whether id may name a sale: 1 to 64 characters of
 // lower-case letters, digits, '-' and '_', starting with a letter or digit.

@@ -66,6 +66,9 @@ type Sale struct {
 	TokenTTL     time.Duration
 	OpensAt      time.Time
 	ClosesAt     time.Time // zero: never closes
+	// The front's checks (the writer decides nothing by them).
+	Challenge      *events.Challenge // human check before token requests; nil: none
+	SignedRequests bool              // token and purchase requests carry an app's signature
 }
 
 // Quota is ceil(stock x buffer), never below the stock. The buffer counts
@@ -85,7 +88,8 @@ func SaleFromEvent(e events.Event) (Sale, error) {
 		return Sale{}, fmt.Errorf("sale %s: event %s is a %s, not SaleCreated", e.Sale, e.ID, e.Type)
 	}
 	return Sale{ID: e.Sale, Stock: d.Stock, Quota: d.Quota, QuotaBuffer: d.QuotaBuffer, PerUserLimit: d.PerUserLimit,
-		TokenTTL: time.Duration(d.TokenTTL), OpensAt: d.OpensAt, ClosesAt: d.ClosesAt}, nil
+		TokenTTL: time.Duration(d.TokenTTL), OpensAt: d.OpensAt, ClosesAt: d.ClosesAt,
+		Challenge: d.Challenge, SignedRequests: d.SignedRequests}, nil
 }
 
 // Status is what a sale looks like to a shopper at a moment.

@@ -28,6 +28,8 @@ type Metrics struct {
 	commitSeconds *prometheus.HistogramVec
 	rateLimited   *prometheus.CounterVec
 	answers       *prometheus.CounterVec
+	challenges    *prometheus.CounterVec
+	signatures    *prometheus.CounterVec
 }
 
 // New builds the metrics and registers them, with the Go runtime and
@@ -53,8 +55,13 @@ func New() *Metrics {
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "request_answers_total",
 			Help: "How token, purchase and operator requests were answered: decided, pending (202), cheap (refused from the cached head without an append), overloaded or unavailable (503)."},
 			[]string{"kind", "outcome"}),
+		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "challenges_total",
+			Help: "Human checks by kind (pow, captcha) and result (issued, passed, required, failed, unavailable)."}, []string{"kind", "result"}),
+		signatures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "signatures_total",
+			Help: "App request signatures by result (valid, missing, invalid, stale, replayed, unavailable)."}, []string{"result"}),
 	}
 	m.Registry.MustRegister(m.httpRequests, m.httpDuration, m.decisions, m.batchRequests, m.commitSeconds, m.rateLimited, m.answers,
+		m.challenges, m.signatures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -117,6 +124,29 @@ func (m *Metrics) Commit(db *events.DecisionBatch, requests int, took time.Durat
 // Answer records how a request of kind (token, purchase, operator) was
 // answered.
 func (m *Metrics) Answer(kind, outcome string) { m.answers.WithLabelValues(kind, outcome).Inc() }
+
+// Challenge records one human check.
+func (m *Metrics) Challenge(kind, result string) { m.challenges.WithLabelValues(kind, result).Inc() }
+
+// Signature records one app signature check.
+func (m *Metrics) Signature(result string) { m.signatures.WithLabelValues(result).Inc() }
+
+// Limiter registers the rate limiter's gauges: keys remembered, the live
+// processes the global limits are shared by, and whether the limiter runs
+// on local state alone (NATS unreachable).
+func (m *Metrics) Limiter(keys func() int, processes func() int, degraded func() bool) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limit_keys",
+		Help: "Client addresses and shoppers the rate limiter remembers (bounded)."}, func() float64 { return float64(keys()) }))
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limit_processes",
+		Help: "Live flashgate processes sharing each global rate limit (each enforces limit / processes)."}, func() float64 { return float64(processes()) }))
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "rate_limit_degraded",
+		Help: "1 while the rate limiter works on local state only (NATS unreachable: policies and the process count are the last known)."}, func() float64 {
+		if degraded() {
+			return 1
+		}
+		return 0
+	}))
+}
 
 // RateLimit records one rate-limit decision.
 func (m *Metrics) RateLimit(policy, result string) {

@@ -25,7 +25,7 @@ type Config struct {
 // DefaultLeaseTTL is the lease TTL when Config leaves it zero.
 const DefaultLeaseTTL = 5 * time.Second
 
-// Ensure creates the stream and the lease bucket, or checks that they exist
+// Ensure creates the stream and the buckets, or checks that they exist
 // with a compatible configuration.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if c.Replicas == 0 {
@@ -58,6 +58,19 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	})
 	if err != nil {
 		return fmt.Errorf("ensure bucket %s: %w", events.LeaseBucket, err)
+	}
+	for _, kc := range []jetstream.KeyValueConfig{
+		{Bucket: events.OnceBucket, Description: "flashgate: single-use puzzles and signature nonces already used", TTL: events.OnceTTL},
+		{Bucket: events.LimitsBucket, Description: "flashgate: rate-limit policies set by operators", History: 5},
+		{Bucket: events.NodesBucket, Description: "flashgate: live processes", TTL: events.NodesTTL},
+	} {
+		kc.Storage, kc.Replicas = jetstream.FileStorage, c.Replicas
+		if kc.History == 0 {
+			kc.History = 1
+		}
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
+		}
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flashgate/flashgate/challenge"
 )
 
 // buildBinary builds flashgate once per test run.
@@ -56,7 +58,7 @@ type child struct {
 
 func startChild(t *testing.T, data string) *child {
 	t.Helper()
-	cmd := exec.Command(binary(t), "serve", "--data", data, "--http", "127.0.0.1:0", "--demo=false", "--session-rate=-1")
+	cmd := exec.Command(binary(t), "serve", "--data", data, "--http", "127.0.0.1:0", "--demo=false", "--session-rate=-1", "--rate-limit=off")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +306,20 @@ func TestServeAndAuditInProcess(t *testing.T) {
 	if err != nil || code != 201 {
 		t.Fatal(code, err)
 	}
+	// The demo sale asks for the human check: without it, no token.
 	code, tk, err := call(t, "POST", url+"/api/v1/sales/demo/tokens", s["session"].(string), nil, nil)
+	if err != nil || code != 403 || tk["error"] != "challenge_required" {
+		t.Fatalf("demo token without a solution: %d %v %v", code, tk, err)
+	}
+	code, pz, err := call(t, "POST", url+"/api/v1/sales/demo/challenge", s["session"].(string), nil, nil)
+	if err != nil || code != 201 || pz["kind"] != "pow" || pz["difficulty"] != float64(challenge.DefaultDifficulty) {
+		t.Fatalf("demo challenge: %d %v %v", code, pz, err)
+	}
+	solution, err := challenge.Solve(context.Background(), pz["challenge"].(string), challenge.DefaultDifficulty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, tk, err = call(t, "POST", url+"/api/v1/sales/demo/tokens", s["session"].(string), map[string]string{"X-Challenge-Solution": solution}, nil)
 	if err != nil || code != 201 {
 		t.Fatalf("demo token: %d %v %v", code, tk, err)
 	}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/app"
+	"github.com/flashgate/flashgate/challenge"
+	"github.com/flashgate/flashgate/ratelimit"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/flashgate/flashgate/web"
 	"golang.org/x/term"
@@ -26,6 +28,7 @@ import (
 // logging serve sets up itself.
 type serveConfig struct {
 	app.Config
+	TrustedProxies string // comma-separated; split into Config.TrustedProxies
 	AdminTokenFile string
 	LogLevel       string
 	LogFormat      string
@@ -77,6 +80,16 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.IdentityKey, "identity-public-key", "", "PEM public key file of the shop's identity provider: shoppers bring its JWTs instead of anonymous sessions")
 	fs.StringVar(&c.IdentityIssuer, "identity-issuer", "", "required iss of identity-provider JWTs (with --identity-public-key)")
 	fs.StringVar(&c.IdentityAudience, "identity-audience", "", "required aud of identity-provider JWTs (with --identity-public-key)")
+	fs.StringVar(&c.RateLimit, "rate-limit", app.RateLimitOn, "rate limits: on, shadow (decide and count, never refuse) or off (benchmarks); policies: flashgate limits")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the client (default: none, the header is ignored)")
+	fs.IntVar(&c.RateLimitMaxKeys, "rate-limit-max-keys", ratelimit.DefaultMaxKeys, "client addresses and shoppers the rate limiter remembers at most (~56 bytes each)")
+	fs.IntVar(&c.DemoDifficulty, "demo-difficulty", challenge.DefaultDifficulty, "proof-of-work difficulty of the demo sale's human check (0: none)")
+	fs.StringVar(&c.CaptchaProvider, "captcha-provider", "", "CAPTCHA for sales with {\"challenge\": {\"kind\": \"captcha\"}}: turnstile, hcaptcha or recaptcha (default: none)")
+	fs.StringVar(&c.CaptchaSecretFile, "captcha-secret-file", "", "file holding the CAPTCHA secret key (or FLASHGATE_CAPTCHA_SECRET)")
+	fs.StringVar(&c.CaptchaSiteKey, "captcha-site-key", "", "the CAPTCHA's public site key, for the shop page")
+	fs.StringVar(&c.CaptchaVerifyURL, "captcha-verify-url", "", "the provider's siteverify URL (default: the provider's own)")
+	fs.StringVar(&c.CaptchaHostname, "captcha-hostname", "", "if set, the hostname the provider reports must be this")
+	fs.StringVar(&c.SigningKeysFile, "signing-keys-file", "", "app signing keys, one \"<key id> <secret>\" a line: sales with \"signedRequests\" take requests signed with them")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (default: on the --http listener)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve pprof on this address (default: off)")
 	fs.Uint64Var(&c.ReadyLag, "ready-lag", defaultReadyLag, "not ready while the projections are more than this many messages behind")
@@ -262,6 +275,34 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 	if c.ReadyLag == 0 {
 		bad("ready-lag", "must be more than 0")
+	}
+	if !slices.Contains([]string{app.RateLimitOn, app.RateLimitShadow, app.RateLimitOff}, c.RateLimit) {
+		bad("rate-limit", "must be on, shadow or off")
+	}
+	c.Config.TrustedProxies = nil
+	for _, p := range strings.Split(c.TrustedProxies, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.Config.TrustedProxies = append(c.Config.TrustedProxies, p)
+		}
+	}
+	if _, err := ratelimit.ParseProxies(c.Config.TrustedProxies); err != nil {
+		bad("trusted-proxies", "%v", err)
+	}
+	if c.RateLimitMaxKeys < 1000 {
+		bad("rate-limit-max-keys", "must be at least 1000")
+	}
+	if c.DemoDifficulty < 0 || c.DemoDifficulty > challenge.MaxDifficulty {
+		bad("demo-difficulty", "must be 0 (none) to %d", challenge.MaxDifficulty)
+	}
+	if c.CaptchaProvider != "" && !slices.Contains([]string{challenge.ProviderTurnstile, challenge.ProviderHCaptcha, challenge.ProviderReCaptcha}, c.CaptchaProvider) {
+		bad("captcha-provider", "must be turnstile, hcaptcha or recaptcha")
+	}
+	if c.CaptchaProvider == "" {
+		for _, name := range []string{"captcha-secret-file", "captcha-site-key", "captcha-verify-url", "captcha-hostname"} {
+			if fs.Lookup(name).Value.String() != "" {
+				bad(name, "is only used with --captcha-provider")
+			}
+		}
 	}
 	if !slices.Contains(logLevels, strings.ToLower(c.LogLevel)) {
 		bad("log-level", "must be one of %s", strings.Join(logLevels, ", "))

@@ -1,0 +1,171 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/flashgate/flashgate/challenge"
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/front"
+	"github.com/flashgate/flashgate/signing"
+)
+
+// The bot defence of a sale's requests: the human check (a proof-of-work
+// puzzle or a CAPTCHA) before token requests, and app signatures on every
+// request of a sale that requires them. Both run after the cheap state checks
+// (a sold-out sale answers without either) and before the request is
+// appended, so refused traffic never reaches the stream.
+
+// ChallengeHeader carries the solution of a sale's human check.
+const ChallengeHeader = "X-Challenge-Solution"
+
+// challengeFor answers POST /api/v1/sales/{sale}/challenge: a fresh puzzle,
+// the CAPTCHA to show, or {"kind":"none"} for a sale without a check.
+func (a *api) challengeFor(w http.ResponseWriter, r *http.Request, shopper string) error {
+	v, err := a.lookup(r.PathValue("sale"))
+	if err != nil {
+		return err
+	}
+	c := v.Sale.Challenge
+	switch {
+	case c == nil:
+		writeJSON(w, http.StatusOK, map[string]any{"kind": "none"})
+	case c.Kind == events.ChallengePoW:
+		if a.PoW == nil {
+			return challengeUnavailable("proof of work is not configured on this server")
+		}
+		p, err := a.PoW.Issue(v.Sale.ID, shopper, c.Difficulty)
+		if err != nil {
+			return err
+		}
+		a.challenged(c.Kind, "issued")
+		writeJSON(w, http.StatusCreated, p)
+	case c.Kind == events.ChallengeCaptcha:
+		if a.Captcha == nil {
+			return challengeUnavailable("no CAPTCHA provider is configured on this server")
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"kind": "captcha", "provider": a.Captcha.Provider(), "siteKey": a.Captcha.SiteKey()})
+	default:
+		return fmt.Errorf("sale %s: challenge kind %q", v.Sale.ID, c.Kind)
+	}
+	return nil
+}
+
+// checkChallenge verifies the solution a token request carries for sale v.
+func (a *api) checkChallenge(r *http.Request, v front.SaleView, shopper string) error {
+	c := v.Sale.Challenge
+	if c == nil {
+		return nil
+	}
+	solution := r.Header.Get(ChallengeHeader)
+	var err error
+	switch c.Kind {
+	case events.ChallengePoW:
+		if a.PoW == nil {
+			return challengeUnavailable("proof of work is not configured on this server")
+		}
+		err = a.PoW.Verify(r.Context(), v.Sale.ID, shopper, solution)
+	case events.ChallengeCaptcha:
+		if a.Captcha == nil {
+			return challengeUnavailable("no CAPTCHA provider is configured on this server")
+		}
+		err = a.Captcha.Verify(r.Context(), solution, a.clientIP(r))
+	default:
+		return fmt.Errorf("sale %s: challenge kind %q", v.Sale.ID, c.Kind)
+	}
+	switch {
+	case err == nil:
+		a.challenged(c.Kind, "passed")
+		return nil
+	case errors.Is(err, challenge.ErrRequired):
+		a.challenged(c.Kind, "required")
+		return newError(http.StatusForbidden, "challenge_required",
+			"this sale asks for a human check first: POST /api/v1/sales/"+v.Sale.ID+"/challenge, then send the solution in "+ChallengeHeader).
+			with("challenge", c.Kind)
+	case errors.Is(err, challenge.ErrFailed):
+		a.challenged(c.Kind, "failed")
+		return newError(http.StatusForbidden, "challenge_failed", err.Error()+"; ask for a new challenge").with("challenge", c.Kind)
+	case errors.Is(err, challenge.ErrUnavailable):
+		a.challenged(c.Kind, "unavailable")
+		a.Log.Warn("challenge check unavailable", "request_id", reqID(r), "sale", v.Sale.ID, "err", err)
+		return challengeUnavailable("the human check cannot be verified right now")
+	}
+	return err
+}
+
+func challengeUnavailable(msg string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "challenge_unavailable", Message: msg + ", retry shortly", RetryAfter: 1}
+}
+
+// checkSignature verifies the app signature of a request to a sale that
+// requires one. The body is read (within MaxBody) and put back.
+func (a *api) checkSignature(r *http.Request, v front.SaleView) error {
+	if !v.Sale.SignedRequests {
+		return nil
+	}
+	if a.Signatures == nil {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "signature_unavailable",
+			Message: "this sale requires signed requests but the server has no signing keys", RetryAfter: 5}
+	}
+	hs := r.Header.Values(signing.Header)
+	if len(hs) > 1 {
+		a.signed("invalid")
+		return newError(http.StatusUnauthorized, "signature_invalid", "more than one "+signing.Header+" header")
+	}
+	var body []byte
+	if r.Body != nil {
+		var err error
+		if body, err = io.ReadAll(r.Body); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return newError(http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body over %d bytes", a.MaxBody))
+			}
+			return newError(http.StatusBadRequest, "bad_request", "reading the body: "+err.Error())
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	_, err := a.Signatures.Verify(r.Context(), r.Method, r.RequestURI, body, r.Header.Get(signing.Header))
+	var e *Error
+	switch {
+	case err == nil:
+		a.signed("valid")
+		return nil
+	case errors.Is(err, signing.ErrMissing):
+		a.signed("missing")
+		e = newError(http.StatusUnauthorized, "signature_required", "this sale takes requests signed by the shop's app ("+signing.Header+")")
+	case errors.Is(err, signing.ErrStale):
+		a.signed("stale")
+		e = newError(http.StatusUnauthorized, "signature_stale", err.Error()+"; sync the clock with GET /api/v1/time").
+			with("serverTime", a.Now().UTC().Format(time.RFC3339Nano))
+	case errors.Is(err, signing.ErrReplayed):
+		a.signed("replayed")
+		e = newError(http.StatusUnauthorized, "signature_replayed", "this request was seen before; sign every request with a new nonce")
+	case errors.Is(err, signing.ErrUnavailable):
+		a.signed("unavailable")
+		a.Log.Warn("signature nonce store unavailable", "request_id", reqID(r), "err", err)
+		return &Error{Status: http.StatusServiceUnavailable, Code: "signature_unavailable",
+			Message: "the signature cannot be checked right now; retry with a new nonce", RetryAfter: 1}
+	case errors.Is(err, signing.ErrMalformed), errors.Is(err, signing.ErrUnknownKey), errors.Is(err, signing.ErrBadSignature):
+		a.signed("invalid")
+		e = newError(http.StatusUnauthorized, "signature_invalid", err.Error())
+	default:
+		return err
+	}
+	return e
+}
+
+func (a *api) challenged(kind, result string) {
+	if a.Metrics != nil {
+		a.Metrics.Challenge(kind, result)
+	}
+}
+
+func (a *api) signed(result string) {
+	if a.Metrics != nil {
+		a.Metrics.Signature(result)
+	}
+}
