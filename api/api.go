@@ -308,10 +308,12 @@ func (a *api) index(w http.ResponseWriter, r *http.Request) {
 	base := "http://" + r.Host
 	fmt.Fprintf(w, `flashgate is running.
 
-Buy a unit in the demo sale (if the server runs with --demo):
+Buy a unit in the demo sale (if the server runs with --demo; flashgate solve
+does its proof-of-work check):
 
   S=$(curl -s -X POST %[1]s/api/v1/session | jq -r .session)
-  T=$(curl -s -X POST -H "Authorization: Bearer $S" %[1]s/api/v1/sales/demo/tokens | jq -r .token)
+  X=$(curl -s -X POST -H "Authorization: Bearer $S" %[1]s/api/v1/sales/demo/challenge | flashgate solve)
+  T=$(curl -s -X POST -H "Authorization: Bearer $S" -H "X-Challenge-Solution: $X" %[1]s/api/v1/sales/demo/tokens | jq -r .token)
   curl -s -X POST -H "Authorization: Bearer $S" -H "X-Purchase-Token: $T" %[1]s/api/v1/sales/demo/purchases
 
 The sale:   %[1]s/api/v1/sales/demo

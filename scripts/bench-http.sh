@@ -9,7 +9,7 @@ SHOPPERS=${SHOPPERS:-20000}
 CONCURRENCY=${CONCURRENCY:-64}
 data=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$data"' EXIT
-"$BIN" serve --data "$data" --http 127.0.0.1:0 --demo=false --session-rate=-1 --log-level warn >"$data/out" 2>"$data/err" &
+"$BIN" serve --data "$data" --http 127.0.0.1:0 --demo=false --session-rate=-1 --rate-limit=off --log-level warn >"$data/out" 2>"$data/err" &
 pid=$!
 for _ in $(seq 100); do grep -q "serving on" "$data/out" 2>/dev/null && break; sleep 0.1; done
 url=$(sed -n 's/^flashgate is serving on //p' "$data/out")

@@ -350,6 +350,31 @@ func TestBrowser(t *testing.T) {
 		p.checkConsole()
 	})
 
+	// H: a sale with the proof-of-work check at the default difficulty: the
+	// browser solves the puzzle in a worker and buys; the solving time is
+	// reported (the target is about a second).
+	t.Run("HumanCheckThenBuy", func(t *testing.T) {
+		s.createSale(t, map[string]any{"id": "h", "stock": 3, "challenge": map[string]any{"kind": "pow"}})
+		p := newTab(t, browser, 375, 812)
+		p.do("open the sale", chromedp.Navigate(s.pages+"/sales/h"), chromedp.WaitEnabled(chromedp.ID("buy")))
+		p.do("buy", chromedp.Click(chromedp.ID("buy")))
+		p.waitFor("the order", `document.getElementById('order-id').textContent.trim()`)
+		solved := p.eval("the solving time", `JSON.stringify(globalThis.flashgatePowLast || null)`)
+		var last struct {
+			Tries, Difficulty int
+			Ms                float64
+		}
+		if err := json.Unmarshal([]byte(solved), &last); err != nil || last.Tries == 0 {
+			t.Fatalf("no puzzle solved in the page: %s", solved)
+		}
+		t.Logf("the browser solved a difficulty %d puzzle in %d tries, %.0f ms (%.0f thousand hashes/s)",
+			last.Difficulty, last.Tries, last.Ms, float64(last.Tries)/last.Ms)
+		if r := s.adminSale(t, "h"); r.num("sold") != 1 {
+			t.Errorf("after the purchase: %s; want sold 1", r.Raw)
+		}
+		p.checkConsole()
+	})
+
 	// B: a fresh browser context on a sale bought out over HTTP sees the
 	// sold-out message and a disabled button.
 	t.Run("SoldOut", func(t *testing.T) {

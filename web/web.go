@@ -65,7 +65,35 @@ func load(name, ctype string) file {
 //	GET /static/...    the pages' scripts and styles
 //
 // and answers 404 to anything else.
-func Handler() http.Handler {
+func Handler() http.Handler { return HandlerWith(Options{}) }
+
+// Options change what the pages may load.
+type Options struct {
+	// CaptchaProvider (turnstile, hcaptcha, recaptcha) lets the shop page
+	// load that provider's widget: its origins join the policy's script,
+	// frame, style and connect sources. Empty: no third party at all.
+	CaptchaProvider string
+}
+
+// captchaOrigins are each CAPTCHA provider's origins its widget needs.
+var captchaOrigins = map[string]string{
+	"turnstile": "https://challenges.cloudflare.com",
+	"hcaptcha":  "https://hcaptcha.com https://*.hcaptcha.com",
+	"recaptcha": "https://www.google.com https://www.gstatic.com https://www.recaptcha.net",
+}
+
+// CSP is the Content-Security-Policy the pages are served with under o.
+func CSP(o Options) string {
+	extra, ok := captchaOrigins[o.CaptchaProvider]
+	if !ok {
+		return ContentSecurityPolicy
+	}
+	return "default-src 'none'; script-src 'self' " + extra + "; style-src 'self' " + extra + "; img-src 'self' data:; " +
+		"connect-src 'self' " + extra + "; frame-src " + extra + "; worker-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+}
+
+// HandlerWith is Handler with options.
+func HandlerWith(o Options) http.Handler {
 	shop := load("assets/shop.html", "text/html; charset=utf-8")
 	admin := load("assets/admin.html", "text/html; charset=utf-8")
 	static := map[string]file{}
@@ -95,7 +123,7 @@ func Handler() http.Handler {
 		w.Header().Set("Cache-Control", StaticCacheControl)
 		serve(w, r, f)
 	})
-	return secure(mux)
+	return secure(CSP(o), mux)
 }
 
 // page serves an HTML page; browsers revalidate it each time (the ETag makes
@@ -114,10 +142,10 @@ func serve(w http.ResponseWriter, r *http.Request, f file) {
 }
 
 // secure sets the security headers on every answer.
-func secure(next http.Handler) http.Handler {
+func secure(csp string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", ContentSecurityPolicy)
+		h.Set("Content-Security-Policy", csp)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")

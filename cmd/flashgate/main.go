@@ -24,6 +24,8 @@ const usage = `flashgate — a gate for limited-stock sales
 Usage:
   flashgate serve  [flags]              run the service (embedded NATS by default)
   flashgate sale   create|get|list ...  manage sales through the admin API
+  flashgate limits list|set|reset ...   rate-limit policies, changed live on every process
+  flashgate solve  [CHALLENGE DIFF]     solve a proof-of-work puzzle (JSON on stdin) for curl
   flashgate audit  [flags]              replay the events and check every invariant
   flashgate events tail|export ...      follow or write out the event history
   flashgate backup --out FILE           back up a whole installation (stream, buckets, keys)
@@ -52,6 +54,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = serve(ctx, args[1:], getenv, stdout, stderr)
 	case "sale":
 		err = sale(ctx, args[1:], getenv, stdout, stderr)
+	case "solve":
+		err = solveCmd(ctx, args[1:], stdinReader, stdout, stderr)
+	case "limits":
+		err = limitsCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "events":

@@ -17,6 +17,7 @@ import (
 const saleUsage = `Usage:
   flashgate sale create --id ID --stock N [--quota-buffer 1.2] [--per-user-limit 1]
                         [--token-ttl 5m] [--opens-at RFC3339] [--closes-at RFC3339]
+                        [--challenge pow|captcha] [--difficulty N] [--signed-requests]
   flashgate sale get ID
   flashgate sale list
 Common flags: --url (default http://127.0.0.1:8080), --admin-token (default: the
@@ -43,6 +44,9 @@ func sale(ctx context.Context, args []string, getenv func(string) string, stdout
 		ttl := fs.Duration("token-ttl", 5*time.Minute, "purchase token lifetime (1s to 24h)")
 		opens := fs.String("opens-at", "", "opening time, RFC 3339 (default: now)")
 		closes := fs.String("closes-at", "", "closing time, RFC 3339 (default: never)")
+		check := fs.String("challenge", "", "human check before token requests: pow or captcha (default: none)")
+		difficulty := fs.Int("difficulty", 0, "proof-of-work difficulty in leading zero bits (default: the server's, 19)")
+		signed := fs.Bool("signed-requests", false, "token and purchase requests must be signed by the shop's app (X-Signature)")
 		if err := parse(fs, args, getenv); err != nil {
 			return err
 		}
@@ -52,6 +56,19 @@ func sale(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		if *closes != "" {
 			body["closesAt"] = *closes
+		}
+		switch {
+		case *check != "":
+			c := map[string]any{"kind": *check}
+			if *difficulty != 0 {
+				c["difficulty"] = *difficulty
+			}
+			body["challenge"] = c
+		case *difficulty != 0:
+			return fmt.Errorf("--difficulty needs --challenge pow")
+		}
+		if *signed {
+			body["signedRequests"] = true
 		}
 	case "get", "list":
 		if err := parse(fs, args, getenv); err != nil {

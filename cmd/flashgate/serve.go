@@ -126,7 +126,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 	}
 	c.Log = sc.logger(stderr)
-	c.Pages = web.Handler()
+	c.Pages = web.HandlerWith(web.Options{CaptchaProvider: c.CaptchaProvider})
 
 	a, err := app.Start(ctx, c)
 	if err != nil {

@@ -3,6 +3,7 @@
 // list of steps (see `steps`) so later features can insert their own.
 
 import { call, NetworkError, sleep, num, setText, randomID } from './api.js';
+import { solvePow, captchaToken } from './human.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -356,9 +357,44 @@ async function stepSession(ctx) {
   ctx.shopper = r.body.shopper;
 }
 
+/**
+ * stepChallenge passes the sale's human check, if it has one: a puzzle the
+ * browser solves (about a second) or the CAPTCHA. The solution is good for
+ * one token request.
+ */
+async function stepChallenge(ctx) {
+  ctx.solution = null;
+  if (!S.sale?.challenge) return;
+  say('info', 'Checking that you are a person…');
+  const r = await send('POST', `/api/v1/sales/${encodeURIComponent(ctx.sale)}/challenge`, { bearer: ctx.session });
+  if (r.status === 401 && r.body.error === 'unauthenticated') { forgetSession(); throw new Restart('session'); }
+  if (r.status === 200 && r.body.kind === 'none') return;
+  if (r.status === 201 && r.body.kind === 'pow') {
+    say('info', 'Checking that you are a person…', 'Your browser is solving a small puzzle; this takes about a second.');
+    try {
+      ctx.solution = await solvePow(r.body);
+    } catch (err) {
+      throw new Failure(0, { error: 'challenge_unsolved', message: err.message });
+    }
+    return;
+  }
+  if (r.status === 200 && r.body.kind === 'captcha') {
+    say('info', 'Please confirm that you are a person.');
+    try {
+      ctx.solution = await captchaToken($('captcha'), r.body);
+    } catch (err) {
+      throw new Failure(0, { error: 'challenge_unsolved', message: err.message });
+    }
+    return;
+  }
+  throw new Failure(r.status, r.body);
+}
+
 async function stepToken(ctx) {
   say('info', 'Asking for a purchase token…');
-  let r = await send('POST', `/api/v1/sales/${encodeURIComponent(ctx.sale)}/tokens`, { bearer: ctx.session });
+  const headers = ctx.solution ? { 'X-Challenge-Solution': ctx.solution } : undefined;
+  ctx.solution = null; // good once
+  let r = await send('POST', `/api/v1/sales/${encodeURIComponent(ctx.sale)}/tokens`, { bearer: ctx.session, headers });
   if (r.status === 202 && r.body.status === 'pending') {
     say('info', 'Asking for a purchase token…', 'Many shoppers at once — hold on, your place is kept.');
     r = await pollRequest(ctx, r.body.requestId);
@@ -368,6 +404,9 @@ async function stepToken(ctx) {
     return;
   }
   if (r.status === 401 && r.body.error === 'unauthenticated') { forgetSession(); throw new Restart('session'); }
+  if (r.body.error === 'challenge_required' || r.body.error === 'challenge_failed') {
+    throw new Restart('challenge', 'One more check…');
+  }
   throw new Failure(r.status, r.body);
 }
 
@@ -442,7 +481,8 @@ function showOrder(id, order) {
  */
 export const steps = [
   { name: 'session', run: stepSession },
-  // A human check and the waiting room go here, between session and token.
+  { name: 'challenge', run: stepChallenge },
+  // The waiting room goes here, between the human check and the token.
   { name: 'token', run: stepToken },
   { name: 'purchase', run: stepPurchase },
   { name: 'order', run: stepOrder },
@@ -553,6 +593,10 @@ function failed(err) {
     case 'anonymous_sessions_disabled':
       S.final = 'no_sessions';
       say('error', 'This shop signs shoppers in with its own accounts.', 'Sign in on the shop’s site first.');
+      return;
+    case 'challenge_unsolved':
+      say('error', 'The check that you are a person did not finish.', `${b.message || 'Please try again'}.`);
+      offerRetry(2);
       return;
     case 'slow':
       say('wait', 'Your request is taking longer than usual.', 'Try again — asking twice is safe, you will not buy twice.');
