@@ -162,3 +162,39 @@ func TestPagesFollowCSP(t *testing.T) {
 		}
 	}
 }
+
+// TestCaptchaOrigins: a configured CAPTCHA provider's origins, and only
+// they, join the pages' policy; without one, no third party is allowed.
+func TestCaptchaOrigins(t *testing.T) {
+	for provider, origin := range map[string]string{"turnstile": "https://challenges.cloudflare.com",
+		"hcaptcha": "https://*.hcaptcha.com", "recaptcha": "https://www.google.com"} {
+		h := web.HandlerWith(web.Options{CaptchaProvider: provider})
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		csp := rec.Header().Get("Content-Security-Policy")
+		directives := map[string]string{}
+		for _, d := range strings.Split(csp, ";") {
+			name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+			directives[name] = value
+		}
+		for _, dir := range []string{"script-src", "frame-src", "connect-src", "style-src"} {
+			if !strings.Contains(" "+directives[dir]+" ", " "+origin+" ") {
+				t.Errorf("%s: %s %q lacks %s", provider, dir, directives[dir], origin)
+			}
+		}
+		if directives["worker-src"] != "'self'" {
+			t.Errorf("%s: worker-src %q", provider, directives["worker-src"])
+		}
+		if !strings.Contains(csp, origin) || !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("%s: %q", provider, csp)
+		}
+		for other, o := range map[string]string{"turnstile": "cloudflare", "hcaptcha": "hcaptcha", "recaptcha": "google"} {
+			if other != provider && strings.Contains(csp, o) {
+				t.Errorf("%s: policy admits %s: %q", provider, other, csp)
+			}
+		}
+	}
+	if web.CSP(web.Options{}) != web.ContentSecurityPolicy || web.CSP(web.Options{CaptchaProvider: "evil.example"}) != web.ContentSecurityPolicy {
+		t.Error("an unknown provider changed the policy")
+	}
+}
