@@ -30,6 +30,10 @@ func (a *api) challengeFor(w http.ResponseWriter, r *http.Request, shopper strin
 	if err != nil {
 		return err
 	}
+	// No check is worth solving for a request that is answered anyway.
+	if err := cheap(v, a.Now()); err != nil {
+		return err
+	}
 	c := v.Sale.Challenge
 	switch {
 	case c == nil:

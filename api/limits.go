@@ -106,8 +106,9 @@ func (a *api) listLimits(w http.ResponseWriter, r *http.Request) error {
 	inForce := a.Limiter.Policies()
 	out := make([]map[string]any, 0, len(inForce))
 	for _, p := range inForce {
+		_, rate, quota, window := p.Shared(a.Limiter.Share())
 		out = append(out, map[string]any{"policy": p, "stored": stored[p.Name].Name != "",
-			"quota": p.Capacity / float64(a.Limiter.Share()), "window": p.Window().String()})
+			"quota": quota, "rate": rate, "window": window.String()})
 	}
 	broken := map[string]string{}
 	for k, e := range bad {

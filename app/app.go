@@ -129,28 +129,29 @@ type App struct {
 	Store      *projections.Store
 	JS         jetstream.JetStream
 
-	cfg      Config
-	log      *slog.Logger
-	unlock   func()
-	ns       *embed.Server
-	nc       *nats.Conn
-	srv      *http.Server
-	manager  *handlers.Manager
-	ops      opsState
-	ready    readyCache
-	side     []*http.Server     // metrics and debug listeners
-	cancelW  context.CancelFunc // writers
-	cancelF  context.CancelFunc // front
-	cancelP  context.CancelFunc // projections
-	cancelG  context.CancelFunc // the guard's background parts
-	guard    *guard
-	bg       sync.WaitGroup
-	served   chan error
-	stopping chan struct{} // closed when shutdown begins: streams end
-	draining atomic.Bool
-	lastReq  atomic.Int64 // unix nanos of the last request that arrived
-	stopOnce sync.Once
-	stopErr  error
+	cfg        Config
+	log        *slog.Logger
+	unlock     func()
+	ns         *embed.Server
+	nc         *nats.Conn
+	srv        *http.Server
+	manager    *handlers.Manager
+	ops        opsState
+	ready      readyCache
+	side       []*http.Server     // metrics and debug listeners
+	cancelW    context.CancelFunc // writers
+	cancelF    context.CancelFunc // front
+	cancelP    context.CancelFunc // projections
+	cancelG    context.CancelFunc // the guard's background parts
+	guard      *guard
+	reconnects reconnects // closed at each reconnect to NATS: the watches start again
+	bg         sync.WaitGroup
+	served     chan error
+	stopping   chan struct{} // closed when shutdown begins: streams end
+	draining   atomic.Bool
+	lastReq    atomic.Int64 // unix nanos of the last request that arrived
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 // Start brings the service up and returns once it serves HTTP.
@@ -344,7 +345,8 @@ func loadKeys(given, inData string) (*tokens.KeySet, error) {
 }
 
 func (a *App) connect(c Config, dir DataDir) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("flashgate"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	opts := []nats.Option{nats.Name("flashgate"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) { a.reconnects.fire() })}
 	if c.NATSURL != "" {
 		a.NATS = natsurl.Redact(c.NATSURL)
 		if c.NATSCreds != "" {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,31 @@ const (
 	RateLimitShadow = "shadow" // decide and count, never refuse (calibration)
 	RateLimitOff    = "off"    // no limits (benchmarks from one machine)
 )
+
+// reconnects tells the watches that the NATS connection came back: each
+// gets a channel closed at the next reconnect.
+type reconnects struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (r *reconnects) next() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch == nil {
+		r.ch = make(chan struct{})
+	}
+	return r.ch
+}
+
+func (r *reconnects) fire() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch != nil {
+		close(r.ch)
+		r.ch = nil
+	}
+}
 
 // guard is the bot defence of the front: rate limits kept in step with the
 // other processes, the human checks and the app signatures.
@@ -113,6 +139,7 @@ func (a *App) newGuard(ctx context.Context, c Config, node string, purchaseKeys 
 		return nil, fmt.Errorf("bucket %s: %w", events.NodesBucket, err)
 	}
 	g.presence = cluster.New(nodesKV, cluster.Config{Self: cluster.Member{Node: node, Started: c.Now().UTC()}, Now: c.Now, Log: a.log,
+		Resync: a.reconnects.next,
 		OnChange: func(live int, degraded bool) {
 			g.limiter.SetShare(live)
 			a.log.Info("rate limits: shared by live processes", "processes", live, "degraded", degraded)
@@ -140,7 +167,7 @@ func (a *App) startGuard(ctx context.Context, c Config, g *guard) {
 	go func() {
 		defer a.bg.Done()
 		kvpolicy.Watch(ctx, g.limitsKV, func(ps []ratelimit.Policy) { g.limiter.SetPolicies(g.policies(c, ps)) }, a.log,
-			g.watchDegraded.Store)
+			g.watchDegraded.Store, a.reconnects.next)
 	}()
 	go func() {
 		defer a.bg.Done()

@@ -36,6 +36,10 @@ type Config struct {
 	Now      func() time.Time
 	Log      *slog.Logger
 	OnChange func(live int, degraded bool) // called when either changes
+	// Resync, if set, returns a channel closed at the next reconnect to
+	// NATS: the watch starts again at once (a server restart loses its
+	// consumer; the client would notice only after missed heartbeats).
+	Resync func() <-chan struct{}
 }
 
 // Presence keeps this process's heartbeat and the view of the others.
@@ -215,21 +219,41 @@ func (p *Presence) recount() {
 // watch feeds updates from the bucket until ctx ends, starting again after
 // a failure.
 func (p *Presence) watch(ctx context.Context, out chan<- update) {
-	for backoff := 250 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+	const first = 250 * time.Millisecond
+	for backoff := first; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		var again <-chan struct{}
+		if p.cfg.Resync != nil {
+			again = p.cfg.Resync()
+		}
+		resynced := false
 		w, err := p.kv.WatchAll(ctx)
 		if err == nil {
 			initial := true
-			for e := range w.Updates() {
-				if e == nil {
-					initial = false // the initial values are done
-					continue
-				}
+		watching:
+			for {
 				select {
-				case out <- update{e: e, initial: initial}:
-				case <-ctx.Done():
+				case e, ok := <-w.Updates():
+					if !ok {
+						break watching
+					}
+					if e == nil {
+						initial = false // the initial values are done
+						continue
+					}
+					select {
+					case out <- update{e: e, initial: initial}:
+					case <-ctx.Done():
+					}
+				case <-again:
+					resynced = true
+					break watching
 				}
 			}
 			_ = w.Stop()
+		}
+		if resynced {
+			backoff = first / 2 // reconnected: watch again at once (the loop doubles it back)
+			continue
 		}
 		if ctx.Err() != nil {
 			return

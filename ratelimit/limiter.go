@@ -207,16 +207,13 @@ func (l *Limiter) publish(n int) {
 			continue
 		}
 		c := compiled{
-			name:     p.Name,
-			salt:     l.salt(p.Name, l.gens[p.Name]),
-			capacity: max(p.Capacity/float64(n), p.maxCost()),
-			rate:     p.Rate / float64(n),
-			cost:     p.baseCost(),
-			costs:    p.Costs,
-			shadow:   p.Shadow,
+			name:   p.Name,
+			salt:   l.salt(p.Name, l.gens[p.Name]),
+			cost:   p.baseCost(),
+			costs:  p.Costs,
+			shadow: p.Shadow,
 		}
-		c.quota = int(math.Floor(c.capacity))
-		c.window = window(c.capacity, c.rate)
+		c.capacity, c.rate, c.quota, c.window = p.Shared(n)
 		s.idle = max(s.idle, int64(c.window))
 		g, k := groupIndex(p.Group), kindIndex(p.Key)
 		s.table[g][k] = append(s.table[g][k], c)

@@ -203,6 +203,16 @@ func (p Policy) clone() Policy {
 	return p
 }
 
+// Shared is what one of n processes enforces of p: capacity/n (never below
+// the largest cost, so a request can still pass), rate/n, and the window
+// and quota the headers report.
+func (p Policy) Shared(n int) (capacity, rate float64, quota int, w time.Duration) {
+	n = max(n, 1)
+	capacity = max(p.Capacity/float64(n), p.maxCost())
+	rate = p.Rate / float64(n)
+	return capacity, rate, int(math.Floor(capacity)), window(capacity, rate)
+}
+
 // Defaults returns the built-in policies, sized for one 2-core box serving
 // about 8,000 requests a second in all. The per-address limits leave room
 // for many shoppers behind one NAT (an office, a mobile carrier's CGNAT);

@@ -112,8 +112,11 @@ func Effective(stored map[string]ratelimit.Policy) []ratelimit.Policy {
 // SetPolicies) once the bucket is read and again on every change, until ctx
 // ends. When the watch fails, the last policies stay in force; onDegraded
 // reports the change of state both ways, and the watch starts again with
-// backoff.
-func Watch(ctx context.Context, kv jetstream.KeyValue, set func([]ratelimit.Policy), log *slog.Logger, onDegraded func(bool)) {
+// backoff. resync, if set, returns a channel closed at the next reconnect
+// to NATS: the watch then starts again at once (a server restart loses the
+// watch's consumer, and the client would notice only after missed
+// heartbeats), degraded until the bucket is read again.
+func Watch(ctx context.Context, kv jetstream.KeyValue, set func([]ratelimit.Policy), log *slog.Logger, onDegraded func(bool), resync func() <-chan struct{}) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -133,7 +136,16 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, set func([]ratelimit.Poli
 		}
 	}
 	for backoff := 250 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
-		err := watchOnce(ctx, kv, set, log, func() { backoff = 250 * time.Millisecond; setDegraded(false, nil) })
+		var again <-chan struct{}
+		if resync != nil {
+			again = resync()
+		}
+		err := watchOnce(ctx, kv, set, log, func() { backoff = 250 * time.Millisecond; setDegraded(false, nil) }, again)
+		if errors.Is(err, errResync) {
+			setDegraded(true, err)
+			backoff = 250 * time.Millisecond
+			continue
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -146,9 +158,11 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, set func([]ratelimit.Poli
 	}
 }
 
-// watchOnce runs one watch until it fails or ctx ends; live is called once
-// the initial values are in.
-func watchOnce(ctx context.Context, kv jetstream.KeyValue, set func([]ratelimit.Policy), log *slog.Logger, live func()) error {
+var errResync = errors.New("reconnected to NATS: reading the policies again")
+
+// watchOnce runs one watch until it fails, again is closed or ctx ends;
+// live is called once the initial values are in.
+func watchOnce(ctx context.Context, kv jetstream.KeyValue, set func([]ratelimit.Policy), log *slog.Logger, live func(), again <-chan struct{}) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
@@ -156,7 +170,17 @@ func watchOnce(ctx context.Context, kv jetstream.KeyValue, set func([]ratelimit.
 	defer w.Stop()
 	stored := map[string]ratelimit.Policy{}
 	initial := true
-	for e := range w.Updates() {
+	for {
+		var e jetstream.KeyValueEntry
+		var ok bool
+		select {
+		case e, ok = <-w.Updates():
+		case <-again:
+			return errResync
+		}
+		if !ok {
+			break
+		}
 		if e == nil {
 			initial = false
 			set(Effective(stored))

@@ -60,8 +60,8 @@ func TestWatchAppliesChanges(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var a, b sink
-	go kvpolicy.Watch(ctx, kv, a.set, nil, nil)
-	go kvpolicy.Watch(ctx, kv, b.set, nil, nil)
+	go kvpolicy.Watch(ctx, kv, a.set, nil, nil, nil)
+	go kvpolicy.Watch(ctx, kv, b.set, nil, nil, nil)
 	builtIn := ratelimit.Defaults()[0]
 	for _, s := range []*sink{&a, &b} {
 		waitFor(t, "the built-in policies", func() bool { p, ok := s.get(builtIn.Name); return ok && p.Capacity == builtIn.Capacity })
@@ -108,7 +108,7 @@ func TestWatchStartsFromStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	var s sink
-	go kvpolicy.Watch(ctx, kv, s.set, nil, nil)
+	go kvpolicy.Watch(ctx, kv, s.set, nil, nil, nil)
 	waitFor(t, "the stored policy", func() bool { got, ok := s.get("reads-ip"); return ok && got.Capacity == 7 })
 	s.mu.Lock()
 	if s.n != 1 {
@@ -130,4 +130,29 @@ func TestPutValidates(t *testing.T) {
 	if err == nil {
 		t.Fatal("an invalid policy stored")
 	}
+}
+
+// TestResyncReadsAgain: a reconnect makes the watch read the bucket again
+// at once, degraded until it has.
+func TestResyncReadsAgain(t *testing.T) {
+	kv := bucket(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	next := make(chan struct{})
+	resync := func() <-chan struct{} { mu.Lock(); defer mu.Unlock(); return next }
+	var degraded []bool
+	var s sink
+	go kvpolicy.Watch(ctx, kv, s.set, nil, func(d bool) { mu.Lock(); degraded = append(degraded, d); mu.Unlock() }, resync)
+	waitFor(t, "the first read", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.n == 1 })
+	mu.Lock()
+	close(next)
+	next = make(chan struct{})
+	mu.Unlock()
+	waitFor(t, "the second read", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.n == 2 })
+	waitFor(t, "degraded and back", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(degraded) == 2 && degraded[0] && !degraded[1]
+	})
 }
