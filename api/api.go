@@ -466,7 +466,9 @@ func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) err
 	}
 	req := events.Event{ID: reqID(r), Type: events.TypeTokenRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r), Data: &events.TokenRequested{}}
-	return a.submit(w, r, req)
+	// A solution spent on a request that could not be stored (503) is
+	// given back, so the client's retry with it passes.
+	return a.submit(w, r, req, func() { a.releaseChallenge(r, v) })
 }
 
 func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) error {
@@ -502,16 +504,20 @@ func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) e
 	req := events.Event{ID: reqID(r), Type: events.TypePurchaseRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r),
 		Data: &events.PurchaseRequested{TokenID: c.TokenID}}
-	return a.submit(w, r, req)
+	return a.submit(w, r, req, nil)
 }
 
 // submit appends the request and answers with its decision, or 202 pending
-// when the decision takes longer than DecisionWait.
-func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event) error {
+// when the decision takes longer than DecisionWait. notTaken, if set, runs
+// when the request could not be appended.
+func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event, notTaken func()) error {
 	kind := kindOf(req.Type)
 	p, err := a.Front.Submit(req)
 	if err != nil {
 		a.answered(kind, outcomeOf(err))
+		if notTaken != nil {
+			notTaken()
+		}
 		return err
 	}
 	d, ok, err := p.Wait(r.Context(), a.DecisionWait)

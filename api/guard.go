@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -99,6 +100,20 @@ func (a *api) checkChallenge(r *http.Request, v front.SaleView, shopper string) 
 		return challengeUnavailable("the human check cannot be verified right now")
 	}
 	return err
+}
+
+// releaseChallenge gives back the proof-of-work solution of a token request
+// that could not be stored. (A CAPTCHA token cannot be given back: the
+// provider accepts it once.)
+func (a *api) releaseChallenge(r *http.Request, v front.SaleView) {
+	if c := v.Sale.Challenge; c == nil || c.Kind != events.ChallengePoW || a.PoW == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
+	defer cancel()
+	if err := a.PoW.Release(ctx, r.Header.Get(ChallengeHeader)); err != nil {
+		a.Log.Warn("challenge: a solution could not be given back", "request_id", reqID(r), "err", err)
+	}
 }
 
 func challengeUnavailable(msg string) *Error {

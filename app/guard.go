@@ -96,12 +96,21 @@ func (a *App) newGuard(ctx context.Context, c Config, node string, purchaseKeys 
 	}
 	once := nonces.New(onceKV, nonces.Config{TTL: events.OnceTTL, Now: c.Now})
 
-	// The puzzles are signed with a key derived from the purchase-token key:
-	// processes that share purchase keys (as they must) share it too.
+	// The puzzles are signed with a key derived from the active
+	// purchase-token key and verified with those of every key in the set:
+	// processes that share purchase keys (as they must) share these, and a
+	// key rotation rolls through them as it does through purchase tokens.
+	derive := func(k []byte) []byte {
+		mac := hmac.New(sha256.New, k)
+		mac.Write([]byte("flashgate proof-of-work puzzles v1"))
+		return mac.Sum(nil)
+	}
 	_, pk := purchaseKeys.Active()
-	mac := hmac.New(sha256.New, pk)
-	mac.Write([]byte("flashgate proof-of-work puzzles v1"))
-	if g.pow, err = challenge.NewPoW(challenge.PoWConfig{Key: mac.Sum(nil), Now: c.Now, Once: once}); err != nil {
+	var older [][]byte
+	for _, k := range purchaseKeys.Others() {
+		older = append(older, derive(k))
+	}
+	if g.pow, err = challenge.NewPoW(challenge.PoWConfig{Key: derive(pk), VerifyKeys: older, Now: c.Now, Once: once}); err != nil {
 		return nil, err
 	}
 	if c.CaptchaProvider != "" {

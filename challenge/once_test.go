@@ -59,3 +59,11 @@ func (m *memOnce) callCount() int {
 type alwaysFirst struct{}
 
 func (alwaysFirst) Use(context.Context, string) (bool, error) { return true, nil }
+
+// Forget makes memOnce a challenge.Forgetter.
+func (m *memOnce) Forget(ctx context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.seen, key)
+	return nil
+}

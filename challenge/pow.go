@@ -95,6 +95,9 @@ type PoWConfig struct {
 	// Every process that issues or verifies puzzles of one deployment
 	// shares it.
 	Key []byte
+	// VerifyKeys are older keys whose puzzles still verify (after a key
+	// rotation); new puzzles are signed with Key only.
+	VerifyKeys [][]byte
 	// TTL is how long a puzzle may be solved and used; 0 means DefaultTTL.
 	TTL time.Duration
 	// Now is the clock; nil means time.Now.
@@ -107,6 +110,7 @@ type PoWConfig struct {
 // use.
 type PoW struct {
 	key  []byte
+	old  [][]byte // verify only
 	ttl  time.Duration
 	now  func() time.Time
 	once Once
@@ -126,6 +130,12 @@ func NewPoW(c PoWConfig) (*PoW, error) {
 		return nil, fmt.Errorf("new pow: negative TTL %v", c.TTL)
 	}
 	p := &PoW{key: append([]byte(nil), c.Key...), ttl: c.TTL, now: c.Now, once: c.Once}
+	for _, k := range c.VerifyKeys {
+		if len(k) < minKeyLen {
+			return nil, fmt.Errorf("new pow: verify key of %d bytes, want at least %d", len(k), minKeyLen)
+		}
+		p.old = append(p.old, append([]byte(nil), k...))
+	}
 	if p.ttl == 0 {
 		p.ttl = DefaultTTL
 	}
@@ -285,9 +295,7 @@ func (p *PoW) Verify(ctx context.Context, sale, shopper, solution string) error 
 
 	// Compare encodings: with Strict base64 one MAC has one encoding, and
 	// nothing the client sent is decoded before it is authenticated.
-	mac := p.mac([]byte(encPayload))
-	var want [64]byte
-	if !hmac.Equal(b64.AppendEncode(want[:0], mac[:]), []byte(encMAC)) {
+	if !p.authentic(encPayload, encMAC) {
 		return errBadSignature
 	}
 	var buf [maxSolutionLen]byte
@@ -319,6 +327,58 @@ func (p *PoW) Verify(ctx context.Context, sale, shopper, solution string) error 
 		return errPoWUsed
 	}
 	return nil
+}
+
+// authentic reports whether encMAC is the MAC of encPayload under the key
+// or one of the verify keys.
+func (p *PoW) authentic(encPayload, encMAC string) bool {
+	mac := p.mac([]byte(encPayload))
+	var want [64]byte
+	if hmac.Equal(b64.AppendEncode(want[:0], mac[:]), []byte(encMAC)) {
+		return true
+	}
+	for _, k := range p.old {
+		h := hmac.New(sha256.New, k)
+		h.Write([]byte(macContext))
+		h.Write([]byte(encPayload))
+		if hmac.Equal(b64.AppendEncode(want[:0], h.Sum(nil)), []byte(encMAC)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Forgetter is a Once store that can also forget a use.
+type Forgetter interface {
+	Forget(ctx context.Context, key string) error
+}
+
+// Release forgets the use of a solution that Verify accepted but whose
+// request could not be taken (the server was overloaded before the request
+// was stored), so that the client's retry with the same solution passes. It
+// does nothing for a solution that is not authentic, or when the Once store
+// cannot forget.
+func (p *PoW) Release(ctx context.Context, solution string) error {
+	f, ok := p.once.(Forgetter)
+	colon := strings.LastIndexByte(solution, ':')
+	if !ok || colon < 0 || len(solution) > maxSolutionLen {
+		return nil
+	}
+	challenge := solution[:colon]
+	dot := strings.IndexByte(challenge, '.')
+	if dot < 0 || !p.authentic(challenge[:dot], challenge[dot+1:]) {
+		return nil
+	}
+	var buf [maxSolutionLen]byte
+	raw, err := b64.AppendDecode(buf[:0], []byte(challenge[:dot]))
+	if err != nil {
+		return nil
+	}
+	z, ok := parsePayload(raw)
+	if !ok {
+		return nil
+	}
+	return f.Forget(ctx, "pow."+hex.EncodeToString(z.id[:]))
 }
 
 // isCounter reports whether s is 1 to 20 ASCII decimal digits.

@@ -488,3 +488,51 @@ func TestLeadingZeroBits(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseGivesBackASolution: a solution released after its request
+// could not be stored passes again once; a forged one releases nothing.
+func TestReleaseGivesBackASolution(t *testing.T) {
+	clock := &testClock{t: t0}
+	once := &memOnce{}
+	p := newPoW(t, testKey, once, clock)
+	_, sol := issueSolved(t, p, testSale, testShop, testDifficulty)
+	ctx := context.Background()
+	if err := p.Verify(ctx, testSale, testShop, sol); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(ctx, testSale, testShop, sol); !errors.Is(err, challenge.ErrFailed) {
+		t.Fatalf("reuse: %v", err)
+	}
+	other := newPoW(t, otherKey, once, clock)
+	if err := other.Release(ctx, sol); err != nil || len(once.keys()) != 1 {
+		t.Fatalf("a release under another key forgot the use: %v %v", err, once.keys())
+	}
+	if err := p.Release(ctx, sol); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(ctx, testSale, testShop, sol); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	if err := p.Verify(ctx, testSale, testShop, sol); !errors.Is(err, challenge.ErrFailed) {
+		t.Fatalf("reuse after release: %v", err)
+	}
+}
+
+// TestVerifyKeysAfterRotation: puzzles signed with an older key verify
+// while it is among the verify keys; new puzzles use the new key.
+func TestVerifyKeysAfterRotation(t *testing.T) {
+	clock := &testClock{t: t0}
+	oldP := newPoW(t, testKey, &memOnce{}, clock)
+	_, sol := issueSolved(t, oldP, testSale, testShop, testDifficulty)
+	rotated, err := challenge.NewPoW(challenge.PoWConfig{Key: []byte(otherKey), VerifyKeys: [][]byte{[]byte(testKey)}, Once: &memOnce{}, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rotated.Verify(context.Background(), testSale, testShop, sol); err != nil {
+		t.Fatalf("an old-key puzzle after rotation: %v", err)
+	}
+	_, fresh := issueSolved(t, rotated, testSale, testShop, testDifficulty)
+	if err := oldP.Verify(context.Background(), testSale, testShop, fresh); !errors.Is(err, challenge.ErrFailed) {
+		t.Fatalf("a new-key puzzle at a process without the new key: %v", err)
+	}
+}

@@ -75,6 +75,19 @@ func (s *Store) Use(ctx context.Context, value string) (bool, error) {
 	return false, fmt.Errorf("nonces: %w", err)
 }
 
+// Forget removes a value's use, so it may be used once more: for a value
+// accepted by a request that could then not be taken.
+func (s *Store) Forget(ctx context.Context, value string) error {
+	key := Key(value)
+	s.local.mu.Lock()
+	delete(s.local.seen, key)
+	s.local.mu.Unlock()
+	if err := s.kv.Delete(ctx, key); err != nil {
+		return fmt.Errorf("nonces: %w", err)
+	}
+	return nil
+}
+
 // Key is the bucket key of a value: a digest, so any value makes a valid
 // key and the bucket holds nothing readable.
 func Key(value string) string {

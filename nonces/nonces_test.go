@@ -128,3 +128,22 @@ func TestKeyIsValidKVKey(t *testing.T) {
 		}
 	}
 }
+
+func TestForgetAllowsOneMoreUse(t *testing.T) {
+	env := fgtest.New(t)
+	kv := bucket(t, env)
+	ctx := context.Background()
+	a, b := nonces.New(kv, nonces.Config{}), nonces.New(kv, nonces.Config{})
+	if ok, err := a.Use(ctx, "v"); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if err := a.Forget(ctx, "v"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.Use(ctx, "v"); !ok || err != nil {
+		t.Fatalf("after Forget, at another process: %v %v", ok, err)
+	}
+	if ok, _ := a.Use(ctx, "v"); ok {
+		t.Fatal("used a third time")
+	}
+}

@@ -182,6 +182,19 @@ func (k *KeySet) Active() (kid string, key []byte) {
 	return snap.active, snap.keys[snap.active]
 }
 
+// Others returns every key but the active one (the bytes are shared and
+// must not be modified).
+func (k *KeySet) Others() [][]byte {
+	snap := k.snap.Load()
+	var out [][]byte
+	for kid, key := range snap.keys {
+		if kid != snap.active {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
 // Key returns the key with id kid. The bytes are shared and must not be
 // modified.
 func (k *KeySet) Key(kid string) ([]byte, bool) {
