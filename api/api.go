@@ -79,8 +79,9 @@ type Config struct {
 
 type api struct {
 	Config
-	sessions *rate.Limiter
-	streams  chan struct{} // a slot per open admin stream
+	captchaSlots perKey // CAPTCHA verifications in flight per client address
+	sessions     *rate.Limiter
+	streams      chan struct{} // a slot per open admin stream
 }
 
 // New returns the HTTP handler.
@@ -103,7 +104,7 @@ func New(c Config) http.Handler {
 	if c.MaxStreams <= 0 {
 		c.MaxStreams = 32
 	}
-	a := &api{Config: c, streams: make(chan struct{}, c.MaxStreams)}
+	a := &api{Config: c, streams: make(chan struct{}, c.MaxStreams), captchaSlots: perKey{max: 2}}
 	if c.SessionRate > 0 {
 		a.sessions = rate.NewLimiter(rate.Limit(c.SessionRate), int(math.Max(1, c.SessionRate)))
 	}
@@ -334,12 +335,12 @@ func (a *api) session(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.sessions != nil {
 		if !a.sessions.Allow() {
-			a.rateLimit("session", "rejected")
+			a.rateLimit("session-rate", "rejected")
 			writeError(w, r, a.Log, &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 				Message: "too many new sessions, retry shortly", RetryAfter: 1})
 			return
 		}
-		a.rateLimit("session", "allowed")
+		a.rateLimit("session-rate", "allowed")
 	}
 	shopper := a.IDs.New(a.Now())
 	tok, exp, err := a.Sessions.Issue(shopper)

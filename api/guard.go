@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/flashgate/flashgate/challenge"
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/front"
+	"github.com/flashgate/flashgate/ratelimit"
 	"github.com/flashgate/flashgate/signing"
 )
 
@@ -78,7 +80,14 @@ func (a *api) checkChallenge(r *http.Request, v front.SaleView, shopper string) 
 		if a.Captcha == nil {
 			return challengeUnavailable("no CAPTCHA provider is configured on this server")
 		}
-		err = a.Captcha.Verify(r.Context(), solution, a.clientIP(r))
+		ip := a.clientIP(r)
+		if !a.captchaSlots.take(ratelimit.IPKey(ip)) {
+			a.challenged(c.Kind, "busy")
+			return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+				Message: "a CAPTCHA answer from this address is already being checked, retry in a moment", RetryAfter: 1}
+		}
+		err = a.Captcha.Verify(r.Context(), solution, ip)
+		a.captchaSlots.give(ratelimit.IPKey(ip))
 	default:
 		return fmt.Errorf("sale %s: challenge kind %q", v.Sale.ID, c.Kind)
 	}
@@ -113,6 +122,36 @@ func (a *api) releaseChallenge(r *http.Request, v front.SaleView) {
 	defer cancel()
 	if err := a.PoW.Release(ctx, r.Header.Get(ChallengeHeader)); err != nil {
 		a.Log.Warn("challenge: a solution could not be given back", "request_id", reqID(r), "err", err)
+	}
+}
+
+// perKey bounds concurrent work per key (a client address): a few
+// addresses sending garbage CAPTCHA answers cannot hold every outgoing
+// verification slot while real shoppers wait.
+type perKey struct {
+	mu  sync.Mutex
+	max int
+	n   map[string]int
+}
+
+func (p *perKey) take(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == nil {
+		p.n = map[string]int{}
+	}
+	if p.n[key] >= p.max {
+		return false
+	}
+	p.n[key]++
+	return true
+}
+
+func (p *perKey) give(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n[key]--; p.n[key] <= 0 {
+		delete(p.n, key)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/flashgate/flashgate/ratelimit"
 )
@@ -17,6 +18,10 @@ type LimitStore interface {
 	Put(ctx context.Context, p ratelimit.Policy) error
 	Delete(ctx context.Context, name string) error
 }
+
+// MaxStoredPolicies bounds the policies operators may store (each name is a
+// metrics label).
+const MaxStoredPolicies = 32
 
 // ErrPolicyNotSet is what a LimitStore's Delete returns for a policy with no
 // stored setting.
@@ -63,9 +68,25 @@ func (a *api) limit(w http.ResponseWriter, r *http.Request, group, kind, key str
 	if len(rs) == 0 {
 		return nil
 	}
-	h := w.Header()
-	h.Add(headerRateLimitPolicy, ratelimit.PolicyHeader(rs))
-	h.Add(headerRateLimit, ratelimit.RateLimitHeader(rs))
+	// Shadow policies are counted, not shown: clients that pace themselves
+	// by the headers must not slow down for a limit that is not enforced.
+	shown := rs
+	for i := range rs {
+		if rs[i].Shadow {
+			shown = make([]ratelimit.Result, 0, len(rs))
+			for _, res := range rs {
+				if !res.Shadow {
+					shown = append(shown, res)
+				}
+			}
+			break
+		}
+	}
+	if len(shown) > 0 {
+		h := w.Header()
+		h.Add(headerRateLimitPolicy, ratelimit.PolicyHeader(shown))
+		h.Add(headerRateLimit, ratelimit.RateLimitHeader(shown))
+	}
 	var refused *ratelimit.Result
 	for i := range rs {
 		res := &rs[i]
@@ -137,6 +158,15 @@ func (a *api) putLimit(w http.ResponseWriter, r *http.Request) error {
 	if err := p.Validate(); err != nil {
 		return newError(http.StatusBadRequest, "invalid_field", err.Error())
 	}
+	// Policy names are metric labels: their number stays small.
+	stored, _, err := a.Limits.Stored(r.Context())
+	if err != nil {
+		return err
+	}
+	if _, ok := stored[p.Name]; !ok && len(stored) >= MaxStoredPolicies {
+		return newError(http.StatusConflict, "too_many_policies",
+			fmt.Sprintf("at most %d stored policies; reset one first", MaxStoredPolicies))
+	}
 	if err := a.Limits.Put(r.Context(), p); err != nil {
 		return err
 	}
@@ -150,6 +180,9 @@ func (a *api) deleteLimit(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusNotFound, "limits_unavailable", "this server runs without rate limits")
 	}
 	name := r.PathValue("policy")
+	if err := (ratelimit.Policy{Name: name}).Validate(); err != nil && strings.HasPrefix(err.Error(), "name:") {
+		return newError(http.StatusBadRequest, "invalid_field", err.Error()).with("field", "name")
+	}
 	if err := a.Limits.Delete(r.Context(), name); errors.Is(err, ErrPolicyNotSet) {
 		return newError(http.StatusNotFound, "policy_not_set", "no stored setting for policy "+strconv.Quote(name))
 	} else if err != nil {

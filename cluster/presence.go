@@ -47,11 +47,12 @@ type Presence struct {
 	kv  jetstream.KeyValue
 	cfg Config
 
-	mu       sync.Mutex
-	heard    map[string]heard // node -> last heartbeat
-	live     int              // as last reported
-	degraded bool
-	reported bool // degraded, as last reported
+	mu        sync.Mutex
+	heard     map[string]heard // node -> last heartbeat
+	live      int              // as last reported
+	degraded  bool
+	recovered time.Time // when the last degraded spell ended
+	reported  bool      // degraded, as last reported
 }
 
 type update struct {
@@ -152,6 +153,9 @@ func (p *Presence) beat(ctx context.Context) {
 	p.mu.Lock()
 	wasDegraded := p.degraded
 	p.degraded = err != nil
+	if wasDegraded && err == nil {
+		p.recovered = p.cfg.Now()
+	}
 	if err == nil {
 		p.heard[m.Node] = heard{m: m, at: p.cfg.Now()}
 	}
@@ -205,7 +209,10 @@ func (p *Presence) recount() {
 		live++ // this process is alive whatever the bucket says
 	}
 	changed := p.degraded != p.reported
-	if !p.degraded && live != p.live {
+	// Just back from an outage, the others' heartbeats are old until the
+	// watch catches up: the count may rise then, not fall.
+	settling := now.Sub(p.recovered) < p.cfg.Dead
+	if !p.degraded && live != p.live && (live > p.live || !settling) {
 		p.live, changed = live, true
 	}
 	p.reported = p.degraded

@@ -285,7 +285,7 @@ func TestVersion2StillDecodes(t *testing.T) {
 
 func TestSaleChallengeChecked(t *testing.T) {
 	good, _ := EncodeEvent(sampleSale())
-	for _, bad := range []string{`"difficulty":0`, `"difficulty":33`, `"difficulty":-1`} {
+	for _, bad := range []string{`"difficulty":0`, `"difficulty":23`, `"difficulty":-1`} {
 		b := []byte(strings.Replace(string(good), `"difficulty":18`, bad, 1))
 		if _, err := DecodeEvent(b); !errors.Is(err, ErrMalformed) {
 			t.Errorf("challenge with %s: %v, want ErrMalformed", bad, err)

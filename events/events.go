@@ -108,10 +108,13 @@ type Challenge struct {
 	Difficulty int    `json:"difficulty,omitempty"` // pow: leading zero bits of the puzzle
 }
 
-// Bounds of a proof-of-work difficulty, in leading zero bits.
+// Bounds of a sale's proof-of-work difficulty, in leading zero bits. At 22
+// (4 million hashes expected) a browser already needs several seconds on
+// average and some puzzles take close to the puzzle's 2-minute lifetime on
+// slow devices; more would lock real shoppers out.
 const (
 	MinPoWDifficulty = 1
-	MaxPoWDifficulty = 32
+	MaxPoWDifficulty = 22
 )
 
 // Check reports what is wrong with a sale's human check; nil is none.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/flashgate/flashgate/app"
@@ -38,9 +40,9 @@ func (r routeCosts) Set(v string) error {
 	if !ok {
 		return fmt.Errorf("want ROUTE=COST, like \"POST /api/v1/sales/{sale}/tokens=2\"")
 	}
-	var c float64
-	if _, err := fmt.Sscan(cost, &c); err != nil {
-		return fmt.Errorf("cost %q: %v", cost, err)
+	c, err := strconv.ParseFloat(strings.TrimSpace(cost), 64)
+	if err != nil {
+		return fmt.Errorf("cost %q is not a number", cost)
 	}
 	r[strings.TrimSpace(route)] = c
 	return nil
@@ -53,7 +55,7 @@ func limitsCmd(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	verb, args := args[0], args[1:]
 	fs := newFlags("limits "+verb, stderr)
-	url := fs.String("url", "http://127.0.0.1:8080", "base URL of the flashgate HTTP API")
+	base := fs.String("url", "http://127.0.0.1:8080", "base URL of the flashgate HTTP API")
 	token := fs.String("admin-token", "", "admin token (default: read from the data directory)")
 	data := fs.String("data", "data", "data directory to read the admin token from")
 	var p ratelimit.Policy
@@ -93,7 +95,7 @@ func limitsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		if name == "" {
 			return fmt.Errorf("%s needs a policy name first: flashgate limits %s NAME ...", verb, verb)
 		}
-		path += "/" + name
+		path += "/" + url.PathEscape(name)
 	}
 	if verb == "set" {
 		p.Name = name
@@ -112,7 +114,7 @@ func limitsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		*token = strings.TrimSpace(string(b))
 	}
-	return adminCall(ctx, *url, *token, method, path, body, stdout)
+	return adminCall(ctx, *base, *token, method, path, body, stdout)
 }
 
 var _ flag.Value = routeCosts{}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/flashgate/flashgate/app"
 	"github.com/flashgate/flashgate/challenge"
+	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/ratelimit"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/flashgate/flashgate/web"
@@ -291,8 +292,11 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	if c.RateLimitMaxKeys < 1000 {
 		bad("rate-limit-max-keys", "must be at least 1000")
 	}
-	if c.DemoDifficulty < 0 || c.DemoDifficulty > challenge.MaxDifficulty {
-		bad("demo-difficulty", "must be 0 (none) to %d", challenge.MaxDifficulty)
+	if c.DemoDifficulty < 0 || c.DemoDifficulty > events.MaxPoWDifficulty {
+		bad("demo-difficulty", "must be 0 (none) to %d", events.MaxPoWDifficulty)
+	}
+	if c.CaptchaProvider != "" && c.CaptchaSiteKey == "" {
+		bad("captcha-site-key", "is needed with --captcha-provider: the shop page shows the provider's widget with it")
 	}
 	if c.CaptchaProvider != "" && !slices.Contains([]string{challenge.ProviderTurnstile, challenge.ProviderHCaptcha, challenge.ProviderReCaptcha}, c.CaptchaProvider) {
 		bad("captcha-provider", "must be turnstile, hcaptcha or recaptcha")

@@ -364,7 +364,9 @@ async function stepSession(ctx) {
  */
 async function stepChallenge(ctx) {
   ctx.solution = null;
-  if (!S.sale?.challenge) return;
+  // Ask the server whenever the sale shows a check, or the server asked for
+  // one (the cached sale may be older than the check).
+  if (!S.sale?.challenge && !ctx.checkAsked) return;
   say('info', 'Checking that you are a person…');
   const r = await send('POST', `/api/v1/sales/${encodeURIComponent(ctx.sale)}/challenge`, { bearer: ctx.session });
   if (r.status === 401 && r.body.error === 'unauthenticated') { forgetSession(); throw new Restart('session'); }
@@ -405,6 +407,7 @@ async function stepToken(ctx) {
   }
   if (r.status === 401 && r.body.error === 'unauthenticated') { forgetSession(); throw new Restart('session'); }
   if (r.body.error === 'challenge_required' || r.body.error === 'challenge_failed') {
+    ctx.checkAsked = true;
     throw new Restart('challenge', 'One more check…');
   }
   throw new Failure(r.status, r.body);
@@ -430,12 +433,12 @@ async function stepPurchase(ctx) {
       forgetSession();
       throw new Restart('session');
     case 'token_expired':
-      throw new Restart('token', 'Your purchase token expired; asking for a new one…');
+      throw new Restart('challenge', 'Your purchase token expired; asking for a new one…');
     case 'token_invalid':
     case 'token_required':
     case 'token_not_yours':
     case 'token_wrong_sale':
-      throw new Restart('token', 'Your purchase token was not accepted; asking for a new one…');
+      throw new Restart('challenge', 'Your purchase token was not accepted; asking for a new one…');
   }
   throw new Failure(r.status, r.body);
 }
