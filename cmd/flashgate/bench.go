@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
-	"strings"
 
-	"github.com/flashgate/flashgate/app"
 	"github.com/flashgate/flashgate/loadgen"
 )
 
@@ -25,12 +21,8 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
-	if c.AdminToken == "" {
-		b, err := os.ReadFile(app.DataDir(*data).AdminToken())
-		if err != nil {
-			return fmt.Errorf("no --admin-token and none readable in %s: %v", *data, err)
-		}
-		c.AdminToken = strings.TrimSpace(string(b))
+	if err := adminToken(&c.AdminToken, *data); err != nil {
+		return err
 	}
 	r, err := loadgen.Run(ctx, c)
 	if err != nil {

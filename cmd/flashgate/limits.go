@@ -7,11 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
-	"github.com/flashgate/flashgate/app"
 	"github.com/flashgate/flashgate/ratelimit"
 )
 
@@ -107,12 +105,8 @@ func limitsCmd(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		body = p
 	}
-	if *token == "" {
-		b, err := os.ReadFile(app.DataDir(*data).AdminToken())
-		if err != nil {
-			return fmt.Errorf("no --admin-token and none readable in %s: %v", *data, err)
-		}
-		*token = strings.TrimSpace(string(b))
+	if err := adminToken(token, *data); err != nil {
+		return err
 	}
 	return adminCall(ctx, *base, *token, method, path, body, stdout)
 }

@@ -78,12 +78,8 @@ func sale(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintf(stderr, "flashgate sale: unknown verb %q\n\n%s", verb, saleUsage)
 		return errUsage
 	}
-	if *token == "" {
-		b, err := os.ReadFile(app.DataDir(*data).AdminToken())
-		if err != nil {
-			return fmt.Errorf("no --admin-token and none readable in %s: %v", *data, err)
-		}
-		*token = strings.TrimSpace(string(b))
+	if err := adminToken(token, *data); err != nil {
+		return err
 	}
 	method, path := http.MethodGet, "/api/v1/admin/sales"
 	switch verb {
@@ -131,5 +127,19 @@ func adminCall(ctx context.Context, base, token, method, path string, body any, 
 		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(pretty.String()))
 	}
 	fmt.Fprintln(stdout, pretty.String())
+	return nil
+}
+
+// adminToken fills an empty *token from the data directory's admin-token
+// file (the admin commands' default).
+func adminToken(token *string, data string) error {
+	if *token != "" {
+		return nil
+	}
+	b, err := os.ReadFile(app.DataDir(data).AdminToken())
+	if err != nil {
+		return fmt.Errorf("no --admin-token and none readable in %s: %v", data, err)
+	}
+	*token = strings.TrimSpace(string(b))
 	return nil
 }
