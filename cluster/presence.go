@@ -179,11 +179,13 @@ func (p *Presence) note(u update) {
 	default:
 		var m Member
 		if json.Unmarshal(e.Value(), &m) == nil && m.Node == e.Key() {
-			// A heartbeat written before the watch began counts from when
-			// the server stored it; a new one from now (no clock skew).
+			// A heartbeat written before the watch began may be from a
+			// process that has since died: it counts for two intervals, in
+			// which a live process beats again. (Not by the entry's time:
+			// that is the server's clock, not this process's.)
 			at := p.cfg.Now()
-			if c := e.Created(); u.initial && c.Before(at) {
-				at = c
+			if u.initial && p.cfg.Dead > 2*p.cfg.Interval {
+				at = at.Add(-(p.cfg.Dead - 2*p.cfg.Interval))
 			}
 			p.heard[m.Node] = heard{m: m, at: at}
 		}
