@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,6 +92,30 @@ func newData(t Type) any {
 		return new(SaleUpdateRequested)
 	case TypeSaleUpdated:
 		return new(SaleUpdated)
+	case TypeQueueJoinRequested:
+		return new(QueueJoinRequested)
+	case TypeQueueLeaveRequested:
+		return new(QueueLeaveRequested)
+	case TypeQueueSeenRequested:
+		return new(QueueSeenRequested)
+	case TypeQueueClaimRequested:
+		return new(QueueClaimRequested)
+	case TypeQueueJoined:
+		return new(QueueJoined)
+	case TypeQueueJoinDenied:
+		return new(QueueJoinDenied)
+	case TypeQueueShuffled:
+		return new(QueueShuffled)
+	case TypeQueueAdmitted:
+		return new(QueueAdmitted)
+	case TypeQueueClaimed:
+		return new(QueueClaimed)
+	case TypeQueueSeen:
+		return new(QueueSeen)
+	case TypeQueueLeft:
+		return new(QueueLeft)
+	case TypeQueueClosed:
+		return new(QueueClosed)
 	}
 	return nil
 }
@@ -121,14 +146,18 @@ func upgrade(w *wireEvent) error {
 		return nil
 	case 2:
 		// Version 3 added the sale's front policy (SaleCreated.Challenge and
-		// SignedRequests); a version 2 sale has neither. (A version 2
-		// reader would refuse the new fields as unknown: hence the bump.)
+		// SignedRequests), the waiting room (SaleCreated.Queue and the
+		// Queue* types); a version 2 sale has none of them. (A version 2
+		// reader would refuse the new fields and types: hence the bump.)
+		if strings.HasPrefix(string(w.Type), "Queue") {
+			return fmt.Errorf("%w: %s at version 2", ErrMalformed, w.Type)
+		}
 		return nil
 	case 1:
 		// Version 2 added SaleUpdateRequested and SaleUpdated; the events of
 		// version 1 are unchanged. (A version 1 reader meeting the new
 		// types had no way to know they were new: hence the bump.)
-		if w.Type == TypeSaleUpdateRequested || w.Type == TypeSaleUpdated {
+		if w.Type == TypeSaleUpdateRequested || w.Type == TypeSaleUpdated || strings.HasPrefix(string(w.Type), "Queue") {
 			return fmt.Errorf("%w: %s at version 1", ErrMalformed, w.Type)
 		}
 		return nil // and as version 2
@@ -161,7 +190,7 @@ func fromWire(w wireEvent) (Event, error) {
 	if w.Type.IsRequest() && w.Shopper == "" {
 		return bad("request %s has no shopper", w.ID)
 	}
-	if !w.Type.IsRequest() && w.Type != TypeSaleCreated && w.Type != TypeTokenExpired && w.Request == "" {
+	if !w.Type.IsRequest() && w.Type != TypeSaleCreated && !w.Type.AnswersNoRequest() && w.Request == "" {
 		return bad("decision %s names no request", w.ID)
 	}
 	if len(w.Data) == 0 || bytes.Equal(w.Data, []byte("null")) {
@@ -180,7 +209,10 @@ func fromWire(w wireEvent) (Event, error) {
 		if err := d.Challenge.Check(); err != nil {
 			return bad("sale event %s: %v", w.ID, err)
 		}
-		if w.V < 3 && (d.Challenge != nil || d.SignedRequests) {
+		if err := d.Queue.Check(d.OpensAt); err != nil {
+			return bad("sale event %s: %v", w.ID, err)
+		}
+		if w.V < 3 && (d.Challenge != nil || d.SignedRequests || d.Queue != nil) {
 			return bad("sale event %s: a front policy at version %d", w.ID, w.V)
 		}
 	case *SaleUpdated:

@@ -38,6 +38,22 @@ const (
 	// exactly where it happened.
 	TypeSaleUpdateRequested Type = "SaleUpdateRequested"
 	TypeSaleUpdated         Type = "SaleUpdated"
+
+	// The waiting room (schema version 3). Joins, leaves, presence and
+	// claims are requests any process appends; the sale's writer decides
+	// the order, the admissions and who lost their place.
+	TypeQueueJoinRequested  Type = "QueueJoinRequested"
+	TypeQueueLeaveRequested Type = "QueueLeaveRequested"
+	TypeQueueSeenRequested  Type = "QueueSeenRequested" // shoppers still there
+	TypeQueueClaimRequested Type = "QueueClaimRequested"
+	TypeQueueJoined         Type = "QueueJoined"
+	TypeQueueJoinDenied     Type = "QueueJoinDenied"
+	TypeQueueShuffled       Type = "QueueShuffled" // at opening: the seed of the pre-queue's order
+	TypeQueueAdmitted       Type = "QueueAdmitted" // with the TokenIssued that hands over the token
+	TypeQueueClaimed        Type = "QueueClaimed"
+	TypeQueueSeen           Type = "QueueSeen"   // the tickets of a QueueSeenRequested still waiting
+	TypeQueueLeft           Type = "QueueLeft"   // left, idle, unclaimed
+	TypeQueueClosed         Type = "QueueClosed" // sold out or closed: everyone still waiting is done
 )
 
 // Actions of a SaleUpdateRequested.
@@ -48,7 +64,23 @@ const (
 
 // IsRequest reports whether t is a shopper's request (decided by the writer).
 func (t Type) IsRequest() bool {
-	return t == TypeTokenRequested || t == TypePurchaseRequested || t == TypeSaleUpdateRequested
+	switch t {
+	case TypeTokenRequested, TypePurchaseRequested, TypeSaleUpdateRequested,
+		TypeQueueJoinRequested, TypeQueueLeaveRequested, TypeQueueSeenRequested, TypeQueueClaimRequested:
+		return true
+	}
+	return false
+}
+
+// AnswersNoRequest reports whether decisions of type t may name no request:
+// the writer decides them on its own (a token's expiry, the queue's shuffle,
+// an idle or unclaimed turn, the queue's end).
+func (t Type) AnswersNoRequest() bool {
+	switch t {
+	case TypeTokenExpired, TypeQueueShuffled, TypeQueueLeft, TypeQueueClosed:
+		return true
+	}
+	return false
 }
 
 // Reasons carried by TokenDenied and PurchaseRefused.
@@ -94,6 +126,130 @@ type SaleCreated struct {
 	// decides, so replay and the audit ignore them.
 	Challenge      *Challenge `json:"challenge,omitempty"`      // a human check before token requests; nil: none
 	SignedRequests bool       `json:"signedRequests,omitempty"` // token and purchase requests must carry an app's X-Signature
+	// Queue, if set, puts a waiting room in front of the tokens (schema
+	// version 3): tokens are handed out only by admission from the queue.
+	Queue *Queue `json:"queue,omitempty"`
+}
+
+// Queue is a sale's waiting room.
+type Queue struct {
+	// PreQueueOpensAt is when shoppers may start to join, before the sale
+	// opens; they are put in a random order at the opening. Zero: joins
+	// open with the sale.
+	PreQueueOpensAt time.Time `json:"preQueueOpensAt,omitzero"`
+	AdmissionRate   float64   `json:"admissionRate"` // admitted per second at most
+	ClaimWindow     Duration  `json:"claimWindow"`   // an admitted shopper's time to take the token
+	IdleTimeout     Duration  `json:"idleTimeout"`   // a waiting shopper's silence that loses the place
+}
+
+// Bounds of a queue's settings.
+const (
+	MaxAdmissionRate = 100_000
+	MinQueueWindow   = time.Second
+	MaxQueueWindow   = 24 * time.Hour
+)
+
+// Check reports what is wrong with a sale's queue; nil is none.
+func (q *Queue) Check(opensAt time.Time) error {
+	switch {
+	case q == nil:
+		return nil
+	case !(q.AdmissionRate > 0 && q.AdmissionRate <= MaxAdmissionRate):
+		return fmt.Errorf("queue admissionRate %v outside (0, %d]", q.AdmissionRate, MaxAdmissionRate)
+	case time.Duration(q.ClaimWindow) < MinQueueWindow || time.Duration(q.ClaimWindow) > MaxQueueWindow:
+		return fmt.Errorf("queue claimWindow %v outside %v..%v", time.Duration(q.ClaimWindow), MinQueueWindow, MaxQueueWindow)
+	case time.Duration(q.IdleTimeout) < MinQueueWindow || time.Duration(q.IdleTimeout) > MaxQueueWindow:
+		return fmt.Errorf("queue idleTimeout %v outside %v..%v", time.Duration(q.IdleTimeout), MinQueueWindow, MaxQueueWindow)
+	case !q.PreQueueOpensAt.IsZero() && (!ValidScheduleTime(q.PreQueueOpensAt) || q.PreQueueOpensAt.After(opensAt)):
+		return fmt.Errorf("queue preQueueOpensAt must be a time before the opening")
+	}
+	return nil
+}
+
+// QueueJoinRequested is a shopper joining a sale's waiting room.
+type QueueJoinRequested struct{}
+
+// QueueLeaveRequested is a shopper leaving the waiting room.
+type QueueLeaveRequested struct {
+	Ticket string `json:"ticket"`
+}
+
+// QueueSeenRequested says that shoppers with these tickets were still
+// there (polling or listening). Fronts send it for many tickets at once;
+// its Shopper is "front".
+type QueueSeenRequested struct {
+	Tickets []string `json:"tickets"`
+}
+
+// QueueClaimRequested says an admitted shopper has taken the token.
+type QueueClaimRequested struct {
+	Ticket string `json:"ticket"`
+}
+
+// QueueJoined gives a shopper a ticket. The ticket is the id of the first
+// join request. Place is the 0-based place in the admission order, or -1
+// for a pre-queue join (the place is drawn at opening: PreIndex is the
+// join's rank among the pre-queue joins). Already marks the answer to a
+// shopper who joined before: the same ticket.
+type QueueJoined struct {
+	Ticket   string `json:"ticket"`
+	Place    int64  `json:"place"`
+	PreIndex int64  `json:"preIndex,omitempty"`
+	Already  bool   `json:"already,omitempty"`
+}
+
+// QueueJoinDenied refuses a join (not_open before the pre-queue, closed,
+// sold out).
+type QueueJoinDenied struct {
+	Reason string `json:"reason"`
+}
+
+// QueueShuffled records, at the opening, the seed of the pre-queue's order:
+// the PreQueue shoppers who joined before take places
+// queue.Permutation(queue.SeedOf(Seed), PreQueue).
+type QueueShuffled struct {
+	Seed     uint64 `json:"seed"`
+	PreQueue int64  `json:"preQueue"`
+}
+
+// QueueAdmitted lets a ticket's shopper in: the TokenIssued answering the
+// same join request hands over the token, which the shopper must claim by
+// ClaimBy.
+type QueueAdmitted struct {
+	Ticket  string    `json:"ticket"`
+	Place   int64     `json:"place"`
+	TokenID string    `json:"tokenId"`
+	ClaimBy time.Time `json:"claimBy"`
+}
+
+// QueueSeen records the waiting tickets a QueueSeenRequested named: they
+// were there at the batch's time.
+type QueueSeen struct {
+	Tickets []string `json:"tickets"`
+}
+
+// QueueClaimed records that an admitted shopper took the token.
+type QueueClaimed struct {
+	Ticket string `json:"ticket"`
+}
+
+// Reasons a ticket leaves the queue.
+const (
+	LeftByShopper = "left"      // the shopper left
+	LeftIdle      = "idle"      // silent past the idle timeout when the turn came
+	LeftUnclaimed = "unclaimed" // admitted, the token not taken in the claim window
+)
+
+// QueueLeft records a ticket leaving the queue.
+type QueueLeft struct {
+	Ticket string `json:"ticket"`
+	Reason string `json:"reason"`
+}
+
+// QueueClosed ends the queue: every ticket still waiting is done, for
+// Reason (sold_out or sale_closed).
+type QueueClosed struct {
+	Reason string `json:"reason"`
 }
 
 // Kinds of human check.

@@ -69,6 +69,8 @@ type Sale struct {
 	// The front's checks (the writer decides nothing by them).
 	Challenge      *events.Challenge // human check before token requests; nil: none
 	SignedRequests bool              // token and purchase requests carry an app's signature
+	// Queue, if set, is the sale's waiting room: tokens only by admission.
+	Queue *events.Queue
 }
 
 // Quota is ceil(stock x buffer), never below the stock. The buffer counts
@@ -89,7 +91,7 @@ func SaleFromEvent(e events.Event) (Sale, error) {
 	}
 	return Sale{ID: e.Sale, Stock: d.Stock, Quota: d.Quota, QuotaBuffer: d.QuotaBuffer, PerUserLimit: d.PerUserLimit,
 		TokenTTL: time.Duration(d.TokenTTL), OpensAt: d.OpensAt, ClosesAt: d.ClosesAt,
-		Challenge: d.Challenge, SignedRequests: d.SignedRequests}, nil
+		Challenge: d.Challenge, SignedRequests: d.SignedRequests, Queue: d.Queue}, nil
 }
 
 // Status is what a sale looks like to a shopper at a moment.
@@ -139,16 +141,33 @@ type State struct {
 	tokens   map[string]*token   // outstanding and redeemed tokens
 	shoppers map[string]*shopper // shoppers holding a token or having bought
 	expiry   expiryHeap          // outstanding tokens, soonest first
+	q        *queueState         // the waiting room; nil without one
+	seed     func() uint64       // the shuffle's seed source; nil: crypto/rand
 }
 
 // NewState returns the state of a sale before any decision.
 func NewState(s Sale) *State {
-	return &State{
+	st := &State{
 		Sale:     s,
 		Head:     events.Head{Stock: s.Stock, Quota: s.Quota, OpensAtNs: s.OpensAt.UnixNano(), ClosesAtNs: unixNano(s.ClosesAt)},
 		tokens:   make(map[string]*token),
 		shoppers: make(map[string]*shopper),
 	}
+	st.initQueue()
+	return st
+}
+
+// NextWake is when the sale next needs a batch with no request: a token's
+// expiry, or the waiting room's next step (the opening, a claim deadline,
+// the next admission).
+func (s *State) NextWake(now time.Time) (time.Time, bool) {
+	at, ok := s.NextExpiry()
+	if s.q != nil {
+		if w, qok := s.nextQueueWake(now); qok && (!ok || w.Before(at)) {
+			at, ok = w, true
+		}
+	}
+	return at, ok
 }
 
 // NextExpiry is when the soonest outstanding token expires.
@@ -176,19 +195,56 @@ func (s *State) TokenExpiry(now time.Time) time.Time {
 // non-request events are skipped, as RequestsOf would have dropped them.
 func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
 	out := s.expire(now, nil)
+	if s.q != nil {
+		out = s.queueBefore(now, out)
+	}
 	for _, r := range reqs {
 		if r.Sale != s.Sale.ID {
 			continue
 		}
 		switch d := r.Data.(type) {
 		case *events.TokenRequested:
+			if s.q != nil {
+				out = append(out, decision(now, r, events.TypeTokenDenied, &events.TokenDenied{Reason: ReasonQueueRequired}))
+				continue
+			}
 			e := s.decideToken(now, r, &out)
 			out = append(out, e)
 		case *events.PurchaseRequested:
-			out = append(out, s.decidePurchase(now, r, d))
+			e := s.decidePurchase(now, r, d)
+			if s.q != nil {
+				_ = s.q.room.Apply(e, now)
+			}
+			out = append(out, e)
 		case *events.SaleUpdateRequested:
 			out = append(out, s.decideUpdate(now, r, d))
+		case *events.QueueJoinRequested:
+			if s.q == nil {
+				out = append(out, decision(now, r, events.TypeQueueJoinDenied, &events.QueueJoinDenied{Reason: "no_queue"}))
+				continue
+			}
+			out = append(out, s.decideJoin(now, r))
+		case *events.QueueLeaveRequested:
+			if s.q != nil {
+				e := s.decideLeave(now, r, d, &out)
+				out = append(out, e)
+			}
+		case *events.QueueSeenRequested:
+			if s.q != nil {
+				if e, ok := s.decideSeen(now, r, d); ok {
+					out = append(out, e)
+				}
+			}
+		case *events.QueueClaimRequested:
+			if s.q != nil {
+				if e, ok := s.decideClaim(now, r, d); ok {
+					out = append(out, e)
+				}
+			}
 		}
+	}
+	if s.q != nil {
+		out = s.admit(now, out)
 	}
 	return out
 }
@@ -417,6 +473,11 @@ func (s *State) Apply(db events.DecisionBatch) error {
 			sh.token = nil
 			sh.bought++
 			s.Head.Redeemed++
+		}
+	}
+	if s.q != nil {
+		if err := s.applyQueueBatch(db); err != nil {
+			return fmt.Errorf("sale %s batch %d: %w", s.Sale.ID, db.Head.Version, err)
 		}
 	}
 	got := s.Head

@@ -218,11 +218,13 @@ func (w *Writer) isOurs(ctx context.Context, seq, version uint64) bool {
 	return err == nil && db.Writer == w.cfg.ID && db.Head.Version == version
 }
 
-// armExpiry sets the timer to the next token expiry, or far away.
+// armExpiry sets the timer to the sale's next wake (a token expiry, the
+// waiting room's next step), or far away.
 func (w *Writer) armExpiry(t *time.Timer) {
 	d := time.Hour
-	if at, ok := w.state.NextExpiry(); ok {
-		d = max(at.Sub(w.cfg.Now()), 0)
+	now := w.cfg.Now()
+	if at, ok := w.state.NextWake(now); ok {
+		d = max(at.Sub(now), 0)
 	}
 	t.Reset(d)
 }

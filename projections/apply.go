@@ -435,7 +435,10 @@ func (a *applier) decision(db *events.DecisionBatch, at string, idx int, e event
 			if err := a.checkAnswer(sale, e, req.sale, req.typ, req.shopper); err != nil {
 				return err
 			}
-			if req.decidedBy != "" {
+			// An admission answers the join a second time: the token.
+			admission := req.typ == string(events.TypeQueueJoinRequested) &&
+				(e.Type == events.TypeTokenIssued || e.Type == events.TypeQueueAdmitted)
+			if req.decidedBy != "" && !admission {
 				fold = false
 			}
 			if row.shopper == nil {
@@ -491,6 +494,18 @@ func (a *applier) checkAnswer(sale string, e events.Event, reqSale, typ, shopper
 		want = events.TypePurchaseRequested
 	case events.TypeSaleUpdated:
 		want = events.TypeSaleUpdateRequested
+	case events.TypeQueueJoined, events.TypeQueueJoinDenied, events.TypeQueueAdmitted:
+		want = events.TypeQueueJoinRequested
+	case events.TypeQueueLeft:
+		want = events.TypeQueueLeaveRequested
+	case events.TypeQueueSeen:
+		want = events.TypeQueueSeenRequested
+	case events.TypeQueueClaimed:
+		want = events.TypeQueueClaimRequested
+	case events.TypeTokenIssued:
+		if typ == string(events.TypeQueueJoinRequested) {
+			want = events.TypeQueueJoinRequested // an admission hands over the token
+		}
 	}
 	if typ != string(want) {
 		if err := a.anomaly(sale, "%s %s answers request %s, a %s", e.Type, e.ID, e.Request, typ); err != nil {

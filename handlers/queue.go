@@ -1,0 +1,330 @@
+package handlers
+
+import (
+	"container/heap"
+	"crypto/rand"
+	"encoding/binary"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/queue"
+)
+
+// The waiting room's decisions. With a queue, tokens are handed out only by
+// admission: the writer lets the next shoppers in, in the queue's order,
+// while quota and stock are left and at most at the admission rate. Each
+// admission is a TokenIssued and a QueueAdmitted answering the shopper's
+// join request.
+
+// ReasonQueueRequired denies a direct token request to a sale with a queue.
+const ReasonQueueRequired = "queue_required"
+
+// MaxAdmissionsPerBatch caps the admissions (and the idle tickets passed
+// over) of one batch; the rest follow in the next. Part of the decision code.
+const MaxAdmissionsPerBatch = 512
+
+// queueState is the writer's side of the waiting room.
+type queueState struct {
+	cfg     events.Queue
+	room    *queue.Room
+	claims  []*queue.Ticket // admitted and not claimed yet, by ClaimBy (admission order)
+	allow   float64         // admissions the rate allows now (a token bucket, burst max(1, rate))
+	allowAt int64           // unix nanos of the last refill
+}
+
+// SetSeed sets where the shuffle's seed comes from; the default is
+// crypto/rand. The auditor sets the recorded seed to re-run a batch.
+func (s *State) SetSeed(f func() uint64) { s.seed = f }
+
+// Room is the sale's waiting room (nil without a queue).
+func (s *State) Room() *queue.Room {
+	if s.q == nil {
+		return nil
+	}
+	return s.q.room
+}
+
+func randomSeed() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+func (s *State) initQueue() {
+	if s.Sale.Queue != nil {
+		s.q = &queueState{cfg: *s.Sale.Queue, room: queue.NewRoom()}
+	}
+}
+
+// refill tops the admission allowance up to now. Refills compose (refilling
+// at t1 then t2 equals refilling at t2), so a re-run and a rebuild that see
+// only the committed batches agree with the writer.
+func (q *queueState) refill(now time.Time) {
+	n := now.UnixNano()
+	burst := max(1, q.cfg.AdmissionRate)
+	if q.allowAt == 0 {
+		q.allow, q.allowAt = burst, n
+		return
+	}
+	if n > q.allowAt {
+		q.allow = min(burst, q.allow+q.cfg.AdmissionRate*float64(n-q.allowAt)/1e9)
+		q.allowAt = n
+	}
+}
+
+// queueBefore runs before a batch's requests: the shuffle at the opening,
+// unclaimed admissions, and the queue's end.
+func (s *State) queueBefore(now time.Time, out []events.Event) []events.Event {
+	q := s.q
+	if shuffled, _ := q.room.Shuffled(); !shuffled && !now.Before(s.Sale.OpensAt) {
+		seed := s.seed
+		if seed == nil {
+			seed = randomSeed
+		}
+		e := s.writerEvent(now, "shuffle", "", events.TypeQueueShuffled, &events.QueueShuffled{Seed: seed(), PreQueue: int64(q.room.PreQueue())})
+		out = s.applyQueue(e, now, out)
+		q.refill(now)
+	}
+	if shuffled, _ := q.room.Shuffled(); shuffled {
+		q.refill(now)
+	}
+	// Settled admissions leave the list freely; the cap counts decisions.
+	for n := 0; len(q.claims) > 0 && !now.Before(q.claims[0].ClaimBy); {
+		t := q.claims[0]
+		if t.Status != queue.Admitted {
+			q.claims = q.claims[1:] // claimed, or left
+			continue
+		}
+		if n == MaxAdmissionsPerBatch {
+			break
+		}
+		n++
+		q.claims = q.claims[1:]
+		if tok := s.tokens[t.TokenID]; tok != nil && tok.orderID == "" {
+			heap.Remove(&s.expiry, tok.heapIdx)
+			out = s.reclaim(now, tok, out)
+		}
+		out = s.applyQueue(s.writerEvent(now, "unclaimed:"+t.ID, t.Shopper, events.TypeQueueLeft,
+			&events.QueueLeft{Ticket: t.ID, Reason: events.LeftUnclaimed}), now, out)
+	}
+	return s.queueEnd(now, out)
+}
+
+// queueEnd closes the queue once nothing can be had any more.
+func (s *State) queueEnd(now time.Time, out []events.Event) []events.Event {
+	if s.q.room.Closed() != "" {
+		return out
+	}
+	reason := ""
+	switch {
+	case !s.Sale.ClosesAt.IsZero() && !now.Before(s.Sale.ClosesAt):
+		reason = events.ReasonClosed
+	case s.Head.StockLeft() <= 0:
+		reason = events.ReasonSoldOut
+	default:
+		return out
+	}
+	return s.applyQueue(s.writerEvent(now, "close", "", events.TypeQueueClosed, &events.QueueClosed{Reason: reason}), now, out)
+}
+
+// admit lets the next shoppers in.
+func (s *State) admit(now time.Time, out []events.Event) []events.Event {
+	q := s.q
+	if q.room.Closed() != "" || s.open(now) != "" {
+		return out
+	}
+	idle := int64(q.cfg.IdleTimeout)
+	for n := 0; n < MaxAdmissionsPerBatch; n++ {
+		if q.allow < 1 || s.Head.StockLeft() <= 0 || s.Head.QuotaLeft() <= 0 {
+			break
+		}
+		t, ok := q.room.Next()
+		if !ok {
+			break
+		}
+		sh := s.shoppers[t.Shopper]
+		switch {
+		case now.UnixNano()-t.Seen > idle:
+			out = s.applyQueue(s.writerEvent(now, "idle:"+t.ID, t.Shopper, events.TypeQueueLeft,
+				&events.QueueLeft{Ticket: t.ID, Reason: events.LeftIdle}), now, out)
+			continue
+		case sh != nil && (sh.token != nil || sh.bought >= s.Sale.PerUserLimit):
+			// Holds a token or bought all a shopper may: the turn goes on.
+			out = s.applyQueue(s.writerEvent(now, "limit:"+t.ID, t.Shopper, events.TypeQueueLeft,
+				&events.QueueLeft{Ticket: t.ID, Reason: events.ReasonLimitReached}), now, out)
+			continue
+		}
+		tok := &token{id: t.ID, shopper: t.Shopper, issuedAt: now, expiresAt: s.TokenExpiry(now)}
+		if sh == nil {
+			sh = &shopper{}
+			s.shoppers[t.Shopper] = sh
+		}
+		sh.token = tok
+		s.tokens[tok.id] = tok
+		heap.Push(&s.expiry, tok)
+		s.Head.Issued++
+		q.allow--
+		out = append(out, events.Event{ID: events.DerivedID(now, "admit-token:"+t.ID), Type: events.TypeTokenIssued, Version: events.SchemaVersion,
+			Sale: s.Sale.ID, Time: now, Shopper: t.Shopper, Request: t.ID,
+			Data: &events.TokenIssued{TokenID: tok.id, IssuedAt: now, ExpiresAt: tok.expiresAt}})
+		e := events.Event{ID: events.DerivedID(now, "admit:"+t.ID), Type: events.TypeQueueAdmitted, Version: events.SchemaVersion,
+			Sale: s.Sale.ID, Time: now, Shopper: t.Shopper, Request: t.ID,
+			Data: &events.QueueAdmitted{Ticket: t.ID, Place: t.Place, TokenID: tok.id, ClaimBy: now.Add(time.Duration(q.cfg.ClaimWindow))}}
+		out = s.applyQueue(e, now, out)
+		q.claims = append(q.claims, t)
+	}
+	return s.queueEnd(now, out)
+}
+
+// writerEvent is a queue decision the writer makes on its own (or, with
+// request, answering it).
+func (s *State) writerEvent(now time.Time, key, shopper string, typ events.Type, data any) events.Event {
+	return events.Event{ID: events.DerivedID(now, "queue:"+s.Sale.ID+":"+key), Type: typ, Version: events.SchemaVersion,
+		Sale: s.Sale.ID, Time: now, Shopper: shopper, Data: data}
+}
+
+// applyQueue folds a queue decision into the room and appends it.
+func (s *State) applyQueue(e events.Event, now time.Time, out []events.Event) []events.Event {
+	_ = s.q.room.Apply(e, now) // the writer's own decisions always fit
+	return append(out, e)
+}
+
+// decideJoin gives the shopper a ticket, or the one they have.
+func (s *State) decideJoin(now time.Time, r events.Event) events.Event {
+	q := s.q
+	deny := func(reason string) events.Event {
+		return decision(now, r, events.TypeQueueJoinDenied, &events.QueueJoinDenied{Reason: reason})
+	}
+	if t, ok := q.room.Active(r.Shopper); ok {
+		t.Seen = now.UnixNano()
+		return decision(now, r, events.TypeQueueJoined, &events.QueueJoined{Ticket: t.ID, Place: t.Place, PreIndex: t.PreIndex, Already: true})
+	}
+	joinsFrom := s.Sale.OpensAt
+	if !q.cfg.PreQueueOpensAt.IsZero() {
+		joinsFrom = q.cfg.PreQueueOpensAt
+	}
+	switch {
+	case q.room.Closed() != "":
+		return deny(q.room.Closed())
+	case !s.Sale.ClosesAt.IsZero() && !now.Before(s.Sale.ClosesAt):
+		return deny(events.ReasonClosed)
+	case now.Before(joinsFrom):
+		return deny(events.ReasonNotOpen)
+	case s.Head.StockLeft() <= 0:
+		return deny(events.ReasonSoldOut)
+	}
+	if sh := s.shoppers[r.Shopper]; sh != nil && sh.bought >= s.Sale.PerUserLimit {
+		return deny(events.ReasonLimitReached)
+	}
+	d := &events.QueueJoined{Ticket: r.ID, Place: -1}
+	if shuffled, _ := q.room.Shuffled(); shuffled {
+		d.Place = int64(q.room.Len())
+	} else {
+		d.PreIndex = int64(q.room.PreQueue())
+	}
+	e := decision(now, r, events.TypeQueueJoined, d)
+	_ = q.room.Apply(e, now)
+	return e
+}
+
+// decideLeave takes the shopper's ticket out of the queue; an admitted
+// shopper who leaves gives the token back.
+func (s *State) decideLeave(now time.Time, r events.Event, d *events.QueueLeaveRequested, out *[]events.Event) events.Event {
+	t, ok := s.q.room.Ticket(d.Ticket)
+	if ok && t.Shopper == r.Shopper && t.Status == queue.Admitted {
+		if tok := s.tokens[t.TokenID]; tok != nil && tok.orderID == "" {
+			heap.Remove(&s.expiry, tok.heapIdx)
+			*out = s.reclaim(now, tok, *out)
+		}
+	}
+	reason := events.LeftByShopper
+	if !ok || t.Shopper != r.Shopper || (t.Status != queue.Waiting && t.Status != queue.Admitted) {
+		reason = "not_waiting" // nothing to leave: recorded, changes nothing
+	}
+	e := decision(now, r, events.TypeQueueLeft, &events.QueueLeft{Ticket: d.Ticket, Reason: reason})
+	if reason == events.LeftByShopper {
+		_ = s.q.room.Apply(e, now)
+	}
+	return e
+}
+
+// decideSeen notes the waiting tickets a front saw.
+func (s *State) decideSeen(now time.Time, r events.Event, d *events.QueueSeenRequested) (events.Event, bool) {
+	var seen []string
+	for _, id := range d.Tickets {
+		if t, ok := s.q.room.Ticket(id); ok && (t.Status == queue.Waiting || t.Status == queue.Admitted) {
+			seen = append(seen, id)
+		}
+	}
+	if len(seen) == 0 {
+		return events.Event{}, false
+	}
+	e := decision(now, r, events.TypeQueueSeen, &events.QueueSeen{Tickets: seen})
+	_ = s.q.room.Apply(e, now)
+	return e, true
+}
+
+// decideClaim marks the shopper's admission as taken.
+func (s *State) decideClaim(now time.Time, r events.Event, d *events.QueueClaimRequested) (events.Event, bool) {
+	t, ok := s.q.room.Ticket(d.Ticket)
+	if !ok || t.Shopper != r.Shopper || t.Status != queue.Admitted {
+		return events.Event{}, false
+	}
+	e := decision(now, r, events.TypeQueueClaimed, &events.QueueClaimed{Ticket: t.ID})
+	_ = s.q.room.Apply(e, now)
+	return e, true
+}
+
+// nextQueueWake is when the queue next needs a batch without a request: the
+// opening (the shuffle), the earliest claim deadline, the next admission the
+// rate allows.
+func (s *State) nextQueueWake(now time.Time) (time.Time, bool) {
+	q := s.q
+	var at time.Time
+	pick := func(t time.Time) {
+		if at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
+	if shuffled, _ := q.room.Shuffled(); !shuffled {
+		pick(s.Sale.OpensAt)
+	}
+	if len(q.claims) > 0 {
+		pick(q.claims[0].ClaimBy)
+	}
+	if q.room.Closed() == "" && q.room.Waiting() > 0 && s.Head.StockLeft() > 0 && s.Head.QuotaLeft() > 0 && s.open(now) == "" {
+		if q.allow >= 1 {
+			pick(now)
+		} else {
+			pick(now.Add(time.Duration((1 - q.allow) / q.cfg.AdmissionRate * 1e9)))
+		}
+	}
+	return at, !at.IsZero()
+}
+
+// applyQueueBatch rebuilds the writer's side of the queue from a committed
+// batch (see Apply).
+func (s *State) applyQueueBatch(db events.DecisionBatch) error {
+	q := s.q
+	if shuffled, _ := q.room.Shuffled(); shuffled {
+		q.refill(db.DecidedAt)
+	}
+	for _, e := range db.Events {
+		if err := q.room.Apply(e, db.DecidedAt); err != nil {
+			return err
+		}
+		switch d := e.Data.(type) {
+		case *events.QueueShuffled:
+			q.refill(db.DecidedAt)
+		case *events.QueueAdmitted:
+			t, _ := q.room.Ticket(d.Ticket)
+			q.claims = append(q.claims, t)
+			q.allow--
+		}
+	}
+	// Drop claims that are settled from the front of the list.
+	for len(q.claims) > 0 && q.claims[0].Status != queue.Admitted && !db.DecidedAt.Before(q.claims[0].ClaimBy) {
+		q.claims = q.claims[1:]
+	}
+	return nil
+}
