@@ -159,6 +159,10 @@ func challengeUnavailable(msg string) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Code: "challenge_unavailable", Message: msg + ", retry shortly", RetryAfter: 1}
 }
 
+// signedHeaders are the headers a signed request may carry at most once: the
+// signature and the headers it binds (signing.Bound).
+var signedHeaders = []string{signing.Header, "Authorization", "X-Purchase-Token", ChallengeHeader}
+
 // checkSignature verifies the app signature of a request to a sale that
 // requires one. The body is read (within MaxBody) and put back.
 func (a *api) checkSignature(r *http.Request, v front.SaleView) error {
@@ -169,10 +173,13 @@ func (a *api) checkSignature(r *http.Request, v front.SaleView) error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "signature_unavailable",
 			Message: "this sale requires signed requests but the server has no signing keys", RetryAfter: 5}
 	}
-	hs := r.Header.Values(signing.Header)
-	if len(hs) > 1 {
-		a.signed("invalid")
-		return newError(http.StatusUnauthorized, "signature_invalid", "more than one "+signing.Header+" header")
+	// Header.Get, here and where the values are used, sees only the first
+	// of several: a second one would be neither signed nor checked.
+	for _, name := range signedHeaders {
+		if len(r.Header.Values(name)) > 1 {
+			a.signed("invalid")
+			return newError(http.StatusUnauthorized, "signature_invalid", "more than one "+name+" header")
+		}
 	}
 	var body []byte
 	if r.Body != nil {
@@ -186,7 +193,7 @@ func (a *api) checkSignature(r *http.Request, v front.SaleView) error {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	_, err := a.Signatures.Verify(r.Context(), r.Method, r.RequestURI, body, r.Header.Get(signing.Header))
+	_, err := a.Signatures.Verify(r.Context(), r.Method, r.RequestURI, body, signing.BoundOf(r.Header), r.Header.Get(signing.Header))
 	var e *Error
 	switch {
 	case err == nil:

@@ -1039,7 +1039,8 @@ func TestCaptcha(t *testing.T) {
 
 // TestSignedRequests: a sale that takes only requests signed by the shop's
 // app checks the signature of token requests and purchases; each nonce is
-// taken once in the whole installation.
+// taken once in the whole installation; a signature holds only with the
+// session, purchase token and challenge solution it was made for.
 func TestSignedRequests(t *testing.T) {
 	const keyID = "app-1"
 	secret := []byte(strings.Repeat("0123456789abcdef", 4))
@@ -1062,9 +1063,17 @@ func TestSignedRequests(t *testing.T) {
 		return nil
 	})
 	_, alice := ca.session()
+	_, bob := cb.session()
 	const tokens, purchases = "/api/v1/sales/s/tokens", "/api/v1/sales/s/purchases"
+	// The requests below go out with Authorization "Bearer <session>" (as
+	// client.do sends it) and the headers of hdr; a signature binds those
+	// values, so each is signed with the bound headers it is sent with.
+	signBound := func(id string, secret []byte, path string, body []byte, bound [32]byte, at time.Time) map[string]string {
+		return map[string]string{signing.Header: signing.Sign(id, secret, "POST", path, body, bound, at, signing.NewNonce())}
+	}
+	asAlice := signing.Bound("Bearer "+alice, "", "")
 	signBody := func(id string, secret []byte, path string, body []byte, at time.Time) map[string]string {
-		return map[string]string{signing.Header: signing.Sign(id, secret, "POST", path, body, at, signing.NewNonce())}
+		return signBound(id, secret, path, body, asAlice, at)
 	}
 	sign := func(id string, secret []byte, path string, at time.Time) map[string]string {
 		return signBody(id, secret, path, nil, at)
@@ -1075,12 +1084,18 @@ func TestSignedRequests(t *testing.T) {
 		t.Fatalf("signed token request: %d %s", r.Status, r.Raw)
 	}
 	tok := r.str("token")
-	withToken := func(h map[string]string) map[string]string {
-		out := map[string]string{"X-Purchase-Token": tok}
+	// withHeader returns h with name: value added.
+	withHeader := func(h map[string]string, name, value string) map[string]string {
+		out := map[string]string{name: value}
 		for k, v := range h {
 			out[k] = v
 		}
 		return out
+	}
+	withToken := func(h map[string]string) map[string]string { return withHeader(h, "X-Purchase-Token", tok) }
+	// signPurchase signs a purchase by alice for the purchase token boundTok.
+	signPurchase := func(path, boundTok string) map[string]string {
+		return signBound(keyID, secret, path, nil, signing.Bound("Bearer "+alice, boundTok, ""), time.Now())
 	}
 
 	for _, tc := range []struct {
@@ -1105,9 +1120,13 @@ func TestSignedRequests(t *testing.T) {
 		{"query not signed", ca, tokens + "?from=app", sign(keyID, secret, tokens, time.Now()), 401, "signature_invalid"},
 		{"body signed", ca, tokens, signBody(keyID, secret, tokens, []byte(`{"a":1}`), time.Now()), 200, ""},
 		{"body not signed", ca, tokens, sign(keyID, secret, tokens, time.Now()), 401, "signature_invalid"},
+		{"signed for another session", ca, tokens, signBound(keyID, secret, tokens, nil, signing.Bound("Bearer "+bob, "", ""), time.Now()), 401, "signature_invalid"},
+		{"challenge solution not signed", ca, tokens, withHeader(sign(keyID, secret, tokens, time.Now()), "X-Challenge-Solution", "1.2.3"), 401, "signature_invalid"},
 		{"purchase unsigned", ca, purchases, withToken(nil), 401, "signature_required"},
-		{"purchase signed for tokens", ca, purchases, withToken(sign(keyID, secret, tokens, time.Now())), 401, "signature_invalid"},
-		{"purchase signed", ca, purchases, withToken(sign(keyID, secret, purchases, time.Now())), 202, ""},
+		{"purchase signed for tokens", ca, purchases, withToken(signPurchase(tokens, tok)), 401, "signature_invalid"},
+		{"purchase signed without its token", ca, purchases, withToken(sign(keyID, secret, purchases, time.Now())), 401, "signature_invalid"},
+		{"purchase signed for another token", ca, purchases, withToken(signPurchase(purchases, tok+"x")), 401, "signature_invalid"},
+		{"purchase signed", ca, purchases, withToken(signPurchase(purchases, tok)), 202, ""},
 	} {
 		var body any
 		if strings.HasPrefix(tc.name, "body") {
@@ -1124,7 +1143,40 @@ func TestSignedRequests(t *testing.T) {
 			}
 		}
 	}
-	for result, want := range map[string]float64{"valid": 4, "missing": 2, "invalid": 7, "stale": 2, "replayed": 1} {
+
+	// A second value of a bound header would be neither signed nor
+	// checked (Header.Get sees the first): such a request is refused even
+	// when its first values are the signed ones.
+	for _, tc := range []struct {
+		name, path string
+		bound      [32]byte
+		hdr        http.Header
+	}{
+		{"two Authorization headers", tokens, asAlice,
+			http.Header{"Authorization": {"Bearer " + alice, "Bearer " + bob}}},
+		{"two X-Purchase-Token headers", purchases, signing.Bound("Bearer "+alice, tok, ""),
+			http.Header{"Authorization": {"Bearer " + alice}, "X-Purchase-Token": {tok, tok + "x"}}},
+		{"two X-Challenge-Solution headers", tokens, signing.Bound("Bearer "+alice, "", "1.2.3"),
+			http.Header{"Authorization": {"Bearer " + alice}, "X-Challenge-Solution": {"1.2.3", "4.5.6"}}},
+	} {
+		req, err := http.NewRequest("POST", ca.base+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = tc.hdr
+		req.Header.Set(signing.Header, signing.Sign(keyID, secret, "POST", tc.path, nil, tc.bound, time.Now(), signing.NewNonce()))
+		resp, err := ca.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(raw), `"signature_invalid"`) {
+			t.Errorf("%s: %d %s, want 401 signature_invalid", tc.name, resp.StatusCode, raw)
+		}
+	}
+
+	for result, want := range map[string]float64{"valid": 4, "missing": 2, "invalid": 14, "stale": 2, "replayed": 1} {
 		if v := metric(t, a, "flashgate_signatures_total", map[string]string{"result": result}); v != want {
 			t.Errorf("signatures_total{%s} at a = %v, want %v", result, v, want)
 		}
@@ -1132,8 +1184,7 @@ func TestSignedRequests(t *testing.T) {
 
 	// One signed request sent at once to both processes, many times: one
 	// copy passes in the whole installation.
-	once := sign(keyID, secret, tokens, time.Now())
-	_, bob := cb.session()
+	once := signBound(keyID, secret, tokens, nil, signing.Bound("Bearer "+bob, "", ""), time.Now())
 	answers := make([]string, 16)
 	var wg sync.WaitGroup
 	for i := range answers {

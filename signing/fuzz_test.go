@@ -56,22 +56,27 @@ func FuzzParseHeader(f *testing.F) {
 	})
 }
 
-// FuzzVerify feeds Verify arbitrary requests and headers against the golden
-// key, its clock at the golden ts. Whatever gets through must be correctly
-// signed, as checked here with crypto/hmac directly.
+// FuzzVerify feeds Verify arbitrary requests, bound headers and signature
+// headers against the golden key, its clock at the golden ts. Whatever gets
+// through must be correctly signed, as checked here with crypto/hmac
+// directly.
 func FuzzVerify(f *testing.F) {
-	f.Add(goldenMethod, goldenPath, []byte(goldenBody), goldenHeader)
-	f.Add("GET", "/api/v1/time", []byte(nil), signing.Sign(goldenKeyID, []byte(goldenSecret), "GET", "/api/v1/time", nil, t0, goldenNonce))
-	f.Add(goldenMethod, goldenPath, []byte(goldenBody), join(pSig, pNonce, pTS, pKey))
-	f.Add(goldenMethod, goldenPath, []byte(goldenBody), pKey+", "+pTS+", "+pNonce+", sig="+strings.ToUpper(goldenSig))
-	f.Add(goldenMethod, goldenPath, []byte(goldenBody), "")
+	f.Add(goldenMethod, goldenPath, []byte(goldenBody), "", "", "", goldenHeader)
+	f.Add("POST", purchasePath, []byte(nil), purchaseAuth, purchaseToken, "", purchaseHeader)
+	f.Add("POST", purchasePath, []byte(nil), "Bearer session-bob", purchaseToken, "", purchaseHeader)
+	f.Add("POST", purchasePath, []byte(nil), purchaseAuth, "", purchaseToken, purchaseHeader)
+	f.Add("GET", "/api/v1/time", []byte(nil), "", "", "", signing.Sign(goldenKeyID, []byte(goldenSecret), "GET", "/api/v1/time", nil, noBound, t0, goldenNonce))
+	f.Add("POST", goldenPath, []byte(nil), "Bearer s", "", "1.2.3", signing.Sign(goldenKeyID, []byte(goldenSecret), "POST", goldenPath, nil, signing.Bound("Bearer s", "", "1.2.3"), t0, goldenNonce))
+	f.Add(goldenMethod, goldenPath, []byte(goldenBody), "", "", "", join(pSig, pNonce, pTS, pKey))
+	f.Add(goldenMethod, goldenPath, []byte(goldenBody), "", "", "", pKey+", "+pTS+", "+pNonce+", sig="+strings.ToUpper(goldenSig))
+	f.Add(goldenMethod, goldenPath, []byte(goldenBody), "", "", "", "")
 	for _, tc := range malformedHeaders {
-		f.Add(goldenMethod, goldenPath, []byte(goldenBody), tc.h)
+		f.Add(goldenMethod, goldenPath, []byte(goldenBody), "", "", "", tc.h)
 	}
-	f.Fuzz(func(t *testing.T, method, path string, body []byte, header string) {
+	f.Fuzz(func(t *testing.T, method, path string, body []byte, auth, token, solution, header string) {
 		once := &countOnce{}
 		v := newVerifier(once)
-		kid, err := v.Verify(context.Background(), method, path, body, header)
+		kid, err := v.Verify(context.Background(), method, path, body, signing.Bound(auth, token, solution), header)
 		if err != nil {
 			n := 0
 			for _, s := range sentinels {
@@ -98,12 +103,13 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted a header that does not parse: %v", err)
 		}
 		sum := sha256.Sum256(body)
+		bound := sha256.Sum256([]byte("authorization:" + auth + "\nx-purchase-token:" + token + "\nx-challenge-solution:" + solution))
 		canon := strings.Join([]string{"flashgate-v1", strings.ToUpper(method), path, hex.EncodeToString(sum[:]),
-			strconv.FormatInt(p.Timestamp, 10), p.Nonce, p.KeyID}, "\n")
+			strconv.FormatInt(p.Timestamp, 10), p.Nonce, p.KeyID, hex.EncodeToString(bound[:])}, "\n")
 		mac := hmac.New(sha256.New, []byte(goldenSecret))
 		mac.Write([]byte(canon))
 		if !hmac.Equal(mac.Sum(nil), p.Sig[:]) {
-			t.Fatalf("accepted a wrong signature: %s %q body %q, header %q", method, path, body, header)
+			t.Fatalf("accepted a wrong signature: %s %q body %q, bound %q %q %q, header %q", method, path, body, auth, token, solution, header)
 		}
 		if d := p.Timestamp - goldenTS; d < -30 || d > 30 {
 			t.Fatalf("accepted ts %d", p.Timestamp)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -210,13 +211,13 @@ func (p Params) String() string {
 
 // Canonical returns the canonical request, the string a signature is the
 // HMAC of (see the package doc). It upper-cases method and takes the other
-// parts as they are.
-func Canonical(method, pathQuery string, bodySHA256 [32]byte, ts int64, nonce, keyID string) []byte {
-	n := len(version) + len(method) + len(pathQuery) + 2*sha256.Size + 20 + len(nonce) + len(keyID) + 6
-	return appendCanonical(make([]byte, 0, n), method, pathQuery, bodySHA256, ts, nonce, keyID)
+// parts as they are; bound is the hash of the bound headers (Bound).
+func Canonical(method, pathQuery string, bodySHA256, bound [32]byte, ts int64, nonce, keyID string) []byte {
+	n := len(version) + len(method) + len(pathQuery) + 4*sha256.Size + 20 + len(nonce) + len(keyID) + 7
+	return appendCanonical(make([]byte, 0, n), method, pathQuery, bodySHA256, bound, ts, nonce, keyID)
 }
 
-func appendCanonical(b []byte, method, pathQuery string, bodySHA256 [32]byte, ts int64, nonce, keyID string) []byte {
+func appendCanonical(b []byte, method, pathQuery string, bodySHA256, bound [32]byte, ts int64, nonce, keyID string) []byte {
 	b = append(b, version...)
 	b = append(b, '\n')
 	b = append(b, strings.ToUpper(method)...)
@@ -230,26 +231,60 @@ func appendCanonical(b []byte, method, pathQuery string, bodySHA256 [32]byte, ts
 	b = append(b, nonce...)
 	b = append(b, '\n')
 	b = append(b, keyID...)
+	b = append(b, '\n')
+	b = hex.AppendEncode(b, bound[:])
 	return b
 }
 
 // mac returns the HMAC-SHA256 under secret of the canonical request.
-func mac(secret []byte, method, pathQuery string, bodySHA256 [32]byte, ts int64, nonce, keyID string) [32]byte {
-	var buf [256]byte
+func mac(secret []byte, method, pathQuery string, bodySHA256, bound [32]byte, ts int64, nonce, keyID string) [32]byte {
 	h := hmac.New(sha256.New, secret)
-	h.Write(appendCanonical(buf[:0], method, pathQuery, bodySHA256, ts, nonce, keyID))
+	h.Write(Canonical(method, pathQuery, bodySHA256, bound, ts, nonce, keyID))
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return sum
 }
 
+// Names of the bound headers, in the order and spelling of the bound-headers
+// string; see the package doc.
+const (
+	boundAuthorization     = "authorization:"
+	boundPurchaseToken     = "x-purchase-token:"
+	boundChallengeSolution = "x-challenge-solution:"
+)
+
+// Bound returns the SHA-256 of the bound-headers string (see the package
+// doc) of a request whose Authorization, X-Purchase-Token and
+// X-Challenge-Solution headers have these values, "" for a header that is
+// absent. The values are taken exactly as they are.
+func Bound(authorization, purchaseToken, challengeSolution string) [32]byte {
+	var buf [512]byte
+	b := append(buf[:0], boundAuthorization...)
+	b = append(b, authorization...)
+	b = append(b, '\n')
+	b = append(b, boundPurchaseToken...)
+	b = append(b, purchaseToken...)
+	b = append(b, '\n')
+	b = append(b, boundChallengeSolution...)
+	b = append(b, challengeSolution...)
+	return sha256.Sum256(b)
+}
+
+// BoundOf returns Bound of the first value of each bound header in h. It
+// does not look for further values: a server refuses a request that carries
+// more than one (see the package doc).
+func BoundOf(h http.Header) [32]byte {
+	return Bound(h.Get("Authorization"), h.Get("X-Purchase-Token"), h.Get("X-Challenge-Solution"))
+}
+
 // Sign returns the X-Signature header value for a request signed with the
-// secret of keyID at time ts (to the second) with nonce. It does not check
-// keyID or nonce; Verify refuses a header with invalid ones as malformed.
-// Use a new nonce (NewNonce) for every request.
-func Sign(keyID string, secret []byte, method, pathQuery string, body []byte, ts time.Time, nonce string) string {
+// secret of keyID at time ts (to the second) with nonce. bound is the hash
+// of the request's bound headers: Bound of the values the request is sent
+// with. It does not check keyID or nonce; Verify refuses a header with
+// invalid ones as malformed. Use a new nonce (NewNonce) for every request.
+func Sign(keyID string, secret []byte, method, pathQuery string, body []byte, bound [32]byte, ts time.Time, nonce string) string {
 	p := Params{KeyID: keyID, Timestamp: ts.Unix(), Nonce: nonce}
-	p.Sig = mac(secret, method, pathQuery, sha256.Sum256(body), p.Timestamp, nonce, keyID)
+	p.Sig = mac(secret, method, pathQuery, sha256.Sum256(body), bound, p.Timestamp, nonce, keyID)
 	return p.String()
 }
 

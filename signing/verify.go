@@ -22,7 +22,8 @@ type Verifier struct {
 
 // Verify checks the X-Signature header value of a request and returns its key
 // id. method is the request's method, pathQuery its target exactly as
-// received (r.RequestURI), body the whole body.
+// received (r.RequestURI), body the whole body, bound the hash of its bound
+// headers (BoundOf(r.Header)).
 //
 // The checks run in this order, and the first that fails decides the error:
 // the header is present (ErrMissing) and well formed (ErrMalformed), its key
@@ -31,7 +32,7 @@ type Verifier struct {
 // and only then the nonce is used through Once under "sig.<keyId>.<nonce>"
 // (ErrReplayed if it was used before, ErrUnavailable if Once fails). A key
 // with an empty secret counts as unknown.
-func (v *Verifier) Verify(ctx context.Context, method, pathQuery string, body []byte, header string) (keyID string, err error) {
+func (v *Verifier) Verify(ctx context.Context, method, pathQuery string, body []byte, bound [32]byte, header string) (keyID string, err error) {
 	if header == "" {
 		return "", ErrMissing
 	}
@@ -57,7 +58,7 @@ func (v *Verifier) Verify(ctx context.Context, method, pathQuery string, body []
 		return "", fmt.Errorf("%w: ts %d, server time %d (unix seconds), window ±%s",
 			ErrStale, p.Timestamp, t.Unix(), window)
 	}
-	want := mac(secret, method, pathQuery, sha256.Sum256(body), p.Timestamp, p.Nonce, p.KeyID)
+	want := mac(secret, method, pathQuery, sha256.Sum256(body), bound, p.Timestamp, p.Nonce, p.KeyID)
 	if !hmac.Equal(want[:], p.Sig[:]) {
 		return "", ErrBadSignature
 	}

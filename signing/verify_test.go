@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -128,8 +129,8 @@ func TestVerifyExtremeTimestamps(t *testing.T) {
 		for _, now := range []time.Time{t0, time.Unix(0, 0), time.Unix(1<<62, 0), time.Unix(-1<<62, 0)} {
 			v := newVerifier(newMemOnce())
 			v.Now = clockAt(now)
-			h := signing.Sign(goldenKeyID, []byte(goldenSecret), "GET", "/", nil, time.Unix(ts, 0), goldenNonce)
-			_, err := v.Verify(context.Background(), "GET", "/", nil, h)
+			h := signing.Sign(goldenKeyID, []byte(goldenSecret), "GET", "/", nil, noBound, time.Unix(ts, 0), goldenNonce)
+			_, err := v.Verify(context.Background(), "GET", "/", nil, noBound, h)
 			near := now.Unix() >= 0 && now.Unix() <= 30 && ts <= 30
 			if near && err != nil || !near && !errors.Is(err, signing.ErrStale) {
 				t.Errorf("ts %d, now %d: %v", ts, now.Unix(), err)
@@ -159,6 +160,10 @@ func TestVerifyBadSignature(t *testing.T) {
 		{"body", func(r *request) { r.body = []byte(`{"sale":"demO"}`) }, nil},
 		{"body dropped", func(r *request) { r.body = nil }, nil},
 		{"body trailing newline", func(r *request) { r.body = append(r.body, '\n') }, nil},
+		{"session added", func(r *request) { r.bound = signing.Bound("Bearer s", "", "") }, nil},
+		{"purchase token added", func(r *request) { r.bound = signing.Bound("", "t", "") }, nil},
+		{"solution added", func(r *request) { r.bound = signing.Bound("", "", "x") }, nil},
+		{"bound hash zero", func(r *request) { r.bound = [32]byte{} }, nil},
 		{"ts", func(r *request) { r.header = withParams(func(p *signing.Params) { p.Timestamp++ }) }, nil},
 		{"nonce", func(r *request) {
 			r.header = withParams(func(p *signing.Params) { p.Nonce = "mZ3xq9L0bR2sT4uV6wY8zB" })
@@ -188,6 +193,59 @@ func TestVerifyBadSignature(t *testing.T) {
 	}
 }
 
+// TestVerifyBindsHeaders: a signature made for one session, purchase token
+// or challenge solution is refused with another, before its nonce is used,
+// so a captured request cannot be spent by another session, and one device
+// cannot sign for purchases with other tokens.
+func TestVerifyBindsHeaders(t *testing.T) {
+	const (
+		sessionA, sessionB = "Bearer session-a", "Bearer session-b"
+		tokenT1, tokenT2   = "token-t1", "token-t2"
+		solS1, solS2       = "1767225600.abc.17", "1767225600.abc.18"
+	)
+	for _, tc := range []struct {
+		name       string
+		path       string
+		signedWith [3]string // Authorization, X-Purchase-Token, X-Challenge-Solution
+		sentWith   [3]string
+	}{
+		{"token request, session A sent with B", "/api/v1/sales/demo/tokens", [3]string{sessionA, "", ""}, [3]string{sessionB, "", ""}},
+		{"token request, session dropped", "/api/v1/sales/demo/tokens", [3]string{sessionA, "", ""}, [3]string{"", "", ""}},
+		{"token request, session in other case", "/api/v1/sales/demo/tokens", [3]string{sessionA, "", ""}, [3]string{"bearer session-a", "", ""}},
+		{"purchase, token T1 sent with T2", "/api/v1/sales/demo/purchases", [3]string{sessionA, tokenT1, ""}, [3]string{sessionA, tokenT2, ""}},
+		{"purchase, token dropped", "/api/v1/sales/demo/purchases", [3]string{sessionA, tokenT1, ""}, [3]string{sessionA, "", ""}},
+		{"purchase, session A sent with B", "/api/v1/sales/demo/purchases", [3]string{sessionA, tokenT1, ""}, [3]string{sessionB, tokenT1, ""}},
+		{"purchase, token moved to the solution", "/api/v1/sales/demo/purchases", [3]string{sessionA, tokenT1, ""}, [3]string{sessionA, "", tokenT1}},
+		{"token request, solution S1 sent with S2", "/api/v1/sales/demo/tokens", [3]string{sessionA, "", solS1}, [3]string{sessionA, "", solS2}},
+		{"token request, solution added", "/api/v1/sales/demo/tokens", [3]string{sessionA, "", ""}, [3]string{sessionA, "", solS1}},
+		{"token request, solution and session swapped", "/api/v1/sales/demo/tokens", [3]string{sessionA, "", solS1}, [3]string{sessionB, "", solS2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			once := newMemOnce()
+			v := newVerifier(once)
+			signed := signing.Bound(tc.signedWith[0], tc.signedWith[1], tc.signedWith[2])
+			h := signing.Sign(goldenKeyID, []byte(goldenSecret), "POST", tc.path, nil, signed, t0, goldenNonce)
+
+			sent := http.Header{}
+			for i, name := range []string{"Authorization", "X-Purchase-Token", "X-Challenge-Solution"} {
+				if tc.sentWith[i] != "" {
+					sent.Set(name, tc.sentWith[i])
+				}
+			}
+			kid, err := v.Verify(context.Background(), "POST", tc.path, nil, signing.BoundOf(sent), h)
+			checkReason(t, err, signing.ErrBadSignature)
+			if kid != "" || once.Calls() != 0 {
+				t.Fatalf("kid %q, Once called %d times", kid, once.Calls())
+			}
+
+			// The nonce is still unused: the request as signed passes.
+			if _, err := v.Verify(context.Background(), "POST", tc.path, nil, signed, h); err != nil {
+				t.Fatalf("as signed: %v", err)
+			}
+		})
+	}
+}
+
 func TestVerifyReplayed(t *testing.T) {
 	once := newMemOnce()
 	v := newVerifier(once)
@@ -205,14 +263,14 @@ func TestVerifyReplayed(t *testing.T) {
 
 	// A different request with the same nonce is a replay too, even signed
 	// a second later.
-	h := signing.Sign(goldenKeyID, []byte(goldenSecret), "GET", "/other", nil, t0.Add(time.Second), goldenNonce)
-	_, err = v.Verify(context.Background(), "GET", "/other", nil, h)
+	h := signing.Sign(goldenKeyID, []byte(goldenSecret), "GET", "/other", nil, noBound, t0.Add(time.Second), goldenNonce)
+	_, err = v.Verify(context.Background(), "GET", "/other", nil, noBound, h)
 	checkReason(t, err, signing.ErrReplayed)
 
 	// The same nonce under another key id is another key's business.
 	v.Keys["app-android-1"] = []byte(strings.Repeat("a", 32))
-	h = signing.Sign("app-android-1", v.Keys["app-android-1"], goldenMethod, goldenPath, []byte(goldenBody), t0, goldenNonce)
-	if _, err := v.Verify(context.Background(), goldenMethod, goldenPath, []byte(goldenBody), h); err != nil {
+	h = signing.Sign("app-android-1", v.Keys["app-android-1"], goldenMethod, goldenPath, []byte(goldenBody), noBound, t0, goldenNonce)
+	if _, err := v.Verify(context.Background(), goldenMethod, goldenPath, []byte(goldenBody), noBound, h); err != nil {
 		t.Fatalf("same nonce, other key id: %v", err)
 	}
 }
@@ -276,7 +334,7 @@ func TestVerifyPassesContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	v := newVerifier(ctxOnce{})
-	_, err := v.Verify(ctx, goldenMethod, goldenPath, []byte(goldenBody), goldenHeader)
+	_, err := v.Verify(ctx, goldenMethod, goldenPath, []byte(goldenBody), noBound, goldenHeader)
 	checkReason(t, err, signing.ErrUnavailable)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want it to wrap context.Canceled", err)
@@ -297,7 +355,7 @@ func TestForgeriesDoNotReachOnce(t *testing.T) {
 	for range 10000 {
 		rand.Read(sig[:])
 		h := fmt.Sprintf("keyId=%s,ts=%d,nonce=%s,sig=%s", goldenKeyID, goldenTS, signing.NewNonce(), hex.EncodeToString(sig[:]))
-		_, err := v.Verify(context.Background(), goldenMethod, goldenPath, []byte(goldenBody), h)
+		_, err := v.Verify(context.Background(), goldenMethod, goldenPath, []byte(goldenBody), noBound, h)
 		if !errors.Is(err, signing.ErrBadSignature) {
 			t.Fatalf("forged %s: %v", h, err)
 		}
