@@ -18,6 +18,7 @@ import (
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/projections"
+	"github.com/flashgate/flashgate/queue"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -70,8 +71,28 @@ type SaleReport struct {
 	MaxHeld         int64 // max over batches of issued - expired
 	LiveHead        events.Head
 	LiveHeadVersion uint64
+	Queue           *QueueReport // the waiting room's figures; nil without one
 	Violations      []string
 	violationCount  int
+}
+
+// QueueReport is what the audit proves of a sale's waiting room: the
+// pre-queue's order recomputed from the recorded seed, and every admission
+// taken in that order.
+type QueueReport struct {
+	Joins      int64 // tickets given
+	PreQueue   int64 // of them before the opening
+	Shuffled   bool
+	Seed       uint64
+	Admitted   int64
+	InOrder    int64 // admissions at the first waiting place of the recomputed order
+	Idle       int64 // passed over: silent past the idle timeout at their turn
+	Unclaimed  int64 // admitted, the token not taken in time
+	Left       int64 // left by the shopper
+	Closed     string
+	lastPlace  int64
+	orderRoom  *queue.Room // the order rebuilt independently from the recorded events
+	orderError string
 }
 
 func (s *SaleReport) violate(format string, args ...any) {
@@ -226,6 +247,9 @@ func verify(rep *Report, vs map[string]*verifier, live map[string]events.Decisio
 		}
 		v.rep.Sale = s
 		v.state = handlers.NewState(s)
+		if s.Queue != nil {
+			v.rep.Queue = &QueueReport{lastPlace: -1, orderRoom: queue.NewRoom()}
+		}
 	case strings.HasPrefix(m.Subject, events.SubjectReqPfx):
 		reqs, err := handlers.RequestsOf(sale, m.Data)
 		if err != nil {
@@ -279,7 +303,20 @@ func (v *verifier) batch(m *jetstream.RawStreamMsg) {
 			r.OperatorReqs++
 		}
 	}
+	// The shuffle's seed is an input of the decision code, like the time:
+	// the re-run takes the recorded one, and the order it implies is then
+	// checked against every admission below.
+	var seed uint64
+	for _, e := range db.Events {
+		if d, ok := e.Data.(*events.QueueShuffled); ok {
+			seed = d.Seed
+		}
+	}
+	v.state.SetSeed(func() uint64 { return seed })
 	got := v.state.Decide(db.DecidedAt, reqs)
+	if r.Queue != nil {
+		v.checkQueue(&db)
+	}
 	r.Decisions += int64(len(db.Events))
 	if len(got) != len(db.Events) {
 		r.violate("batch %d: re-run gives %d decisions, %d recorded", db.Head.Version, len(got), len(db.Events))
@@ -377,9 +414,16 @@ func checkViews(ctx context.Context, db *sql.DB, r *SaleReport) error {
 			func(n int64) bool { return n == 0 }, "%d orders made with an expired token"},
 		{"per-user limit", `SELECT COUNT(*) FROM (SELECT shopper FROM orders WHERE sale = ? GROUP BY shopper HAVING SUM(units) > ?)`,
 			func(n int64) bool { return n == 0 }, "%d shoppers bought more than the per-user limit"},
-		{"decided once", `SELECT COUNT(*) FROM (SELECT request FROM decisions WHERE sale = ? AND request IS NOT NULL GROUP BY request HAVING COUNT(*) > 1)`,
+		// An admission answers a join a second time (its token): not a repeat.
+		{"decided once", `SELECT COUNT(*) FROM (SELECT d.request FROM decisions d LEFT JOIN requests q ON q.id = d.request
+			WHERE d.sale = ? AND d.request IS NOT NULL
+			AND NOT (q.type = 'QueueJoinRequested' AND d.type IN ('TokenIssued', 'QueueAdmitted'))
+			GROUP BY d.request HAVING COUNT(*) > 1)`,
 			func(n int64) bool { return n == 0 }, "%d requests decided more than once"},
-		{"decided at all", `SELECT COUNT(*) FROM requests q LEFT JOIN decisions d ON d.request = q.id WHERE q.sale = ? AND d.id IS NULL AND q.seq <= ?`,
+		// A presence note for tickets no longer waiting, and a claim that
+		// changes nothing, are answered by nothing.
+		{"decided at all", `SELECT COUNT(*) FROM requests q LEFT JOIN decisions d ON d.request = q.id WHERE q.sale = ? AND d.id IS NULL AND q.seq <= ?
+			AND q.type NOT IN ('QueueSeenRequested', 'QueueClaimRequested')`,
 			func(n int64) bool { return n == 0 }, "%d requests before the last cursor were never decided"},
 		{"decisions answer requests", `SELECT COUNT(*) FROM decisions d LEFT JOIN requests q ON q.id = d.request WHERE d.sale = ? AND d.request IS NOT NULL AND q.id IS NULL`,
 			func(n int64) bool { return n == 0 }, "%d decisions answer no recorded request"},
@@ -444,6 +488,17 @@ func (r *Report) Write(w io.Writer) {
 		check(s.MaxHeld <= sale.Quota, "quota: at most %d held (issued - expired) <= quota %d", s.MaxHeld, sale.Quota)
 		check(s.Reproduced == s.Decisions && s.violationCount == 0, "re-run: %d of %d recorded decisions reproduced exactly", s.Reproduced, s.Decisions)
 		check(s.violationCount == 0, "views: single use, own token, per-user limit, each request decided once, counters = live head")
+		if q := s.Queue; q != nil {
+			fmt.Fprintf(w, "  queue       %d joined (%d before opening), %d admitted, %d idle, %d unclaimed, %d left", q.Joins, q.PreQueue, q.Admitted, q.Idle, q.Unclaimed, q.Left)
+			if q.Closed != "" {
+				fmt.Fprintf(w, ", closed: %s", q.Closed)
+			}
+			fmt.Fprintln(w)
+			if q.Shuffled {
+				check(q.orderError == "", "fair order: the %d pre-queue joins were placed by the order recomputed from the recorded seed %#x", q.PreQueue, q.Seed)
+			}
+			check(q.InOrder == q.Admitted && q.orderError == "", "admissions in order: %d of %d admissions took the first waiting place", q.InOrder, q.Admitted)
+		}
 		for _, v := range s.Violations {
 			fmt.Fprintf(w, "  VIOLATION %s\n", v)
 		}
@@ -452,6 +507,57 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "\nresult: PASS — every invariant held\n")
 	} else {
 		fmt.Fprintf(w, "\nresult: FAIL — see the violations above\n")
+	}
+}
+
+// checkQueue folds a recorded batch into an order rebuilt from the
+// recorded events alone (not the re-run's) and checks that each admission
+// took the first waiting place of that order: the writer never admitted out
+// of turn, whatever the re-run says.
+func (v *verifier) checkQueue(db *events.DecisionBatch) {
+	q, r := v.rep.Queue, v.rep
+	for _, e := range db.Events {
+		if d, ok := e.Data.(*events.QueueAdmitted); ok {
+			next, ok := q.orderRoom.Next()
+			switch {
+			case !ok || next.ID != d.Ticket:
+				want := "nobody"
+				if ok {
+					want = fmt.Sprintf("ticket %s at place %d", next.ID, next.Place)
+				}
+				r.violate("batch %d: admission of ticket %s at place %d out of order: the recomputed order has %s next", db.Head.Version, d.Ticket, d.Place, want)
+			default:
+				q.InOrder++
+			}
+		}
+		if err := q.orderRoom.Apply(e, db.DecidedAt); err != nil && q.orderError == "" {
+			q.orderError = err.Error()
+			r.violate("batch %d: the recorded queue events do not fit together: %v", db.Head.Version, err)
+		}
+		switch d := e.Data.(type) {
+		case *events.QueueJoined:
+			if !d.Already {
+				q.Joins++
+				if d.Place < 0 {
+					q.PreQueue++
+				}
+			}
+		case *events.QueueShuffled:
+			q.Shuffled, q.Seed = true, d.Seed
+		case *events.QueueAdmitted:
+			q.Admitted++
+		case *events.QueueLeft:
+			switch d.Reason {
+			case events.LeftIdle:
+				q.Idle++
+			case events.LeftUnclaimed:
+				q.Unclaimed++
+			case events.LeftByShopper:
+				q.Left++
+			}
+		case *events.QueueClosed:
+			q.Closed = d.Reason
+		}
 	}
 }
 

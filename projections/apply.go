@@ -420,6 +420,9 @@ func (a *applier) decision(db *events.DecisionBatch, at string, idx int, e event
 			row.shopper = t.shopper
 		}
 		row.token, row.expires = nullStr(x.TokenID), x.ExpiresAt
+	} else if e.Request == "" && e.Type.AnswersNoRequest() {
+		// The writer's own queue decision (the shuffle, an idle or
+		// unclaimed turn, the queue's end): it answers no request.
 	} else {
 		row.request = e.Request
 		var err error

@@ -28,6 +28,8 @@ type Ticket struct {
 	Reason   string    // why it left (events.LeftByShopper, LeftIdle, LeftUnclaimed)
 	TokenID  string    // once admitted
 	ClaimBy  time.Time // once admitted
+	// The admission's purchase token, as its TokenIssued says.
+	TokenIssuedAt, TokenExpiresAt time.Time
 	Seen     int64     // last sign of life (unix nanos): the join, a poll, a stream
 }
 
@@ -214,6 +216,10 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 	case *events.QueueClosed:
 		r.closed = d.Reason
 		r.byShopper = map[string]*Ticket{}
+	case *events.TokenIssued:
+		if t := r.tickets[d.TokenID]; t != nil && !d.AlreadyIssued {
+			t.TokenIssuedAt, t.TokenExpiresAt = d.IssuedAt, d.ExpiresAt
+		}
 	case *events.PurchaseAccepted:
 		// Buying with the admission's token is taking it.
 		if t := r.tickets[d.TokenID]; t != nil && t.Status == Admitted {
