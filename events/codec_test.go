@@ -50,7 +50,8 @@ func sampleDecisions() DecisionBatch {
 func sampleSale() Event {
 	return Event{ID: "01JE2W6N2X7Q8V9B0C1D2E3F4J", Type: TypeSaleCreated, Version: SchemaVersion, Sale: "demo", Time: at,
 		Data: &SaleCreated{Stock: 100, QuotaBuffer: 1.2, Quota: 120, PerUserLimit: 1, TokenTTL: Duration(5 * time.Minute), OpensAt: at,
-			Challenge: &Challenge{Kind: ChallengePoW, Difficulty: 18}, SignedRequests: true}}
+			Challenge: &Challenge{Kind: ChallengePoW, Difficulty: 18}, SignedRequests: true,
+			Queue: &Queue{PreQueueOpensAt: at.Add(-time.Hour), AdmissionRate: 50, ClaimWindow: Duration(2 * time.Minute), IdleTimeout: Duration(time.Minute)}}}
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -342,5 +343,54 @@ func TestTooNewIsNotGarbage(t *testing.T) {
 	far := []byte(strings.Replace(string(good), `"opensAt":"2026-12-01T10:00:00.123456789Z"`, `"opensAt":"9999-12-31T00:00:00Z"`, 1))
 	if _, err := DecodeEvent(far); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("a sale opening in 9999: %v, want ErrMalformed", err)
+	}
+}
+
+// TestQueueWireFormat freezes the waiting room's events and checks that
+// each decodes back to itself.
+func TestQueueWireFormat(t *testing.T) {
+	req := func(id string, typ Type, shopper string, data any) Event {
+		return Event{ID: id, Type: typ, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: shopper, Data: data}
+	}
+	rb := RequestBatch{Requests: []Event{
+		req("01JE2W6N2X7Q8V9B0C1D2E3F5A", TypeQueueJoinRequested, "s1", &QueueJoinRequested{}),
+		req("01JE2W6N2X7Q8V9B0C1D2E3F5B", TypeQueueLeaveRequested, "s2", &QueueLeaveRequested{Ticket: "01JE2W6N2X7Q8V9B0C1D2E3F5C"}),
+		req("01JE2W6N2X7Q8V9B0C1D2E3F5D", TypeQueueSeenRequested, "front", &QueueSeenRequested{Tickets: []string{"01JE2W6N2X7Q8V9B0C1D2E3F5A"}}),
+		req("01JE2W6N2X7Q8V9B0C1D2E3F5E", TypeQueueClaimRequested, "s3", &QueueClaimRequested{Ticket: "01JE2W6N2X7Q8V9B0C1D2E3F5F"}),
+	}}
+	dec := func(key string, typ Type, shopper, request string, data any) Event {
+		return Event{ID: DerivedID(at, key), Type: typ, Version: SchemaVersion, Sale: "demo", Time: at, Shopper: shopper, Request: request, Data: data}
+	}
+	db := DecisionBatch{Sale: "demo", Writer: "node-1/1", DecidedAt: at, Head: Head{Version: 3, Cursor: 12, Stock: 100, Quota: 120, Issued: 1, OpensAtNs: at.UnixNano()},
+		Events: []Event{
+			dec("q1", TypeQueueShuffled, "", "", &QueueShuffled{Seed: 42, PreQueue: 7}),
+			dec("q2", TypeQueueJoined, "s1", "01JE2W6N2X7Q8V9B0C1D2E3F5A", &QueueJoined{Ticket: "01JE2W6N2X7Q8V9B0C1D2E3F5A", Place: 7}),
+			dec("q3", TypeQueueJoinDenied, "s9", "01JE2W6N2X7Q8V9B0C1D2E3F5G", &QueueJoinDenied{Reason: ReasonSoldOut}),
+			dec("q4", TypeQueueSeen, "front", "01JE2W6N2X7Q8V9B0C1D2E3F5D", &QueueSeen{Tickets: []string{"01JE2W6N2X7Q8V9B0C1D2E3F5A"}}),
+			dec("q5", TypeQueueAdmitted, "s4", "01JE2W6N2X7Q8V9B0C1D2E3F5H", &QueueAdmitted{Ticket: "01JE2W6N2X7Q8V9B0C1D2E3F5H", Place: 0, TokenID: "01JE2W6N2X7Q8V9B0C1D2E3F5H", ClaimBy: at.Add(2 * time.Minute)}),
+			dec("q6", TypeQueueClaimed, "s3", "01JE2W6N2X7Q8V9B0C1D2E3F5E", &QueueClaimed{Ticket: "01JE2W6N2X7Q8V9B0C1D2E3F5F"}),
+			dec("q7", TypeQueueLeft, "s5", "", &QueueLeft{Ticket: "01JE2W6N2X7Q8V9B0C1D2E3F5J", Reason: LeftIdle}),
+			dec("q8", TypeQueueClosed, "", "", &QueueClosed{Reason: ReasonSoldOut}),
+		}}
+	b, err := EncodeRequests(rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "queue-requests.golden.json", b)
+	if got, err := DecodeRequests(b); err != nil || !reflect.DeepEqual(got, rb) {
+		t.Fatalf("queue requests round trip: %v\n%+v", err, got)
+	}
+	b, err = EncodeDecisions(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "queue-decisions.golden.json", b)
+	if got, err := DecodeDecisions(b); err != nil || !reflect.DeepEqual(got, db) {
+		t.Fatalf("queue decisions round trip: %v\n%+v", err, got)
+	}
+	// A queue decision that must answer a request refuses to name none.
+	bad := strings.Replace(string(b), `"request":"01JE2W6N2X7Q8V9B0C1D2E3F5A",`, ``, 1)
+	if _, err := DecodeDecisions([]byte(bad)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a QueueJoined without its request: %v", err)
 	}
 }
