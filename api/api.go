@@ -23,6 +23,7 @@ import (
 	"github.com/flashgate/flashgate/identity"
 	"github.com/flashgate/flashgate/metrics"
 	"github.com/flashgate/flashgate/projections"
+	"github.com/flashgate/flashgate/queue"
 	"github.com/flashgate/flashgate/ratelimit"
 	"github.com/flashgate/flashgate/signing"
 	"github.com/flashgate/flashgate/stream"
@@ -63,6 +64,9 @@ type Config struct {
 	Pages http.Handler
 	// MaxStreams bounds concurrent admin event streams. Default 32.
 	MaxStreams int
+	// MaxQueueStreams bounds concurrent waiting-room event streams.
+	// Default DefaultMaxQueueStreams (10,000).
+	MaxQueueStreams int
 
 	// Limiter, if set, applies the rate limits by route group; Proxies are
 	// the trusted proxies whose X-Forwarded-For names the client; Limits
@@ -82,6 +86,7 @@ type api struct {
 	captchaSlots perKey // CAPTCHA verifications in flight per client address
 	sessions     *rate.Limiter
 	streams      chan struct{} // a slot per open admin stream
+	queueStreams chan struct{} // a slot per open waiting-room stream
 }
 
 // New returns the HTTP handler.
@@ -104,7 +109,11 @@ func New(c Config) http.Handler {
 	if c.MaxStreams <= 0 {
 		c.MaxStreams = 32
 	}
-	a := &api{Config: c, streams: make(chan struct{}, c.MaxStreams), captchaSlots: perKey{max: 2}}
+	if c.MaxQueueStreams <= 0 {
+		c.MaxQueueStreams = DefaultMaxQueueStreams
+	}
+	a := &api{Config: c, streams: make(chan struct{}, c.MaxStreams), queueStreams: make(chan struct{}, c.MaxQueueStreams),
+		captchaSlots: perKey{max: 2}}
 	if c.SessionRate > 0 {
 		a.sessions = rate.NewLimiter(rate.Limit(c.SessionRate), int(math.Max(1, c.SessionRate)))
 	}
@@ -120,6 +129,10 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("POST /api/v1/sales/{sale}/challenge", a.shopper(ratelimit.GroupTokens, a.challengeFor))
 	mux.HandleFunc("POST /api/v1/sales/{sale}/tokens", a.shopper(ratelimit.GroupTokens, a.tokens))
 	mux.HandleFunc("POST /api/v1/sales/{sale}/purchases", a.shopper(ratelimit.GroupPurchases, a.purchase))
+	mux.HandleFunc("POST /api/v1/sales/{sale}/queue", a.shopper(ratelimit.GroupQueue, a.queueJoin))
+	mux.HandleFunc("GET /api/v1/sales/{sale}/queue/{ticket}", a.shopper(ratelimit.GroupQueue, a.queueTicket))
+	mux.HandleFunc("GET /api/v1/sales/{sale}/queue/{ticket}/events", a.shopper(ratelimit.GroupQueue, a.queueEvents))
+	mux.HandleFunc("DELETE /api/v1/sales/{sale}/queue/{ticket}", a.shopper(ratelimit.GroupQueue, a.queueLeave))
 	mux.HandleFunc("GET /api/v1/orders/{id}", a.shopper(ratelimit.GroupReads, a.order))
 	mux.HandleFunc("GET /api/v1/requests/{id}", a.shopper(ratelimit.GroupReads, a.request))
 	mux.HandleFunc("POST /api/v1/admin/sales", a.admin(a.createSale))
@@ -368,6 +381,7 @@ func saleJSON(v front.SaleView, now time.Time) map[string]any {
 		m["challenge"] = s.Challenge
 	}
 	m["signedRequests"] = s.SignedRequests
+	m["queue"] = queueJSON(v)
 	return m
 }
 
@@ -445,6 +459,8 @@ func kindOf(t events.Type) string {
 		return "token"
 	case events.TypePurchaseRequested:
 		return "purchase"
+	case events.TypeQueueJoinRequested, events.TypeQueueLeaveRequested:
+		return "queue"
 	}
 	return "operator"
 }
@@ -458,6 +474,11 @@ func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) err
 	if err := cheap(v, now); err != nil {
 		a.answered("token", "cheap")
 		return err
+	}
+	if v.Sale.Queue != nil {
+		// Tokens of a sale with a waiting room come only by admission.
+		a.answered("token", "cheap")
+		return reasonError(handlers.ReasonQueueRequired).with("queue", "/api/v1/sales/"+v.Sale.ID+"/queue")
 	}
 	if err := a.checkSignature(r, v); err != nil {
 		return err
@@ -577,6 +598,28 @@ func (a *api) answer(d events.Event, polled bool) (int, map[string]any, error) {
 		return http.StatusOK, body, nil
 	case *events.TokenDenied:
 		return a.refusal(d, a.withOpensAt(reasonError(x.Reason), d.Sale), polled)
+	case *events.QueueJoined:
+		body := map[string]any{"requestId": d.Request, "status": "joined", "ticket": a.joinedTicket(d, x)}
+		return http.StatusOK, body, nil
+	case *events.QueueJoinDenied:
+		if x.Reason == "" { // rebuilt from the projection, which does not keep it
+			return a.refusal(d, newError(http.StatusConflict, "join_refused", "the join was refused; join again to learn why"), polled)
+		}
+		e := reasonError(x.Reason)
+		if v, ok := a.Front.Sale(d.Sale); ok {
+			e = joinError(v.Sale, x.Reason)
+		}
+		return a.refusal(d, e, polled)
+	case *events.QueueLeft:
+		status := queue.Left
+		switch x.Reason {
+		case events.LeftByShopper:
+		case "": // rebuilt from the projection, which does not keep it
+			status = "decided"
+		default:
+			status = "unchanged" // nothing to leave
+		}
+		return http.StatusOK, map[string]any{"requestId": d.Request, "status": status, "ticket": x.Ticket}, nil
 	case *events.PurchaseRefused:
 		e := a.withOpensAt(reasonError(x.Reason), d.Sale)
 		if x.OrderID != "" {
@@ -585,6 +628,22 @@ func (a *api) answer(d events.Event, polled bool) (int, map[string]any, error) {
 		return a.refusal(d, e, polled)
 	}
 	return 0, nil, fmt.Errorf("request %s: unexpected decision %s", d.Request, d.Type)
+}
+
+// joinedTicket is the ticket a QueueJoined gave. A decision rebuilt from the
+// projection does not carry it: a first join's ticket is its request id, a
+// repeated join's is the shopper's active ticket.
+func (a *api) joinedTicket(d events.Event, x *events.QueueJoined) string {
+	if x.Ticket != "" {
+		return x.Ticket
+	}
+	if _, ok := a.Front.QueueTicket(d.Sale, d.Request); ok {
+		return d.Request
+	}
+	if q, ok := a.Front.QueueActive(d.Sale, d.Shopper); ok {
+		return q.Ticket
+	}
+	return d.Request
 }
 
 // withOpensAt adds the opening time to a not_open refusal.
@@ -654,6 +713,12 @@ func (a *api) decisionFromRow(rs projections.RequestStatus) events.Event {
 		d.Data = &events.PurchaseAccepted{TokenID: x.TokenID, OrderID: x.OrderID, Units: 1}
 	case events.TypePurchaseRefused:
 		d.Data = &events.PurchaseRefused{TokenID: x.TokenID, Reason: x.Reason, OrderID: x.OrderID}
+	case events.TypeQueueJoined:
+		d.Data = &events.QueueJoined{}
+	case events.TypeQueueJoinDenied:
+		d.Data = &events.QueueJoinDenied{Reason: x.Reason}
+	case events.TypeQueueLeft:
+		d.Data = &events.QueueLeft{Reason: x.Reason}
 	}
 	return d
 }
@@ -685,6 +750,9 @@ type SaleRequest struct {
 	// "captcha"}. Absent: none.
 	Challenge      *events.Challenge `json:"challenge"`
 	SignedRequests bool              `json:"signedRequests"`
+	// A waiting room in front of the tokens: {"enabled": true, ...} (see
+	// QueueRequest). Absent or not enabled: none.
+	Queue *QueueRequest `json:"queue"`
 }
 
 // Limits on sale settings.
@@ -762,6 +830,9 @@ func (sr SaleRequest) Validate(now time.Time) (handlers.Sale, error) {
 		s.Challenge = &c
 	}
 	s.SignedRequests = sr.SignedRequests
+	if err := sr.validateQueue(&s); err != nil {
+		return s, err
+	}
 	s.Quota = handlers.Quota(s.Stock, s.QuotaBuffer)
 	return s, nil
 }
@@ -799,7 +870,7 @@ func SaleCreatedEvent(ids *events.IDs, s handlers.Sale, now time.Time) events.Ev
 	return events.Event{ID: ids.New(now), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: s.ID, Time: now.UTC(),
 		Data: &events.SaleCreated{Stock: s.Stock, QuotaBuffer: s.QuotaBuffer, Quota: s.Quota, PerUserLimit: s.PerUserLimit,
 			TokenTTL: events.Duration(s.TokenTTL), OpensAt: s.OpensAt, ClosesAt: s.ClosesAt,
-			Challenge: s.Challenge, SignedRequests: s.SignedRequests}}
+			Challenge: s.Challenge, SignedRequests: s.SignedRequests, Queue: s.Queue}}
 }
 
 func adminSaleJSON(v front.SaleView, now time.Time) map[string]any {

@@ -37,8 +37,16 @@ func (e *Error) with(k string, v any) *Error {
 	return e
 }
 
-// reasonError is the answer to a TokenDenied or PurchaseRefused reason.
+// reasonError is the answer to a TokenDenied, PurchaseRefused or
+// QueueJoinDenied reason.
 func reasonError(reason string) *Error {
+	switch reason {
+	case handlers.ReasonQueueRequired:
+		return newError(http.StatusForbidden, reason,
+			"this sale hands out purchase tokens only through its waiting room: join the queue first")
+	case "no_queue":
+		return newError(http.StatusNotFound, "queue_not_enabled", "this sale has no waiting room")
+	}
 	msg := handlers.ReasonError(reason).Error()
 	switch reason {
 	case events.ReasonNotOpen:

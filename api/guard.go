@@ -13,6 +13,7 @@ import (
 	"github.com/flashgate/flashgate/challenge"
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/front"
+	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/ratelimit"
 	"github.com/flashgate/flashgate/signing"
 )
@@ -33,9 +34,10 @@ func (a *api) challengeFor(w http.ResponseWriter, r *http.Request, shopper strin
 	if err != nil {
 		return err
 	}
-	// No check is worth solving for a request that is answered anyway.
-	if err := cheap(v, a.Now()); err != nil {
-		return err
+	// No check is worth solving for a request that is answered anyway; a
+	// queue's pre-queue takes joins (and their checks) before the opening.
+	if now := a.Now(); cheap(v, now) != nil && !preQueueOpen(v, now) {
+		return cheap(v, now)
 	}
 	c := v.Sale.Challenge
 	switch {
@@ -60,6 +62,14 @@ func (a *api) challengeFor(w http.ResponseWriter, r *http.Request, shopper strin
 		return fmt.Errorf("sale %s: challenge kind %q", v.Sale.ID, c.Kind)
 	}
 	return nil
+}
+
+// preQueueOpen reports whether sale v is not open yet but its waiting
+// room already takes joins.
+func preQueueOpen(v front.SaleView, now time.Time) bool {
+	q := v.Sale.Queue
+	return q != nil && !q.PreQueueOpensAt.IsZero() && !now.Before(q.PreQueueOpensAt) &&
+		v.Sale.StatusAt(now, v.Head) == handlers.StatusScheduled
 }
 
 // checkChallenge verifies the solution a token request carries for sale v.

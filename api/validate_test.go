@@ -27,6 +27,15 @@ func TestSaleRequestValidate(t *testing.T) {
 	if s.Quota != 120 || s.QuotaBuffer != 1.2 || s.PerUserLimit != 1 || s.TokenTTL != 5*time.Minute || !s.OpensAt.Equal(now) || !s.ClosesAt.IsZero() {
 		t.Errorf("defaults: %+v", s)
 	}
+	q, err := SaleRequest{ID: "q", Stock: 10, OpensAt: "2026-12-01T11:00:00Z",
+		Queue: &QueueRequest{Enabled: true, PreQueueOpensAt: "2026-12-01T10:30:00+00:00"}}.Validate(now)
+	if err != nil || q.Queue == nil || q.Queue.AdmissionRate != 10 || time.Duration(q.Queue.ClaimWindow) != 2*time.Minute ||
+		time.Duration(q.Queue.IdleTimeout) != time.Minute || !q.Queue.PreQueueOpensAt.Equal(now.Add(30*time.Minute)) {
+		t.Errorf("queue defaults: %+v, %v", q.Queue, err)
+	}
+	if off, _ := (SaleRequest{ID: "q", Stock: 10, Queue: &QueueRequest{Enabled: false, AdmissionRate: f(5)}}).Validate(now); off.Queue != nil {
+		t.Errorf("a queue not enabled was set: %+v", off.Queue)
+	}
 	bad := []struct {
 		in    SaleRequest
 		field string
@@ -48,6 +57,15 @@ func TestSaleRequestValidate(t *testing.T) {
 		{SaleRequest{ID: "x", Stock: 1, ClosesAt: "9999-12-31T23:59:59Z"}, "closesAt"},
 		{SaleRequest{ID: "x", Stock: 1, ClosesAt: "2026-12-01T09:00:00Z"}, "closesAt"},
 		{SaleRequest{ID: "x", Stock: 1, OpensAt: "2026-12-01T11:00:00Z", ClosesAt: "2026-12-01T11:00:00Z"}, "closesAt"},
+		{SaleRequest{ID: "x", Stock: 1, Queue: &QueueRequest{Enabled: true, AdmissionRate: f(0)}}, "queue.admissionRate"},
+		{SaleRequest{ID: "x", Stock: 1, Queue: &QueueRequest{Enabled: true, AdmissionRate: f(1e6)}}, "queue.admissionRate"},
+		{SaleRequest{ID: "x", Stock: 1, Queue: &QueueRequest{Enabled: true, ClaimWindow: "500ms"}}, "queue.claimWindow"},
+		{SaleRequest{ID: "x", Stock: 1, Queue: &QueueRequest{Enabled: true, ClaimWindow: "two minutes"}}, "queue.claimWindow"},
+		{SaleRequest{ID: "x", Stock: 1, TokenTTL: "1m", Queue: &QueueRequest{Enabled: true}}, "queue.claimWindow"}, // 2m > the token's 1m
+		{SaleRequest{ID: "x", Stock: 1, Queue: &QueueRequest{Enabled: true, IdleTimeout: "25h"}}, "queue.idleTimeout"},
+		{SaleRequest{ID: "x", Stock: 1, Queue: &QueueRequest{Enabled: true, PreQueueOpensAt: "soon"}}, "queue.preQueueOpensAt"},
+		{SaleRequest{ID: "x", Stock: 1, OpensAt: "2026-12-01T11:00:00Z",
+			Queue: &QueueRequest{Enabled: true, PreQueueOpensAt: "2026-12-01T11:00:00Z"}}, "queue.preQueueOpensAt"},
 	}
 	for _, c := range bad {
 		_, err := c.in.Validate(now)

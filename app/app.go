@@ -50,6 +50,9 @@ type Config struct {
 	SessionTTL   time.Duration
 	MaxInFlight  int
 	MaxBatch     int
+	// MaxQueueStreams bounds the waiting-room event streams open at once
+	// (default api.DefaultMaxQueueStreams).
+	MaxQueueStreams int
 
 	PurchaseKeyFile string // "" = keys in the data directory
 	SessionKeyFile  string
@@ -257,7 +260,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	wctx, cancelW := context.WithCancel(context.Background())
 	a.cancelW = cancelW
 	a.manager.Start(wctx)
-	a.Front = front.New(a.JS, st, front.Config{MaxInFlight: c.MaxInFlight, OnSale: a.manager.Add, Log: a.log})
+	a.Front = front.New(a.JS, st, front.Config{MaxInFlight: c.MaxInFlight, OnSale: a.manager.Add, Now: c.Now, Log: a.log})
 	fctx, cancelF := context.WithCancel(context.Background())
 	a.cancelF = cancelF
 	frontDone := make(chan error, 1)
@@ -291,7 +294,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
 		Now: c.Now, Log: a.log, DecisionWait: c.DecisionWait, MaxBody: c.MaxBody, SessionRate: c.SessionRate,
 		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.ReadyCached, Stopping: a.stopping, Pages: c.Pages,
-		Limiter: a.guard.limiter, Proxies: a.guard.proxies, Limits: a.guard.limits,
+		Limiter: a.guard.limiter, Proxies: a.guard.proxies, Limits: a.guard.limits, MaxQueueStreams: c.MaxQueueStreams,
 		PoW: a.guard.pow, Captcha: a.guard.captcha, Signatures: a.guard.signatures,
 	})
 	if c.MetricsAddr != "" {

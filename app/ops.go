@@ -63,7 +63,8 @@ func (a *App) saleFigures() []metrics.SaleFigures {
 		h := v.Head
 		out = append(out, metrics.SaleFigures{Sale: v.Sale.ID, Stock: h.Stock, StockLeft: h.StockLeft(), Quota: h.Quota,
 			QuotaLeft: h.QuotaLeft(), Issued: h.Issued, Expired: h.Expired, Redeemed: h.Redeemed,
-			Outstanding: h.Outstanding(), BatchVersion: h.Version})
+			Outstanding: h.Outstanding(), BatchVersion: h.Version,
+			Queue: v.Sale.Queue != nil, QueueWaiting: int64(v.QueueWaiting), QueueAdmitted: v.QueueAdmitted})
 	}
 	return out
 }

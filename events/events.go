@@ -235,9 +235,10 @@ type QueueClaimed struct {
 
 // Reasons a ticket leaves the queue.
 const (
-	LeftByShopper = "left"      // the shopper left
-	LeftIdle      = "idle"      // silent past the idle timeout when the turn came
-	LeftUnclaimed = "unclaimed" // admitted, the token not taken in the claim window
+	LeftByShopper = "left"        // the shopper left
+	LeftIdle      = "idle"        // silent past the idle timeout when the turn came
+	LeftUnclaimed = "unclaimed"   // admitted, the token not taken in the claim window
+	LeftNothing   = "not_waiting" // a leave for a ticket that is not the shopper's or not in the queue: changes nothing
 )
 
 // QueueLeft records a ticket leaving the queue.

@@ -6,6 +6,11 @@
 // Decisions reach the front only through a JetStream consumer of the
 // decision subjects, so a decision is never seen before it is stored: a
 // writer whose commit was refused announces nothing.
+//
+// For a sale with a waiting room the front also folds every decision into
+// its own copy of the room (see queue.go): positions, estimates and
+// admissions are read from memory, and the front tells the writer which
+// tickets' shoppers are still there and which took their token.
 package front
 
 import (
@@ -48,7 +53,10 @@ type Config struct {
 	OnSale func(sale string)
 	// OnBatch is told of every committed decision batch (metrics).
 	OnBatch func(db *events.DecisionBatch)
-	Log     *slog.Logger
+	// Now is the clock of the waiting room's estimates and presence pings.
+	// Default time.Now.
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -67,6 +75,9 @@ func (c *Config) defaults() {
 	if c.RecentDecisions <= 0 {
 		c.RecentDecisions = 65536
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -76,6 +87,10 @@ func (c *Config) defaults() {
 type SaleView struct {
 	Sale handlers.Sale
 	Head events.Head
+	// For a sale with a queue: tickets waiting and admissions so far, as
+	// of the last batch.
+	QueueWaiting  int
+	QueueAdmitted int64
 }
 
 // Front is one process's side of the shoppers' requests.
@@ -88,6 +103,8 @@ type Front struct {
 	sales     map[string]*SaleView
 	stats     map[string]*Stats
 	appenders map[string]*appender
+	rooms     map[string]*roomView // the waiting rooms, by sale
+	ids       *events.IDs          // ids of the requests the front sends itself
 
 	waiters *waiters
 	recent  *recent
@@ -104,6 +121,8 @@ func New(js jetstream.JetStream, st jetstream.Stream, cfg Config) *Front {
 		sales:     make(map[string]*SaleView),
 		stats:     make(map[string]*Stats),
 		appenders: make(map[string]*appender),
+		rooms:     make(map[string]*roomView),
+		ids:       events.NewIDs(),
 		waiters:   newWaiters(cfg.MaxInFlight),
 		recent:    newRecent(cfg.RecentDecisions),
 		ready:     make(chan struct{}),
@@ -136,12 +155,18 @@ func (f *Front) Run(ctx context.Context) error {
 			continue
 		}
 		f.saleCreated(ev)
-		db, _, ok, err := stream.LastDecision(ctx, f.st, id)
+		db, seq, ok, err := stream.LastDecision(ctx, f.st, id)
 		if err != nil {
 			return fmt.Errorf("front: %w", err)
 		}
 		if ok {
 			f.applyHead(&db)
+			if f.roomOf(id) != nil {
+				// The room is folded from every decision: read the history.
+				if err := f.replayQueue(ctx, id, seq); err != nil {
+					return fmt.Errorf("front: waiting room of %s: %w", id, err)
+				}
+			}
 		}
 	}
 	cons, err := f.st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
@@ -157,6 +182,11 @@ func (f *Front) Run(ctx context.Context) error {
 		return fmt.Errorf("front: follow decisions: %w", err)
 	}
 	close(f.ready)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.presence(ctx)
+	}()
 	<-ctx.Done()
 	stream.Stop(cc)
 	return nil
@@ -179,6 +209,7 @@ func (f *Front) handle(m jetstream.Msg) {
 			return
 		}
 		f.applyHead(&db)
+		f.foldQueue(&db) // before the waiters hear: a joined shopper finds the ticket
 		f.count(&db)
 		for i := range db.Events {
 			e := &db.Events[i]
@@ -203,6 +234,9 @@ func (f *Front) saleCreated(ev events.Event) {
 	_, known := f.sales[s.ID]
 	if !known {
 		f.sales[s.ID] = &SaleView{Sale: s, Head: events.Head{Stock: s.Stock, Quota: s.Quota}}
+		if s.Queue != nil {
+			f.rooms[s.ID] = newRoomView(s.ID, *s.Queue)
+		}
 	}
 	f.mu.Unlock()
 	if !known && f.cfg.OnSale != nil {
@@ -389,6 +423,35 @@ func (f *Front) Submit(req events.Event) (*Pending, error) {
 	return p, nil
 }
 
+// Send appends a request without waiting for its decision (no waiter is
+// registered): the front's own requests, presence and claims. Like Submit
+// it fails at once with ErrOverloaded when the sale's append queue is full,
+// ErrNotReady before the sales are loaded and ErrUnavailable once the front
+// is stopping; an append that fails later is logged by the appender.
+func (f *Front) Send(req events.Event) error {
+	select {
+	case <-f.ready:
+	default:
+		return ErrNotReady
+	}
+	f.mu.RLock()
+	stopping := f.ctx == nil || f.ctx.Err() != nil
+	f.mu.RUnlock()
+	if stopping {
+		return ErrUnavailable
+	}
+	a, err := f.appender(req.Sale)
+	if err != nil {
+		return err
+	}
+	select {
+	case a.q <- queued{ev: req, appended: make(chan error, 1)}:
+		return nil
+	default:
+		return ErrOverloaded
+	}
+}
+
 // Wait returns the decision. First it waits for the request to be stored:
 // if the append fails the error wraps ErrUnavailable and the request must be
 // retried (an append that timed out may still have landed; the retry then
@@ -476,11 +539,13 @@ func (a *appender) run(ctx context.Context) {
 		case r := <-a.q:
 			batch = append(batch, r)
 		}
+		size := approxSize(batch[0].ev)
 	drain:
-		for len(batch) < cap(batch) {
+		for len(batch) < cap(batch) && size < maxAppendBytes {
 			select {
 			case r := <-a.q:
 				batch = append(batch, r)
+				size += approxSize(r.ev)
 			default:
 				break drain
 			}
@@ -494,6 +559,19 @@ func (a *appender) run(ctx context.Context) {
 			q.appended <- err // buffered: never blocks
 		}
 	}
+}
+
+// maxAppendBytes caps the requests of one append message (about: see
+// approxSize), so that presence pings of many tickets do not pile up into a
+// message, or a decision batch, larger than the stream takes.
+const maxAppendBytes = 512 << 10
+
+// approxSize is about the encoded size of a request, from above.
+func approxSize(e events.Event) int {
+	if d, ok := e.Data.(*events.QueueSeenRequested); ok {
+		return 256 + 32*len(d.Tickets)
+	}
+	return 256
 }
 
 func (a *appender) append(ctx context.Context, reqs []events.Event) error {

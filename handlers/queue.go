@@ -239,7 +239,7 @@ func (s *State) decideLeave(now time.Time, r events.Event, d *events.QueueLeaveR
 	}
 	reason := events.LeftByShopper
 	if !ok || t.Shopper != r.Shopper || (t.Status != queue.Waiting && t.Status != queue.Admitted) {
-		reason = "not_waiting" // nothing to leave: recorded, changes nothing
+		reason = events.LeftNothing // nothing to leave: recorded, changes nothing
 	}
 	e := decision(now, r, events.TypeQueueLeft, &events.QueueLeft{Ticket: d.Ticket, Reason: reason})
 	if reason == events.LeftByShopper {

@@ -30,6 +30,7 @@ type Metrics struct {
 	answers       *prometheus.CounterVec
 	challenges    *prometheus.CounterVec
 	signatures    *prometheus.CounterVec
+	queueStreams  prometheus.Gauge
 }
 
 // New builds the metrics and registers them, with the Go runtime and
@@ -53,15 +54,17 @@ func New() *Metrics {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limit_total",
 			Help: "Rate-limit decisions by policy and result (allowed, rejected, shadow_rejected)."}, []string{"policy", "result"}),
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "request_answers_total",
-			Help: "How token, purchase and operator requests were answered: decided, pending (202), cheap (refused from the cached head without an append), overloaded or unavailable (503)."},
+			Help: "How token, purchase, queue (join, leave) and operator requests were answered: decided, pending (202), cheap (refused from the cached head without an append), overloaded or unavailable (503)."},
 			[]string{"kind", "outcome"}),
 		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "challenges_total",
 			Help: "Human checks by kind (pow, captcha) and result (issued, passed, required, failed, unavailable)."}, []string{"kind", "result"}),
 		signatures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "signatures_total",
 			Help: "App request signatures by result (valid, missing, invalid, stale, replayed, unavailable)."}, []string{"result"}),
+		queueStreams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "queue_streams",
+			Help: "Waiting-room event streams (SSE) open on this process."}),
 	}
 	m.Registry.MustRegister(m.httpRequests, m.httpDuration, m.decisions, m.batchRequests, m.commitSeconds, m.rateLimited, m.answers,
-		m.challenges, m.signatures,
+		m.challenges, m.signatures, m.queueStreams,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -131,6 +134,9 @@ func (m *Metrics) Challenge(kind, result string) { m.challenges.WithLabelValues(
 // Signature records one app signature check.
 func (m *Metrics) Signature(result string) { m.signatures.WithLabelValues(result).Inc() }
 
+// QueueStream records a waiting-room event stream opening (+1) or closing (-1).
+func (m *Metrics) QueueStream(delta int) { m.queueStreams.Add(float64(delta)) }
+
 // Limiter registers the rate limiter's gauges: keys remembered, the live
 // processes the global limits are shared by, and whether the limiter runs
 // on local state alone (NATS unreachable).
@@ -183,6 +189,11 @@ type SaleFigures struct {
 	Stock, StockLeft, Quota, QuotaLeft     int64
 	Issued, Expired, Redeemed, Outstanding int64
 	BatchVersion                           uint64
+	// The waiting room, for a sale with one (Queue): tickets waiting and
+	// admissions so far.
+	Queue         bool
+	QueueWaiting  int64
+	QueueAdmitted int64
 }
 
 // Gauges registers collectors read at scrape time: the per-sale figures,
@@ -219,12 +230,15 @@ var (
 	descExpired     = prometheus.NewDesc(ns+"_sale_tokens_expired", "Tokens reclaimed unused.", []string{"sale"}, nil)
 	descRedeemed    = prometheus.NewDesc(ns+"_sale_tokens_redeemed", "Tokens redeemed = units sold.", []string{"sale"}, nil)
 	descVersion     = prometheus.NewDesc(ns+"_sale_batch_version", "Version of the sale's last committed batch.", []string{"sale"}, nil)
+	descQWaiting    = prometheus.NewDesc(ns+"_queue_waiting", "Tickets waiting in the sale's waiting room.", []string{"sale"}, nil)
+	descQAdmitted   = prometheus.NewDesc(ns+"_queue_admitted", "Tickets admitted from the sale's waiting room so far.", []string{"sale"}, nil)
 )
 
 type saleCollector struct{ sales func() []SaleFigures }
 
 func (c *saleCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStockLeft, descStock, descQuotaLeft, descOutstanding, descIssued, descExpired, descRedeemed, descVersion} {
+	for _, d := range []*prometheus.Desc{descStockLeft, descStock, descQuotaLeft, descOutstanding, descIssued, descExpired, descRedeemed, descVersion,
+		descQWaiting, descQAdmitted} {
 		ch <- d
 	}
 }
@@ -242,5 +256,9 @@ func (c *saleCollector) Collect(ch chan<- prometheus.Metric) {
 		g(descExpired, float64(s.Expired))
 		g(descRedeemed, float64(s.Redeemed))
 		g(descVersion, float64(s.BatchVersion))
+		if s.Queue {
+			g(descQWaiting, float64(s.QueueWaiting))
+			g(descQAdmitted, float64(s.QueueAdmitted))
+		}
 	}
 }

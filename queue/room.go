@@ -30,7 +30,7 @@ type Ticket struct {
 	ClaimBy  time.Time // once admitted
 	// The admission's purchase token, as its TokenIssued says.
 	TokenIssuedAt, TokenExpiresAt time.Time
-	Seen     int64     // last sign of life (unix nanos): the join, a poll, a stream
+	Seen                          int64 // last sign of life (unix nanos): the join, a poll, a stream
 }
 
 // Room is a sale's waiting room as the decisions built it: tickets, the
@@ -200,8 +200,8 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 		delete(r.byShopper, t.Shopper)
 	case *events.QueueLeft:
 		t := r.tickets[d.Ticket]
-		if t == nil || (t.Status != Waiting && t.Status != Admitted) {
-			return nil // leaving twice changes nothing
+		if t == nil || d.Reason == events.LeftNothing || (t.Status != Waiting && t.Status != Admitted) {
+			return nil // a refused leave, or leaving twice, changes nothing
 		}
 		if t.Status == Waiting && t.Place >= 0 {
 			r.line.Remove(int(t.Place))

@@ -375,6 +375,44 @@ func TestBrowser(t *testing.T) {
 		p.checkConsole()
 	})
 
+	// Q: a sale with a waiting room (no human check). A shopper over HTTP
+	// takes the first turn; the page joins, shows its place while it waits
+	// (one admission every 2 s), is let in, buys with the admission's token
+	// and shows the order.
+	t.Run("QueueThenBuy", func(t *testing.T) {
+		s.createSale(t, map[string]any{"id": "q", "stock": 3, "queue": map[string]any{"enabled": true, "admissionRate": 0.5}})
+		first := s.newShopper(t)
+		if r := s.do(t, "POST", "/api/v1/sales/q/queue", first.session, nil, nil); r.Status != http.StatusCreated || r.str("status") != "admitted" {
+			t.Fatalf("the first shopper's join: %d %s", r.Status, r.Raw)
+		}
+		p := newTab(t, browser, 375, 812)
+		p.do("open the sale", chromedp.Navigate(s.pages+"/sales/q"), chromedp.WaitEnabled(chromedp.ID("buy")))
+		if v := p.eval("the button", `document.getElementById('buy').textContent`); v != "Join the queue" {
+			t.Errorf("the button reads %q on a queue sale", v)
+		}
+		p.do("join", chromedp.Click(chromedp.ID("buy")))
+		msg := p.waitFor("the queue", `!document.getElementById('queue').hidden && `+messageText+`.includes('You are in the queue') && `+messageText)
+		if !strings.Contains(msg, "you are next") {
+			t.Errorf("queue message %q; want 'you are next' (one ahead, admitted)", msg)
+		}
+		if v := p.eval("position", `document.getElementById('queue-position').textContent`); v != "1" {
+			t.Errorf("the place shows %q, want 1", v)
+		}
+		p.shot("shot-shop-queue.png")
+		order := p.waitFor("the order", `document.getElementById('order-id').textContent.trim()`)
+		msg = p.waitFor("the order message", messageText+`.includes('Order placed') && `+messageText)
+		if !strings.Contains(msg, order) {
+			t.Errorf("message %q does not name order %s", msg, order)
+		}
+		if v := p.eval("queue box", `String(document.getElementById('queue').hidden)`); v != "true" {
+			t.Error("the queue box still shows after the purchase")
+		}
+		if r := s.adminSale(t, "q"); r.num("sold") != 1 {
+			t.Errorf("after the purchase: %s; want sold 1", r.Raw)
+		}
+		p.checkConsole()
+	})
+
 	// B: a fresh browser context on a sale bought out over HTTP sees the
 	// sold-out message and a disabled button.
 	t.Run("SoldOut", func(t *testing.T) {

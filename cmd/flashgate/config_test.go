@@ -63,6 +63,7 @@ func TestValidate(t *testing.T) {
 		{name: "max-body large", args: []string{"--max-body=16777217"}, want: []string{"--max-body=16777217"}},
 		{name: "max-in-flight", args: []string{"--max-in-flight=0"}, want: []string{"--max-in-flight=0", "more than 0"}},
 		{name: "max-batch", args: []string{"--max-batch=-3"}, want: []string{"--max-batch=-3", "more than 0"}},
+		{name: "max-queue-streams", args: []string{"--max-queue-streams=0"}, want: []string{"--max-queue-streams=0", "more than 0"}},
 		{name: "session-rate 0", args: []string{"--session-rate=0"}, want: []string{"--session-rate=0", "-1 for no cap"}},
 		{name: "session-rate -2", args: []string{"--session-rate=-2"}, want: []string{"--session-rate=-2"}},
 		{name: "session-rate inf", args: []string{"--session-rate=+Inf"}, want: []string{"--session-rate=+Inf"}},

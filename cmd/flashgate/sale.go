@@ -18,6 +18,8 @@ const saleUsage = `Usage:
   flashgate sale create --id ID --stock N [--quota-buffer 1.2] [--per-user-limit 1]
                         [--token-ttl 5m] [--opens-at RFC3339] [--closes-at RFC3339]
                         [--challenge pow|captcha] [--difficulty N] [--signed-requests]
+                        [--queue [--pre-queue-opens-at RFC3339] [--admission-rate 10]
+                                 [--claim-window 2m] [--idle-timeout 1m]]
   flashgate sale get ID
   flashgate sale list
 Common flags: --url (default http://127.0.0.1:8080), --admin-token (default: the
@@ -47,6 +49,11 @@ func sale(ctx context.Context, args []string, getenv func(string) string, stdout
 		check := fs.String("challenge", "", "human check before token requests: pow or captcha (default: none)")
 		difficulty := fs.Int("difficulty", 0, "proof-of-work difficulty in leading zero bits (default: the server's, 19)")
 		signed := fs.Bool("signed-requests", false, "token and purchase requests must be signed by the shop's app (X-Signature)")
+		queue := fs.Bool("queue", false, "a waiting room in front of the tokens: shoppers join, tokens come by admission")
+		preQueue := fs.String("pre-queue-opens-at", "", "with --queue: when shoppers may join before the opening, RFC 3339 (drawn in random order at the opening; default: joins open with the sale)")
+		rate := fs.Float64("admission-rate", 0, "with --queue: admissions per second at most (default 10)")
+		claim := fs.Duration("claim-window", 0, "with --queue: an admitted shopper's time to take the token (default 2m)")
+		idle := fs.Duration("idle-timeout", 0, "with --queue: a waiting shopper's silence that loses the place when the turn comes (default 1m)")
 		if err := parse(fs, args, getenv); err != nil {
 			return err
 		}
@@ -69,6 +76,25 @@ func sale(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		if *signed {
 			body["signedRequests"] = true
+		}
+		switch {
+		case *queue:
+			q := map[string]any{"enabled": true}
+			if *preQueue != "" {
+				q["preQueueOpensAt"] = *preQueue
+			}
+			if *rate != 0 {
+				q["admissionRate"] = *rate
+			}
+			if *claim != 0 {
+				q["claimWindow"] = claim.String()
+			}
+			if *idle != 0 {
+				q["idleTimeout"] = idle.String()
+			}
+			body["queue"] = q
+		case *preQueue != "" || *rate != 0 || *claim != 0 || *idle != 0:
+			return fmt.Errorf("--pre-queue-opens-at, --admission-rate, --claim-window and --idle-timeout need --queue")
 		}
 	case "get", "list":
 		if err := parse(fs, args, getenv); err != nil {

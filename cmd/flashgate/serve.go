@@ -44,6 +44,7 @@ const (
 	defaultSessionTTL   = 24 * time.Hour
 	defaultMaxInFlight  = 16384
 	defaultMaxBatch     = 1024
+	defaultQueueStreams = 10000
 	defaultReadyLag     = 10000
 )
 
@@ -76,6 +77,7 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.SessionTTL, "session-ttl", defaultSessionTTL, "lifetime of an anonymous session (at least 1m)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", defaultMaxInFlight, "requests waiting for a decision before 503")
 	fs.IntVar(&c.MaxBatch, "max-batch", defaultMaxBatch, "requests decided in one commit at most")
+	fs.IntVar(&c.MaxQueueStreams, "max-queue-streams", defaultQueueStreams, "waiting-room event streams (SSE) open at once before 503")
 	fs.StringVar(&c.PurchaseKeyFile, "token-key-file", "", "purchase-token signing keys (default: generated in the data directory)")
 	fs.StringVar(&c.SessionKeyFile, "session-key-file", "", "session signing keys (default: generated in the data directory)")
 	fs.StringVar(&c.IdentityKey, "identity-public-key", "", "PEM public key file of the shop's identity provider: shoppers bring its JWTs instead of anonymous sessions")
@@ -270,6 +272,9 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 	if c.MaxBatch <= 0 {
 		bad("max-batch", "must be more than 0")
+	}
+	if c.MaxQueueStreams <= 0 {
+		bad("max-queue-streams", "must be more than 0")
 	}
 	if r := c.SessionRate; math.IsNaN(r) || math.IsInf(r, 0) || (r <= 0 && r != -1) {
 		bad("session-rate", "must be more than 0, or -1 for no cap")

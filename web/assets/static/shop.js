@@ -4,6 +4,7 @@
 
 import { call, NetworkError, sleep, num, setText, randomID } from './api.js';
 import { solvePow, captchaToken } from './human.js';
+import { readEvents } from './sse.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -79,6 +80,7 @@ const S = {
   sale: null,        // the last GET /api/v1/sales/{sale}
   opensAtMs: 0,
   closesAtMs: 0,
+  preQueueMs: 0,     // when a queue sale's pre-queue takes joins (0: none)
   busy: false,       // a purchase is running
   final: null,       // why buying is over for good here: sold_out | sale_closed | limit_reached | no_sessions
   holdUntil: 0,      // Date.now() before which the button stays disabled (Retry-After, cool-downs)
@@ -89,6 +91,8 @@ const S = {
   tickTimer: 0,
   pollTimer: 0,
   holdTimer: 0,
+  preTimer: 0,
+  leaveQueue: null,  // the shopper's way out of the queue while in it: () => void
 };
 
 const STATE_LABEL = { scheduled: 'Opens soon', open: 'On sale', sold_out: 'Sold out', closed: 'Closed' };
@@ -153,14 +157,33 @@ function render() {
   }
   const held = Math.ceil((S.holdUntil - Date.now()) / 1000);
   const buy = $('buy');
-  let label = BUY_LABEL[S.final] || BUY_LABEL[st] || 'Buy';
-  if (!S.final && S.retry && st === 'open') label = held > 0 ? `Try again (${held})` : 'Try again';
+  const startable = st === 'open' || preQueueOpen(st);
+  let label = BUY_LABEL[S.final] || BUY_LABEL[st] || (s.queue ? 'Join the queue' : 'Buy');
+  if (!S.final && S.retry && startable) label = held > 0 ? `Try again (${held})` : 'Try again';
   setText(buy, label);
-  buy.disabled = st !== 'open' || S.busy || !!S.final || held > 0;
+  buy.disabled = !startable || S.busy || !!S.final || held > 0;
   buy.setAttribute('aria-busy', S.busy ? 'true' : 'false');
 }
 
 const BUY_LABEL = { sold_out: 'Sold out', sale_closed: 'Closed', closed: 'Closed', limit_reached: 'Bought' };
+
+/** preQueueOpen reports whether a scheduled queue sale already takes joins (its pre-queue is open). */
+function preQueueOpen(st) {
+  return st === 'scheduled' && !!S.preQueueMs && clock.now() >= S.preQueueMs;
+}
+
+/** notOpenText and notOpenNext explain a sale that takes nothing yet. */
+function notOpenText() {
+  return S.preQueueMs ? 'The queue has not opened yet.' : 'The sale has not opened yet.';
+}
+
+function notOpenNext() {
+  if (S.preQueueMs) return `You can join the queue from ${new Date(S.preQueueMs).toLocaleString()}, before the opening.`;
+  return `The ${startVerb()} button unlocks when the countdown reaches zero.`;
+}
+
+/** startVerb is what the button does: join the queue, or buy. */
+function startVerb() { return S.sale?.queue ? 'Join the queue' : 'Buy'; }
 
 /**
  * figure shows "left of total"; the "left" box is as wide as the total, so
@@ -210,17 +233,27 @@ function tick() {
 /** scheduleOpening unlocks the button at the opening instant by the server's clock. */
 function scheduleOpening() {
   clearTimeout(S.openTimer);
+  clearTimeout(S.preTimer);
   if (!S.sale || S.sale.state !== 'scheduled') return;
+  const pre = S.preQueueMs - clock.now();
+  if (S.preQueueMs && pre > 0) S.preTimer = setTimeout(onPreQueue, Math.min(pre, 2 ** 31 - 1));
   const left = S.opensAtMs - clock.now();
   if (left <= 0) { onOpening(); return; }
   // setTimeout overflows past ~24.8 days; wake up and re-plan instead.
   S.openTimer = setTimeout(onOpening, Math.min(left, 2 ** 31 - 1));
 }
 
+/** onPreQueue unlocks the button when a queue sale's pre-queue opens. */
+function onPreQueue() {
+  if (clock.now() < S.preQueueMs) { scheduleOpening(); return; }
+  render();
+  if (!S.busy && !S.final && !S.order) say('ok', 'The queue is open.', 'Join now: everyone who joins before the opening is put in a random order at the opening.');
+}
+
 function onOpening() {
   if (clock.now() < S.opensAtMs) { scheduleOpening(); return; }
   render(); // unlocks now ...
-  if (!S.busy && !S.final && !S.order) say('ok', 'The sale is open.', 'Press Buy.');
+  if (!S.busy && !S.final && !S.order) say('ok', 'The sale is open.', `Press ${startVerb()}.`);
   // ... and confirms with the server (sold out? closed?), spread over half a
   // second: every page reaches the opening at the same server instant.
   setTimeout(refreshSale, Math.random() * 500);
@@ -233,6 +266,7 @@ function applySale(sale) {
   S.sale = sale;
   S.opensAtMs = Date.parse(sale.opensAt) || 0;
   S.closesAtMs = sale.closesAt ? Date.parse(sale.closesAt) || 0 : 0;
+  S.preQueueMs = sale.queue && sale.queue.preQueueOpensAt ? Date.parse(sale.queue.preQueueOpensAt) || 0 : 0;
   if (first) {
     document.title = `${sale.id} — flashgate`;
     setText($('sale-title'), sale.id);
@@ -339,6 +373,7 @@ async function pollRequest(ctx, id) {
     switch (r.body.status) {
       case 'pending': continue;
       case 'issued': return { status: 201, body: r.body };
+      case 'joined': return { status: 200, body: r.body };
       case 'accepted': return { status: 202, body: r.body };
       case 'refused': return { status: r.body.httpStatus || 400, body: r.body };
     }
@@ -413,6 +448,160 @@ async function stepToken(ctx) {
   throw new Failure(r.status, r.body);
 }
 
+// ---------------------------------------------------------------- the waiting room
+
+/** eta says how long about: "in under a minute", "about 3 min". */
+function eta(seconds) {
+  if (seconds < 60) return 'in under a minute';
+  return `about ${num(Math.round(seconds / 60))} min`;
+}
+
+/** showPosition shows a waiting ticket: {position, ahead, etaSeconds} (null before the draw). */
+function showPosition(p) {
+  $('queue').hidden = false;
+  if (p.position == null) {
+    setText($('queue-position'), '—');
+    sayOnce('wait', 'You are in the queue.', 'The order is drawn at the opening, at random among everyone who joined before it.');
+    return;
+  }
+  setText($('queue-position'), num(p.position));
+  let text = p.ahead === 0 ? 'You are in the queue — you are next' : `You are in the queue — ${num(p.ahead)} ahead of you`;
+  if (p.etaSeconds != null) text += `, ${eta(p.etaSeconds)}`;
+  sayOnce('wait', text + '.', p.etaSeconds != null ? 'The time is an estimate from how fast the queue moves.' : '');
+}
+
+/** sayOnce is say() that leaves the message alone when it would not change (it is read out). */
+function sayOnce(kind, text, next) {
+  const m = $('message');
+  if (m.dataset.kind === kind && m.textContent === text + (next || '')) return;
+  say(kind, text, next);
+}
+
+function hideQueue() {
+  $('queue').hidden = true;
+  S.leaveQueue = null;
+}
+
+/** ended turns a ticket's final state ({status, reason}) into the Failure that explains it. */
+function ended(d) {
+  switch (d.status) {
+    case 'sold_out': return new Failure(410, { error: 'sold_out' });
+    case 'closed': return new Failure(410, { error: 'sale_closed' });
+    case 'expired': return new Failure(0, { error: 'queue_expired', reason: d.reason });
+    case 'left': return new Failure(0, { error: 'queue_left', reason: d.reason });
+    case 'claimed': return new Failure(0, { error: 'queue_claimed', reason: d.reason });
+  }
+  return new Failure(0, { error: 'queue_' + d.status });
+}
+
+/**
+ * followTicket follows the ticket until its turn and resolves with the
+ * admission ({token, tokenId, expiresAt, claimBy}); a final state throws
+ * the Failure that explains it. It listens to the ticket's event stream
+ * (fetch with the session; reconnecting with Last-Event-ID and a growing
+ * pause) and, if the stream keeps failing, polls the ticket every 5 s.
+ */
+async function followTicket(ctx) {
+  const url = `/api/v1/sales/${encodeURIComponent(ctx.sale)}/queue/${encodeURIComponent(ctx.ticket)}`;
+  const out = new AbortController(); // the shopper left
+  S.leaveQueue = () => {
+    out.abort();
+    call('DELETE', url, { bearer: ctx.session }).catch(() => { /* the turn passes by itself */ });
+  };
+  let lastId = '';
+  let failures = 0; // streams in a row that failed before an event
+  let polling = typeof TextDecoderStream === 'undefined';
+  for (let attempt = 0; ; attempt++) {
+    let outcome = null; // {admitted} or {done}
+    const seen = (name, data) => {
+      if (name === 'admitted' && data.token) outcome = { admitted: data };
+      else if (name === 'done') outcome = { done: data };
+      else if (name === 'position') showPosition(data);
+    };
+    if (!polling) {
+      const conn = new AbortController();
+      const stop = () => conn.abort();
+      out.signal.addEventListener('abort', stop, { once: true });
+      let gotEvent = false;
+      try {
+        await readEvents(url + '/events', {
+          headers: { Authorization: 'Bearer ' + ctx.session, ...(lastId ? { 'Last-Event-ID': lastId } : {}) },
+          signal: conn.signal,
+          onEvent(ev) {
+            gotEvent = true;
+            if (ev.id) lastId = ev.id;
+            let data;
+            try { data = JSON.parse(ev.data); } catch { return; }
+            seen(ev.event, data);
+            if (outcome) conn.abort();
+          },
+        });
+      } catch (err) {
+        if (!outcome && !out.signal.aborted) {
+          if (err.status === 401) { forgetSession(); throw new Restart('session'); }
+          if (err.status === 404) throw new Failure(404, { error: 'ticket_not_found' });
+        }
+      } finally {
+        out.signal.removeEventListener('abort', stop);
+      }
+      failures = gotEvent ? 0 : failures + 1;
+      if (failures >= 3) polling = true; // the stream does not get through (a proxy, a full server): poll
+    } else {
+      let r = null;
+      try { r = await call('GET', url, { bearer: ctx.session, signal: out.signal }); } catch { /* offline or left: try again */ }
+      if (r && r.status === 200) {
+        if (r.body.status === 'admitted' && r.body.token) outcome = { admitted: r.body };
+        else if (r.body.status === 'waiting') showPosition(r.body);
+        else outcome = { done: r.body };
+      } else if (r && r.status === 401) {
+        forgetSession();
+        throw new Restart('session');
+      } else if (r && r.status === 404) {
+        throw new Failure(404, { error: 'ticket_not_found' });
+      }
+    }
+    if (out.signal.aborted) throw new Failure(0, { error: 'queue_left', reason: 'left' });
+    if (outcome && outcome.admitted) return outcome.admitted;
+    if (outcome && outcome.done) throw ended(outcome.done);
+    // Reconnect after a pause that grows (1, 2, 4 … 30 s, with jitter); poll every 5 s.
+    const pause = polling ? 5_000 : Math.min(30_000, 1_000 * 2 ** Math.min(failures, 5)) * (0.75 + 0.5 * Math.random());
+    try { await sleep(pause, out.signal); } catch { /* left: said above on the next turn */ }
+    if (out.signal.aborted) throw new Failure(0, { error: 'queue_left', reason: 'left' });
+  }
+}
+
+/**
+ * stepQueue joins the sale's waiting room (spending the human check's
+ * solution, if any) and waits for the turn; the admission's token goes to
+ * ctx.token for the purchase.
+ */
+async function stepQueue(ctx) {
+  say('info', 'Joining the queue…');
+  const headers = ctx.solution ? { 'X-Challenge-Solution': ctx.solution } : undefined;
+  ctx.solution = null; // good once
+  let r = await send('POST', `/api/v1/sales/${encodeURIComponent(ctx.sale)}/queue`, { bearer: ctx.session, headers });
+  if (r.status === 202 && r.body.status === 'pending' && !r.body.ticket) {
+    say('info', 'Joining the queue…', 'Many shoppers at once — hold on, your request is kept.');
+    r = await pollRequest(ctx, r.body.requestId);
+  }
+  if (r.status === 401 && r.body.error === 'unauthenticated') { forgetSession(); throw new Restart('session'); }
+  if (r.body.error === 'challenge_required' || r.body.error === 'challenge_failed') {
+    ctx.checkAsked = true;
+    throw new Restart('challenge', 'One more check…');
+  }
+  if (!r.body.ticket || r.body.error) throw new Failure(r.status, r.body);
+  ctx.ticket = r.body.ticket;
+  if (r.body.status === 'waiting') showPosition(r.body);
+  else $('queue').hidden = false;
+  try {
+    const admission = await followTicket(ctx);
+    ctx.token = admission.token;
+    say('ok', 'It is your turn!', `Buying now — your token is good until ${new Date(admission.expiresAt).toLocaleTimeString()}.`);
+  } finally {
+    hideQueue();
+  }
+}
+
 async function stepPurchase(ctx) {
   say('info', 'Buying…');
   ctx.idempotencyKey ||= randomID();
@@ -485,11 +674,23 @@ function showOrder(id, order) {
 export const steps = [
   { name: 'session', run: stepSession },
   { name: 'challenge', run: stepChallenge },
-  // The waiting room goes here, between the human check and the token.
+  // The waiting room goes here, between the human check and the token (see planFor).
   { name: 'token', run: stepToken },
   { name: 'purchase', run: stepPurchase },
   { name: 'order', run: stepOrder },
 ];
+
+/**
+ * planFor is the purchase for a sale: for a sale with a waiting room, the
+ * queue step takes the token step's place (the token comes by admission):
+ * session -> challenge -> queue -> purchase -> order.
+ */
+function planFor(sale) {
+  if (!sale || !sale.queue) return steps;
+  const plan = steps.slice();
+  plan.splice(plan.findIndex((s) => s.name === 'token'), 1, { name: 'queue', run: stepQueue });
+  return plan;
+}
 
 async function purchase() {
   if (S.busy || Date.now() < S.holdUntil) return;
@@ -498,16 +699,17 @@ async function purchase() {
   clearInterval(S.holdTimer);
   render();
   const ctx = { sale: S.saleId };
+  const plan = planFor(S.sale);
   let restarts = 0;
   try {
-    for (let i = 0; i < steps.length;) {
+    for (let i = 0; i < plan.length;) {
       try {
-        await steps[i].run(ctx);
+        await plan[i].run(ctx);
         i++;
       } catch (err) {
         if (!(err instanceof Restart) || ++restarts > 2) throw err;
         if (err.note) say('info', err.note);
-        i = steps.findIndex((s) => s.name === err.from);
+        i = plan.findIndex((s) => s.name === err.from);
       }
     }
   } catch (err) {
@@ -575,8 +777,9 @@ function failed(err) {
     case 'not_open':
       if (b.opensAt) S.opensAtMs = Date.parse(b.opensAt) || S.opensAtMs;
       if (S.sale) S.sale.state = 'scheduled';
+      if (b.preQueueOpensAt) S.preQueueMs = Date.parse(b.preQueueOpensAt) || S.preQueueMs;
       S.holdUntil = Date.now() + 500; // our clock was a hair early: let the resync settle
-      say('info', 'The sale has not opened yet.', 'The Buy button unlocks when the countdown reaches zero.');
+      say('info', notOpenText(), notOpenNext());
       setTimeout(render, 550);
       clock.sync().then(() => { render(); scheduleOpening(); });
       return;
@@ -604,6 +807,34 @@ function failed(err) {
     case 'slow':
       say('wait', 'Your request is taking longer than usual.', 'Try again — asking twice is safe, you will not buy twice.');
       offerRetry(2);
+      return;
+    case 'queue_expired':
+      if (b.reason === 'idle') say('error', 'Your turn passed while the page was closed.', 'Join again — you will join at the back of the queue.');
+      else say('error', 'Your turn passed before the purchase started.', 'Join again — you will join at the back of the queue.');
+      offerRetry();
+      return;
+    case 'queue_left':
+      if (b.reason === 'limit_reached') say('info', 'Your turn was skipped: you already hold a purchase token or bought the most this sale allows.', 'Use the token you hold, or see your order.');
+      else say('info', 'You left the queue.', 'Join again whenever you like — at the back of the queue.');
+      offerRetry();
+      return;
+    case 'queue_claimed':
+      if (b.reason === 'bought') {
+        S.final = 'limit_reached';
+        say('info', 'Your turn was used to buy, in another window.', 'See your order there.');
+      } else {
+        say('error', 'The purchase token from your turn has expired.', 'Join the queue again.');
+        offerRetry();
+      }
+      return;
+    case 'ticket_not_found':
+      say('error', 'Your place in the queue is no longer known.', 'Join the queue again.');
+      offerRetry(2);
+      return;
+    case 'queue_required':
+      say('info', 'This sale has a waiting room.', 'Press Join the queue.');
+      refreshSale();
+      offerRetry();
       return;
   }
   say('error', `Something went wrong (${err.code || 'HTTP ' + err.status}).`, b.message ? `${b.message}. Try again in a moment.` : 'Try again in a moment.');
@@ -695,7 +926,8 @@ async function showSale(id) {
       say('ok', `You bought in this sale: order ${ids.join(', ')}.`, S.final ? 'That is the most one shopper can buy here.' : 'You may buy another.');
       render();
     } else if (!S.final && effectiveState() === 'scheduled') {
-      say('info', 'The sale has not opened yet.', 'The Buy button unlocks when the countdown reaches zero.');
+      if (preQueueOpen('scheduled')) say('ok', 'The queue is open before the sale.', 'Join now: everyone who joins before the opening is put in a random order at the opening.');
+      else say('info', notOpenText(), notOpenNext());
     }
   } else if (!S.final) {
     S.loadFailed = true;
@@ -710,6 +942,8 @@ async function showSale(id) {
   });
   setInterval(() => clock.sync().then(scheduleOpening), 5 * 60_000);
 }
+
+$('leave').addEventListener('click', () => { if (S.leaveQueue) S.leaveQueue(); });
 
 function main() {
   const m = location.pathname.match(/^\/sales\/([^/]+)\/?$/);
