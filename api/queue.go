@@ -58,10 +58,10 @@ func (a *api) ownTicket(v front.SaleView, ticket, shopper string) (front.QueueVi
 // joinsFrom is when a sale's queue takes joins: the pre-queue's opening, or
 // the sale's.
 func joinsFrom(s handlers.Sale) time.Time {
-	if s.Queue != nil && !s.Queue.PreQueueOpensAt.IsZero() {
+	if s.Queue != nil && !s.Queue.PreQueueOpensAt.IsZero() && s.Queue.PreQueueOpensAt.Before(s.OpensAt) {
 		return s.Queue.PreQueueOpensAt
 	}
-	return s.OpensAt
+	return s.OpensAt // also when an operator opened the sale before the pre-queue's time
 }
 
 // joinError is the answer to a refused join.

@@ -144,6 +144,7 @@ type Queue struct {
 
 // Bounds of a queue's settings.
 const (
+	MinAdmissionRate = 0.01 // one every 100 s
 	MaxAdmissionRate = 100_000
 	MinQueueWindow   = time.Second
 	MaxQueueWindow   = 24 * time.Hour
@@ -154,8 +155,8 @@ func (q *Queue) Check(opensAt time.Time) error {
 	switch {
 	case q == nil:
 		return nil
-	case !(q.AdmissionRate > 0 && q.AdmissionRate <= MaxAdmissionRate):
-		return fmt.Errorf("queue admissionRate %v outside (0, %d]", q.AdmissionRate, MaxAdmissionRate)
+	case !(q.AdmissionRate >= MinAdmissionRate && q.AdmissionRate <= MaxAdmissionRate):
+		return fmt.Errorf("queue admissionRate %v outside %v..%d", q.AdmissionRate, MinAdmissionRate, MaxAdmissionRate)
 	case time.Duration(q.ClaimWindow) < MinQueueWindow || time.Duration(q.ClaimWindow) > MaxQueueWindow:
 		return fmt.Errorf("queue claimWindow %v outside %v..%v", time.Duration(q.ClaimWindow), MinQueueWindow, MaxQueueWindow)
 	case time.Duration(q.IdleTimeout) < MinQueueWindow || time.Duration(q.IdleTimeout) > MaxQueueWindow:

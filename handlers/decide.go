@@ -217,7 +217,12 @@ func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
 			}
 			out = append(out, e)
 		case *events.SaleUpdateRequested:
-			out = append(out, s.decideUpdate(now, r, d))
+			e := s.decideUpdate(now, r, d)
+			out = append(out, e)
+			if s.q != nil {
+				_ = s.q.room.Apply(e, now)     // a reopening reopens a closed queue
+				out = s.shuffleIfDue(now, out) // opened now: the joins after it are in arrival order
+			}
 		case *events.QueueJoinRequested:
 			if s.q == nil {
 				out = append(out, decision(now, r, events.TypeQueueJoinDenied, &events.QueueJoinDenied{Reason: "no_queue"}))
@@ -225,10 +230,12 @@ func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
 			}
 			out = append(out, s.decideJoin(now, r))
 		case *events.QueueLeaveRequested:
-			if s.q != nil {
-				e := s.decideLeave(now, r, d, &out)
-				out = append(out, e)
+			if s.q == nil {
+				out = append(out, decision(now, r, events.TypeQueueLeft, &events.QueueLeft{Ticket: d.Ticket, Reason: events.LeftNothing}))
+				continue
 			}
+			e := s.decideLeave(now, r, d, &out)
+			out = append(out, e)
 		case *events.QueueSeenRequested:
 			if s.q != nil {
 				if e, ok := s.decideSeen(now, r, d); ok {

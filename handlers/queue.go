@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"crypto/rand"
 	"encoding/binary"
+	"math"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
@@ -25,11 +26,16 @@ const MaxAdmissionsPerBatch = 512
 
 // queueState is the writer's side of the waiting room.
 type queueState struct {
-	cfg     events.Queue
-	room    *queue.Room
-	claims  []*queue.Ticket // admitted and not claimed yet, by ClaimBy (admission order)
-	allow   float64         // admissions the rate allows now (a token bucket, burst max(1, rate))
-	allowAt int64           // unix nanos of the last refill
+	cfg    events.Queue
+	room   *queue.Room
+	claims []*queue.Ticket // admitted and not claimed yet, by ClaimBy (admission order)
+	// The rate cap as GCRA in integer nanoseconds: an admission is allowed
+	// at now >= tat - tolerance; each admission moves tat to
+	// max(tat, now) + interval. Only admissions change it, so a rebuild and
+	// a re-run that see only the committed batches agree with the writer.
+	interval  int64 // 1e9 / rate
+	tolerance int64 // (burst - 1) x interval, burst = max(1, rate) (one second's worth)
+	tat       int64 // theoretical arrival time of the next admission (unix nanos)
 }
 
 // SetSeed sets where the shuffle's seed comes from; the default is
@@ -52,42 +58,25 @@ func randomSeed() uint64 {
 
 func (s *State) initQueue() {
 	if s.Sale.Queue != nil {
-		s.q = &queueState{cfg: *s.Sale.Queue, room: queue.NewRoom()}
+		q := &queueState{cfg: *s.Sale.Queue, room: queue.NewRoom()}
+		rate := q.cfg.AdmissionRate
+		q.interval = max(1, int64(1e9/rate))
+		q.tolerance = int64(max(1, math.Floor(rate))-1) * q.interval
+		s.q = q
 	}
 }
 
-// refill tops the admission allowance up to now. Refills compose (refilling
-// at t1 then t2 equals refilling at t2), so a re-run and a rebuild that see
-// only the committed batches agree with the writer.
-func (q *queueState) refill(now time.Time) {
-	n := now.UnixNano()
-	burst := max(1, q.cfg.AdmissionRate)
-	if q.allowAt == 0 {
-		q.allow, q.allowAt = burst, n
-		return
-	}
-	if n > q.allowAt {
-		q.allow = min(burst, q.allow+q.cfg.AdmissionRate*float64(n-q.allowAt)/1e9)
-		q.allowAt = n
-	}
-}
+// allowedAt is the earliest time the rate allows the next admission.
+func (q *queueState) allowedAt() int64 { return q.tat - q.tolerance }
+
+// admitted moves the rate's clock by one admission at now.
+func (q *queueState) admitted(now int64) { q.tat = max(q.tat, now) + q.interval }
 
 // queueBefore runs before a batch's requests: the shuffle at the opening,
 // unclaimed admissions, and the queue's end.
 func (s *State) queueBefore(now time.Time, out []events.Event) []events.Event {
 	q := s.q
-	if shuffled, _ := q.room.Shuffled(); !shuffled && !now.Before(s.Sale.OpensAt) {
-		seed := s.seed
-		if seed == nil {
-			seed = randomSeed
-		}
-		e := s.writerEvent(now, "shuffle", "", events.TypeQueueShuffled, &events.QueueShuffled{Seed: seed(), PreQueue: int64(q.room.PreQueue())})
-		out = s.applyQueue(e, now, out)
-		q.refill(now)
-	}
-	if shuffled, _ := q.room.Shuffled(); shuffled {
-		q.refill(now)
-	}
+	out = s.shuffleIfDue(now, out)
 	// Settled admissions leave the list freely; the cap counts decisions.
 	for n := 0; len(q.claims) > 0 && !now.Before(q.claims[0].ClaimBy); {
 		t := q.claims[0]
@@ -108,6 +97,19 @@ func (s *State) queueBefore(now time.Time, out []events.Event) []events.Event {
 			&events.QueueLeft{Ticket: t.ID, Reason: events.LeftUnclaimed}), now, out)
 	}
 	return s.queueEnd(now, out)
+}
+
+// shuffleIfDue draws the pre-queue's order once the sale is open.
+func (s *State) shuffleIfDue(now time.Time, out []events.Event) []events.Event {
+	if shuffled, _ := s.q.room.Shuffled(); shuffled || now.Before(s.Sale.OpensAt) {
+		return out
+	}
+	seed := s.seed
+	if seed == nil {
+		seed = randomSeed
+	}
+	e := s.writerEvent(now, "shuffle", "", events.TypeQueueShuffled, &events.QueueShuffled{Seed: seed(), PreQueue: int64(s.q.room.PreQueue())})
+	return s.applyQueue(e, now, out)
 }
 
 // queueEnd closes the queue once nothing can be had any more.
@@ -131,11 +133,11 @@ func (s *State) queueEnd(now time.Time, out []events.Event) []events.Event {
 func (s *State) admit(now time.Time, out []events.Event) []events.Event {
 	q := s.q
 	if q.room.Closed() != "" || s.open(now) != "" {
-		return out
+		return s.queueEnd(now, out)
 	}
 	idle := int64(q.cfg.IdleTimeout)
 	for n := 0; n < MaxAdmissionsPerBatch; n++ {
-		if q.allow < 1 || s.Head.StockLeft() <= 0 || s.Head.QuotaLeft() <= 0 {
+		if now.UnixNano() < q.allowedAt() || s.Head.StockLeft() <= 0 || s.Head.QuotaLeft() <= 0 {
 			break
 		}
 		t, ok := q.room.Next()
@@ -143,6 +145,14 @@ func (s *State) admit(now time.Time, out []events.Event) []events.Event {
 			break
 		}
 		sh := s.shoppers[t.Shopper]
+		if sh != nil && sh.token != nil && !now.Before(sh.token.expiresAt) {
+			// Expired, not reclaimed yet (the per-batch cap): reclaim it
+			// now, so the shopper does not lose the turn for it.
+			tok := sh.token
+			heap.Remove(&s.expiry, tok.heapIdx)
+			out = s.reclaim(now, tok, out)
+			sh = s.shoppers[t.Shopper]
+		}
 		switch {
 		case now.UnixNano()-t.Seen > idle:
 			out = s.applyQueue(s.writerEvent(now, "idle:"+t.ID, t.Shopper, events.TypeQueueLeft,
@@ -163,10 +173,10 @@ func (s *State) admit(now time.Time, out []events.Event) []events.Event {
 		s.tokens[tok.id] = tok
 		heap.Push(&s.expiry, tok)
 		s.Head.Issued++
-		q.allow--
-		out = append(out, events.Event{ID: events.DerivedID(now, "admit-token:"+t.ID), Type: events.TypeTokenIssued, Version: events.SchemaVersion,
+		q.admitted(now.UnixNano())
+		out = s.applyQueue(events.Event{ID: events.DerivedID(now, "admit-token:"+t.ID), Type: events.TypeTokenIssued, Version: events.SchemaVersion,
 			Sale: s.Sale.ID, Time: now, Shopper: t.Shopper, Request: t.ID,
-			Data: &events.TokenIssued{TokenID: tok.id, IssuedAt: now, ExpiresAt: tok.expiresAt}})
+			Data: &events.TokenIssued{TokenID: tok.id, IssuedAt: now, ExpiresAt: tok.expiresAt}}, now, out)
 		e := events.Event{ID: events.DerivedID(now, "admit:"+t.ID), Type: events.TypeQueueAdmitted, Version: events.SchemaVersion,
 			Sale: s.Sale.ID, Time: now, Shopper: t.Shopper, Request: t.ID,
 			Data: &events.QueueAdmitted{Ticket: t.ID, Place: t.Place, TokenID: tok.id, ClaimBy: now.Add(time.Duration(q.cfg.ClaimWindow))}}
@@ -200,8 +210,8 @@ func (s *State) decideJoin(now time.Time, r events.Event) events.Event {
 		return decision(now, r, events.TypeQueueJoined, &events.QueueJoined{Ticket: t.ID, Place: t.Place, PreIndex: t.PreIndex, Already: true})
 	}
 	joinsFrom := s.Sale.OpensAt
-	if !q.cfg.PreQueueOpensAt.IsZero() {
-		joinsFrom = q.cfg.PreQueueOpensAt
+	if !q.cfg.PreQueueOpensAt.IsZero() && q.cfg.PreQueueOpensAt.Before(joinsFrom) {
+		joinsFrom = q.cfg.PreQueueOpensAt // an operator may open the sale before the pre-queue's time
 	}
 	switch {
 	case q.room.Closed() != "":
@@ -286,18 +296,22 @@ func (s *State) nextQueueWake(now time.Time) (time.Time, bool) {
 			at = t
 		}
 	}
-	if shuffled, _ := q.room.Shuffled(); !shuffled {
+	closed := q.room.Closed() != ""
+	if shuffled, _ := q.room.Shuffled(); !shuffled && !closed {
 		pick(s.Sale.OpensAt)
 	}
-	if len(q.claims) > 0 {
-		pick(q.claims[0].ClaimBy)
-	}
-	if q.room.Closed() == "" && q.room.Waiting() > 0 && s.Head.StockLeft() > 0 && s.Head.QuotaLeft() > 0 && s.open(now) == "" {
-		if q.allow >= 1 {
-			pick(now)
-		} else {
-			pick(now.Add(time.Duration((1 - q.allow) / q.cfg.AdmissionRate * 1e9)))
+	// The first claim deadline still pending (settled ones are passed over).
+	for _, t := range q.claims {
+		if t.Status == queue.Admitted {
+			pick(t.ClaimBy)
+			break
 		}
+	}
+	if !closed && !s.Sale.ClosesAt.IsZero() {
+		pick(s.Sale.ClosesAt) // the queue ends: everyone waiting is told
+	}
+	if !closed && s.open(now) == "" && s.Head.StockLeft() > 0 && s.Head.QuotaLeft() > 0 && q.room.Waiting() > 0 {
+		pick(time.Unix(0, max(q.allowedAt(), now.UnixNano())))
 	}
 	return at, !at.IsZero()
 }
@@ -306,20 +320,14 @@ func (s *State) nextQueueWake(now time.Time) (time.Time, bool) {
 // batch (see Apply).
 func (s *State) applyQueueBatch(db events.DecisionBatch) error {
 	q := s.q
-	if shuffled, _ := q.room.Shuffled(); shuffled {
-		q.refill(db.DecidedAt)
-	}
 	for _, e := range db.Events {
 		if err := q.room.Apply(e, db.DecidedAt); err != nil {
 			return err
 		}
-		switch d := e.Data.(type) {
-		case *events.QueueShuffled:
-			q.refill(db.DecidedAt)
-		case *events.QueueAdmitted:
+		if d, ok := e.Data.(*events.QueueAdmitted); ok {
 			t, _ := q.room.Ticket(d.Ticket)
 			q.claims = append(q.claims, t)
-			q.allow--
+			q.admitted(db.DecidedAt.UnixNano())
 		}
 	}
 	// Drop claims that are settled from the front of the list.

@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -287,9 +288,8 @@ func TestQueueFlow(t *testing.T) {
 		t.Fatalf("head %+v", m.s.Head)
 	}
 	// Those still waiting learn it at once.
-	tk, _ := m.s.Room().Active("s1999")
-	if tk != nil {
-		t.Fatalf("a ticket still active after the queue closed: %+v", tk)
+	if tk, ok := m.s.Room().Active("s1999"); !ok || m.s.Room().StatusOf(tk) != queue.SoldOut {
+		t.Fatalf("a ticket waiting when the queue closed: %+v, want sold_out", tk)
 	}
 	j := of[events.QueueJoinDenied](m.batch(m.req(events.TypeQueueJoinRequested, "newcomer", &events.QueueJoinRequested{})))
 	if len(j) != 1 || j[0].Reason != events.ReasonSoldOut {
@@ -370,6 +370,96 @@ func TestQueueTakeoverContinuesTheSame(t *testing.T) {
 			if string(a) != string(b) {
 				t.Fatalf("takeover at step %d: batch %d differs:\n%s\n%s", k, i, a, b)
 			}
+		}
+	}
+}
+
+// TestQueueMixedHistoryReproduces: a random mix of joins, joining again,
+// presence, leaves (own and others' tickets), purchases and operator closes
+// and reopenings; after every batch a writer rebuilt from the history
+// decides the next batch exactly as the live one, and every wake the writer
+// asks for decides something (no busy loop).
+func TestQueueMixedHistoryReproduces(t *testing.T) {
+	for seed := uint64(1); seed <= 6; seed++ {
+		r := rand.New(rand.NewPCG(seed, 99))
+		sale := queueSale(15, qt0.Add(2*time.Second), events.Queue{PreQueueOpensAt: qt0, AdmissionRate: 0.5 + 5*r.Float64(),
+			ClaimWindow: events.Duration(3 * time.Second), IdleTimeout: events.Duration(4 * time.Second)})
+		m := newSim(t, sale, qt0)
+		var tickets []string
+		shopper := func() string { return fmt.Sprintf("s%02d", r.IntN(40)) }
+		for step := 0; step < 300; step++ {
+			var reqs []events.Event
+			for range r.IntN(4) {
+				switch r.IntN(9) {
+				case 0, 1, 2:
+					reqs = append(reqs, m.req(events.TypeQueueJoinRequested, shopper(), &events.QueueJoinRequested{}))
+				case 3:
+					if len(tickets) > 0 {
+						reqs = append(reqs, m.req(events.TypeQueueSeenRequested, "front", &events.QueueSeenRequested{Tickets: tickets[r.IntN(len(tickets)):]}))
+					}
+				case 4:
+					if len(tickets) > 0 { // anyone's ticket: mostly not the sender's
+						reqs = append(reqs, m.req(events.TypeQueueLeaveRequested, shopper(), &events.QueueLeaveRequested{Ticket: tickets[r.IntN(len(tickets))]}))
+					}
+				case 5:
+					if len(tickets) > 0 {
+						tk, _ := m.s.Room().Ticket(tickets[r.IntN(len(tickets))])
+						if tk.TokenID != "" {
+							reqs = append(reqs, m.req(events.TypePurchaseRequested, tk.Shopper, &events.PurchaseRequested{TokenID: tk.TokenID}))
+						}
+					}
+				case 6:
+					if r.IntN(8) == 0 {
+						action := events.ActionClose
+						if r.IntN(2) == 0 {
+							action = events.ActionOpen
+						}
+						reqs = append(reqs, m.req(events.TypeSaleUpdateRequested, "operator", &events.SaleUpdateRequested{Action: action}))
+					}
+				default:
+					if len(tickets) > 0 {
+						tk, _ := m.s.Room().Ticket(tickets[r.IntN(len(tickets))])
+						reqs = append(reqs, m.req(events.TypeQueueClaimRequested, tk.Shopper, &events.QueueClaimRequested{Ticket: tk.ID}))
+					}
+				}
+			}
+			// A rebuilt writer must decide this batch as the live one.
+			twin := m.rebuild(sale)
+			twin.SetSeed(func() uint64 { return 0x5eed })
+			want := twin.Decide(m.now, reqs)
+			out := m.batch(reqs...)
+			a, _ := events.EncodeDecisions(events.DecisionBatch{Sale: "q", Events: out})
+			b, _ := events.EncodeDecisions(events.DecisionBatch{Sale: "q", Events: want})
+			if string(a) != string(b) {
+				t.Fatalf("seed %d step %d: the rebuilt writer decides otherwise:\nlive    %s\nrebuilt %s", seed, step, a, b)
+			}
+			for _, j := range of[events.QueueJoined](out) {
+				if !j.Already {
+					tickets = append(tickets, j.Ticket)
+				}
+			}
+			// Advance to the writer's next wake, or a random step.
+			next := m.now.Add(time.Duration(r.IntN(700)) * time.Millisecond)
+			if w, ok := m.s.NextWake(m.now); ok && w.Before(next) && !w.Before(m.now) {
+				m.now = w
+				if out := m.batch(); len(out) == 0 {
+					t.Fatalf("seed %d step %d: woken at %v for nothing", seed, step, w)
+				}
+			}
+			m.now = next
+		}
+		if m.s.Head.Redeemed > m.s.Head.Stock || m.s.Head.Issued-m.s.Head.Expired > m.s.Head.Quota {
+			t.Fatalf("seed %d: head %+v", seed, m.s.Head)
+		}
+		kinds := map[events.Type]int{}
+		for _, db := range m.batches {
+			for _, e := range db.Events {
+				kinds[e.Type]++
+			}
+		}
+		t.Logf("seed %d: %v", seed, kinds)
+		if kinds[events.TypeQueueAdmitted] == 0 || kinds[events.TypeSaleUpdated] == 0 || kinds[events.TypeQueueLeft] == 0 {
+			t.Fatalf("seed %d: the history misses admissions, schedule changes or leaves: %v", seed, kinds)
 		}
 	}
 }

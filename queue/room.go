@@ -47,6 +47,7 @@ type Room struct {
 	seed      uint64
 	closed    string // events.ReasonSoldOut or ReasonClosed once the queue ended
 	admitted  int64
+	preWait   int // pre-queue tickets waiting (before the shuffle)
 }
 
 // NewRoom returns an empty room.
@@ -74,20 +75,7 @@ func (r *Room) Shuffled() (bool, uint64) { return r.shuffled, r.seed }
 func (r *Room) Closed() string { return r.closed }
 
 // Waiting is the number of tickets waiting.
-func (r *Room) Waiting() int { return r.line.Waiting() + r.preWaiting() }
-
-func (r *Room) preWaiting() int {
-	if r.shuffled {
-		return 0
-	}
-	n := 0
-	for _, t := range r.pre {
-		if t.Status == Waiting {
-			n++
-		}
-	}
-	return n
-}
+func (r *Room) Waiting() int { return r.line.Waiting() + r.preWait }
 
 // Admitted is the number of tickets admitted so far.
 func (r *Room) Admitted() int64 { return r.admitted }
@@ -138,6 +126,10 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 	switch d := e.Data.(type) {
 	case *events.QueueJoined:
 		if d.Already {
+			// Joining again is a sign of life.
+			if t := r.tickets[d.Ticket]; t != nil && (t.Status == Waiting || t.Status == Admitted) {
+				t.Seen = at.UnixNano()
+			}
 			return nil
 		}
 		if _, dup := r.tickets[d.Ticket]; dup {
@@ -150,6 +142,7 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 				return fmt.Errorf("queue: pre-queue join %s at index %d (pre-queue %d, shuffled %v)", d.Ticket, d.PreIndex, len(r.pre), r.shuffled)
 			}
 			r.pre = append(r.pre, t)
+			r.preWait++
 		default:
 			if !r.shuffled || d.Place != int64(r.line.Len()) {
 				return fmt.Errorf("queue: join %s at place %d, the order has %d", d.Ticket, d.Place, r.line.Len())
@@ -176,7 +169,7 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 				r.line.Remove(int(t.Place))
 			}
 		}
-		r.pre = nil // the places hold them now
+		r.pre, r.preWait = nil, 0 // the places hold them now
 	case *events.QueueSeen:
 		for _, id := range d.Tickets {
 			if t := r.tickets[id]; t != nil {
@@ -206,6 +199,9 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 		if t.Status == Waiting && t.Place >= 0 {
 			r.line.Remove(int(t.Place))
 		}
+		if t.Status == Waiting && t.Place < 0 {
+			r.preWait--
+		}
 		t.Status, t.Reason = Left, d.Reason
 		if d.Reason == events.LeftIdle || d.Reason == events.LeftUnclaimed {
 			t.Status = Expired
@@ -215,7 +211,12 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 		}
 	case *events.QueueClosed:
 		r.closed = d.Reason
-		r.byShopper = map[string]*Ticket{}
+	case *events.SaleUpdated:
+		// Reopening a closed sale reopens its queue: the tickets still
+		// waiting are back in line. (Sold out is final.)
+		if r.closed == events.ReasonClosed && (d.ClosesAt.IsZero() || d.ClosesAt.After(at)) {
+			r.closed = ""
+		}
 	case *events.TokenIssued:
 		if t := r.tickets[d.TokenID]; t != nil && !d.AlreadyIssued {
 			t.TokenIssuedAt, t.TokenExpiresAt = d.IssuedAt, d.ExpiresAt
