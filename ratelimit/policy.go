@@ -19,7 +19,7 @@ const (
 	GroupSession   = "session"   // POST /api/v1/session
 	GroupTokens    = "tokens"    // token requests and challenges
 	GroupPurchases = "purchases" // purchases
-	GroupQueue     = "queue"     // waiting-room joins and polls (future)
+	GroupQueue     = "queue"     // waiting-room joins, polls, streams and leaves
 	GroupReads     = "reads"     // GETs of sales, requests, orders, time
 )
 
