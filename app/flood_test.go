@@ -23,7 +23,7 @@ var floodFor = flag.Duration("flood", 2*time.Second, "how long TestBotFlood floo
 // of their own (through a trusted proxy's X-Forwarded-For), still get their
 // token and buy. The bots' refusals are cheap: they never reach the stream.
 // It logs the rate the flood is refused at (go test -run TestBotFlood -v
-// -flood 10s ./app/ for a longer run).
+// ./app/ -args -flood 10s for a longer run).
 func TestBotFlood(t *testing.T) {
 	a := startApp(t, app.Config{RateLimit: app.RateLimitOn, TrustedProxies: []string{"127.0.0.1"}})
 	c := newClient(t, a)

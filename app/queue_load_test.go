@@ -14,7 +14,7 @@ import (
 	"github.com/flashgate/flashgate/app"
 )
 
-var queueJoins = flag.Int("queue-joins", 2000, "shoppers TestQueueJoinRate joins (go test -run TestQueueJoinRate -v -queue-joins 20000 ./app/)")
+var queueJoins = flag.Int("queue-joins", 2000, "shoppers TestQueueJoinRate joins (go test -run TestQueueJoinRate -v ./app/ -args -queue-joins 20000)")
 
 // TestQueueJoinRate: distinct shoppers join one sale's waiting room over
 // HTTP, 64 at a time; every join gets a ticket, admissions follow at the
