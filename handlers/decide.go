@@ -273,11 +273,15 @@ func (s *State) expire(now time.Time, out []events.Event) []events.Event {
 // records it.
 func (s *State) reclaim(now time.Time, t *token, out []events.Event) []events.Event {
 	s.drop(t)
-	return append(out, events.Event{
+	e := events.Event{
 		ID: events.DerivedID(now, "expire:"+t.id), Type: events.TypeTokenExpired, Version: events.SchemaVersion,
 		Sale: s.Sale.ID, Time: now, Shopper: t.shopper,
 		Data: &events.TokenExpired{TokenID: t.id, ExpiresAt: t.expiresAt},
-	})
+	}
+	if s.q != nil {
+		_ = s.q.room.Apply(e, now) // a claimed turn's token ran out: the turn is done
+	}
+	return append(out, e)
 }
 
 func decision(now time.Time, r events.Event, typ events.Type, data any) events.Event {

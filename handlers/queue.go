@@ -206,8 +206,9 @@ func (s *State) decideJoin(now time.Time, r events.Event) events.Event {
 		return decision(now, r, events.TypeQueueJoinDenied, &events.QueueJoinDenied{Reason: reason})
 	}
 	if t, ok := q.room.Active(r.Shopper); ok {
-		t.Seen = now.UnixNano()
-		return decision(now, r, events.TypeQueueJoined, &events.QueueJoined{Ticket: t.ID, Place: t.Place, PreIndex: t.PreIndex, Already: true})
+		e := decision(now, r, events.TypeQueueJoined, &events.QueueJoined{Ticket: t.ID, Place: t.Place, PreIndex: t.PreIndex, Already: true})
+		_ = q.room.Apply(e, now) // a sign of life, folded as a rebuild folds it
+		return e
 	}
 	joinsFrom := s.Sale.OpensAt
 	if !q.cfg.PreQueueOpensAt.IsZero() && q.cfg.PreQueueOpensAt.Before(joinsFrom) {
@@ -241,15 +242,16 @@ func (s *State) decideJoin(now time.Time, r events.Event) events.Event {
 // shopper who leaves gives the token back.
 func (s *State) decideLeave(now time.Time, r events.Event, d *events.QueueLeaveRequested, out *[]events.Event) events.Event {
 	t, ok := s.q.room.Ticket(d.Ticket)
-	if ok && t.Shopper == r.Shopper && t.Status == queue.Admitted {
+	reason := events.LeftByShopper
+	if active, isActive := s.q.room.Active(r.Shopper); !ok || t.Shopper != r.Shopper || !isActive || active != t {
+		reason = events.LeftNothing // nothing to leave: recorded, changes nothing
+	}
+	if reason == events.LeftByShopper && (t.Status == queue.Admitted || t.Status == queue.Claimed) {
+		// Leaving with the turn's token unused gives it back.
 		if tok := s.tokens[t.TokenID]; tok != nil && tok.orderID == "" {
 			heap.Remove(&s.expiry, tok.heapIdx)
 			*out = s.reclaim(now, tok, *out)
 		}
-	}
-	reason := events.LeftByShopper
-	if !ok || t.Shopper != r.Shopper || (t.Status != queue.Waiting && t.Status != queue.Admitted) {
-		reason = events.LeftNothing // nothing to leave: recorded, changes nothing
 	}
 	e := decision(now, r, events.TypeQueueLeft, &events.QueueLeft{Ticket: d.Ticket, Reason: reason})
 	if reason == events.LeftByShopper {

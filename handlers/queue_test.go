@@ -463,3 +463,37 @@ func TestQueueMixedHistoryReproduces(t *testing.T) {
 		}
 	}
 }
+
+// TestRejoinKeepsTheToken: a shopper who took the token and joins again
+// (a reload) gets the same ticket while the token is unused; after buying,
+// the per-user limit answers; after the token ran out unused, a new ticket.
+func TestRejoinKeepsTheToken(t *testing.T) {
+	sale := queueSale(10, qt0, events.Queue{AdmissionRate: 100, ClaimWindow: events.Duration(time.Minute), IdleTimeout: events.Duration(time.Hour)})
+	sale.TokenTTL = 2 * time.Minute
+	m := newSim(t, sale, qt0)
+	out := m.batch(m.req(events.TypeQueueJoinRequested, "a", &events.QueueJoinRequested{}), m.req(events.TypeQueueJoinRequested, "b", &events.QueueJoinRequested{}))
+	adm := of[events.QueueAdmitted](out)
+	if len(adm) != 2 {
+		t.Fatalf("admitted: %+v", adm)
+	}
+	m.now = m.now.Add(time.Second)
+	m.batch(m.req(events.TypeQueueClaimRequested, "a", &events.QueueClaimRequested{Ticket: adm[0].Ticket}),
+		m.req(events.TypeQueueClaimRequested, "b", &events.QueueClaimRequested{Ticket: adm[1].Ticket}))
+	again := m.join("a", "b")
+	if len(again) != 2 || !again[0].Already || again[0].Ticket != adm[0].Ticket || !again[1].Already {
+		t.Fatalf("rejoining after the claim: %+v", again)
+	}
+	m.batch(m.req(events.TypePurchaseRequested, "a", &events.PurchaseRequested{TokenID: adm[0].TokenID}))
+	if d := of[events.QueueJoinDenied](m.batch(m.req(events.TypeQueueJoinRequested, "a", &events.QueueJoinRequested{}))); len(d) != 1 || d[0].Reason != events.ReasonLimitReached {
+		t.Fatalf("rejoining after buying: %+v", d)
+	}
+	m.now = m.now.Add(3 * time.Minute) // b's token runs out unused
+	out = m.batch(m.req(events.TypeQueueJoinRequested, "b", &events.QueueJoinRequested{}))
+	if e := of[events.TokenExpired](out); len(e) != 1 {
+		t.Fatalf("b's token did not expire: %+v", out)
+	}
+	if j := of[events.QueueJoined](out); len(j) != 1 || j[0].Already || j[0].Ticket == adm[1].Ticket {
+		t.Fatalf("rejoining after the token ran out: %+v", j)
+	}
+	m.rebuild(sale)
+}

@@ -39,7 +39,7 @@ type Ticket struct {
 // place. It is not safe for concurrent use.
 type Room struct {
 	tickets   map[string]*Ticket
-	byShopper map[string]*Ticket // the shopper's ticket while waiting or admitted
+	byShopper map[string]*Ticket // the shopper's ticket while waiting, admitted, or claimed with its token unused
 	pre       []*Ticket          // pre-queue joins, in join order
 	places    []*Ticket          // by place
 	line      Line
@@ -61,7 +61,9 @@ func (r *Room) Ticket(id string) (*Ticket, bool) {
 	return t, ok
 }
 
-// Active returns the shopper's waiting or admitted ticket.
+// Active returns the shopper's ticket that is still in play: waiting,
+// admitted, or claimed while its token is neither used nor expired (joining
+// again then answers it, so a reload never loses the token).
 func (r *Room) Active(shopper string) (*Ticket, bool) {
 	t, ok := r.byShopper[shopper]
 	return t, ok
@@ -190,10 +192,9 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 			return fmt.Errorf("queue: claim of ticket %s that is not admitted", d.Ticket)
 		}
 		t.Status = Claimed
-		delete(r.byShopper, t.Shopper)
 	case *events.QueueLeft:
 		t := r.tickets[d.Ticket]
-		if t == nil || d.Reason == events.LeftNothing || (t.Status != Waiting && t.Status != Admitted) {
+		if t == nil || d.Reason == events.LeftNothing || (t.Status != Waiting && t.Status != Admitted && t.Status != Claimed) {
 			return nil // a refused leave, or leaving twice, changes nothing
 		}
 		if t.Status == Waiting && t.Place >= 0 {
@@ -222,9 +223,16 @@ func (r *Room) Apply(e events.Event, at time.Time) error {
 			t.TokenIssuedAt, t.TokenExpiresAt = d.IssuedAt, d.ExpiresAt
 		}
 	case *events.PurchaseAccepted:
-		// Buying with the admission's token is taking it.
-		if t := r.tickets[d.TokenID]; t != nil && t.Status == Admitted {
+		// Buying with the admission's token is taking it; the turn is done.
+		if t := r.tickets[d.TokenID]; t != nil && (t.Status == Admitted || t.Status == Claimed) {
 			t.Status = Claimed
+			if r.byShopper[t.Shopper] == t {
+				delete(r.byShopper, t.Shopper)
+			}
+		}
+	case *events.TokenExpired:
+		// A claimed turn whose token ran out unused is done.
+		if t := r.tickets[d.TokenID]; t != nil && t.Status == Claimed && r.byShopper[t.Shopper] == t {
 			delete(r.byShopper, t.Shopper)
 		}
 	}
