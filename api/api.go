@@ -87,6 +87,8 @@ type api struct {
 	sessions     *rate.Limiter
 	streams      chan struct{} // a slot per open admin stream
 	queueStreams chan struct{} // a slot per open waiting-room stream
+	// queueStreamsPer counts each shopper's open waiting-room streams.
+	queueStreamsPer perKey
 }
 
 // New returns the HTTP handler.
@@ -113,7 +115,7 @@ func New(c Config) http.Handler {
 		c.MaxQueueStreams = DefaultMaxQueueStreams
 	}
 	a := &api{Config: c, streams: make(chan struct{}, c.MaxStreams), queueStreams: make(chan struct{}, c.MaxQueueStreams),
-		captchaSlots: perKey{max: 2}}
+		captchaSlots: perKey{max: 2}, queueStreamsPer: perKey{max: MaxQueueStreamsPerShopper}}
 	if c.SessionRate > 0 {
 		a.sessions = rate.NewLimiter(rate.Limit(c.SessionRate), int(math.Max(1, c.SessionRate)))
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/queue"
 	"github.com/flashgate/flashgate/tokens"
+	"github.com/oklog/ulid/v2"
 )
 
 // The waiting room's shopper API. A join is a request the sale's writer
@@ -28,10 +29,19 @@ import (
 const (
 	// DefaultMaxQueueStreams is Config.MaxQueueStreams's default.
 	DefaultMaxQueueStreams = 10000
-	queueKeepAlive         = 15 * time.Second
-	queuePositionEvery     = time.Second // position events per client at most
-	streamWriteTimeout     = 5 * time.Second
+	// MaxQueueStreamsPerShopper bounds one shopper's open streams (two
+	// tabs); beyond: 429 rate_limited, Retry-After 5.
+	MaxQueueStreamsPerShopper = 2
+	queueKeepAlive            = 15 * time.Second
+	queuePositionEvery        = time.Second // position events per client at most
+	streamWriteTimeout        = 5 * time.Second
 )
+
+// recentTicket is how young a ticket this process has not folded yet must
+// be (by its id, a ULID stamped with the join's time) to be waited for
+// rather than answered 404 at once: another process took the join and this
+// one is a moment behind.
+const recentTicket = 30 * time.Second
 
 // queueSale looks up the request's sale, which must have a waiting room.
 func (a *api) queueSale(r *http.Request) (front.SaleView, error) {
@@ -46,13 +56,29 @@ func (a *api) queueSale(r *http.Request) (front.SaleView, error) {
 }
 
 // ownTicket returns the shopper's ticket; another shopper's is not found
-// either (its existence is not revealed).
-func (a *api) ownTicket(v front.SaleView, ticket, shopper string) (front.QueueView, error) {
+// either (its existence is not revealed). A ticket this process has not
+// folded yet whose id is recent (recentTicket) is waited for, up to
+// DecisionWait: the join was decided, this process is behind.
+func (a *api) ownTicket(r *http.Request, v front.SaleView, ticket, shopper string) (front.QueueView, error) {
 	q, ok := a.Front.QueueTicket(v.Sale.ID, ticket)
+	if !ok && recentID(ticket, a.Now()) {
+		q, ok = a.awaitTicket(r, v.Sale.ID, ticket)
+	}
 	if !ok || q.Shopper != shopper {
 		return q, newError(http.StatusNotFound, "ticket_not_found", "no such ticket in this sale's waiting room")
 	}
 	return q, nil
+}
+
+// recentID reports whether id is a ULID stamped within recentTicket of now
+// (either way: the clocks of the processes differ a little).
+func recentID(id string, now time.Time) bool {
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return false
+	}
+	age := now.Sub(ulid.Time(u.Time()))
+	return age > -recentTicket && age < recentTicket
 }
 
 // joinsFrom is when a sale's queue takes joins: the pre-queue's opening, or
@@ -145,16 +171,11 @@ func (a *api) queueJoin(w http.ResponseWriter, r *http.Request, shopper string) 
 		// The answer to a join does not hand over a token (an admitted
 		// shopper takes it with GET or the stream, within claimBy): a
 		// shopper who joins and goes away never takes the turn.
-		body, err := a.ticketJSON(v, q, a.Now(), false)
-		if err != nil {
-			return err
-		}
 		status := http.StatusCreated
 		if x.Already {
 			status = http.StatusOK
 		}
-		writeJSON(w, status, body)
-		return nil
+		return a.writeTicket(w, status, v, q, false)
 	}
 	return fmt.Errorf("request %s: join answered by %s", req.ID, d.Type)
 }
@@ -164,7 +185,7 @@ func (a *api) queueJoin(w http.ResponseWriter, r *http.Request, shopper string) 
 func (a *api) awaitTicket(r *http.Request, sale, ticket string) (front.QueueView, bool) {
 	var limit <-chan time.Time
 	for {
-		changed := a.Front.QueueChanged(sale)
+		changed := a.Front.QueueFolded(sale) // a join is no change to the streams: wait for any batch
 		if q, ok := a.Front.QueueTicket(sale, ticket); ok {
 			return q, true
 		}
@@ -189,17 +210,12 @@ func (a *api) queueTicket(w http.ResponseWriter, r *http.Request, shopper string
 	if err != nil {
 		return err
 	}
-	q, err := a.ownTicket(v, r.PathValue("ticket"), shopper)
+	q, err := a.ownTicket(r, v, r.PathValue("ticket"), shopper)
 	if err != nil {
 		return err
 	}
 	a.Front.QueueSeen(v.Sale.ID, q.Ticket)
-	body, err := a.ticketJSON(v, q, a.Now(), true)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, body)
-	return nil
+	return a.writeTicket(w, http.StatusOK, v, q, true)
 }
 
 // queueLeave answers DELETE /api/v1/sales/{sale}/queue/{ticket}.
@@ -208,20 +224,17 @@ func (a *api) queueLeave(w http.ResponseWriter, r *http.Request, shopper string)
 	if err != nil {
 		return err
 	}
-	q, err := a.ownTicket(v, r.PathValue("ticket"), shopper)
+	q, err := a.ownTicket(r, v, r.PathValue("ticket"), shopper)
 	if err != nil {
 		return err
 	}
-	if q.Status != queue.Waiting && q.Status != queue.Admitted {
-		// Nothing to leave: say where the ticket is.
-		body, err := a.ticketJSON(v, q, a.Now(), true)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, body)
-		return nil
-	}
 	now := a.Now()
+	if status, _, _ := shown(q, now); status != queue.Waiting && status != queue.Admitted {
+		// Nothing to leave: say where the ticket is. (A claimed ticket
+		// whose token is valid and unused shows admitted: leaving gives
+		// the token back.)
+		return a.writeTicket(w, http.StatusOK, v, q, true)
+	}
 	req := events.Event{ID: reqID(r), Type: events.TypeQueueLeaveRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r),
 		Data: &events.QueueLeaveRequested{Ticket: q.Ticket}}
@@ -248,12 +261,7 @@ func (a *api) queueLeave(w http.ResponseWriter, r *http.Request, shopper string)
 	}
 	// The ticket was admitted to a purchase, or ended, meanwhile.
 	q, _ = a.Front.QueueTicket(v.Sale.ID, q.Ticket)
-	body, err := a.ticketJSON(v, q, a.Now(), true)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, body)
-	return nil
+	return a.writeTicket(w, http.StatusOK, v, q, true)
 }
 
 // Statuses a shopper sees besides the room's (queue.Waiting, ...): a
@@ -265,13 +273,16 @@ const (
 
 // shown is what the shopper is told of a ticket at now: its status, why
 // (for an ended ticket), and whether the answer hands over the token: an
-// admitted ticket, or a claimed one whose token is still valid and unused
-// (the token is never lost to a reload or a reconnect).
+// admitted ticket within its claim window, or a claimed one whose token is
+// still valid and unused (the token is never lost to a reload or a
+// reconnect). An admitted ticket past claimBy is expired (unclaimed) even
+// before this process folds the writer's word for it: the writer reclaims
+// it then, a token handed over now would not buy.
 func shown(q front.QueueView, now time.Time) (status, reason string, token bool) {
 	valid := !q.TokenExpiresAt.IsZero() && now.Before(q.TokenExpiresAt)
 	switch q.Status {
 	case queue.Admitted:
-		if !valid {
+		if !valid || (!q.ClaimBy.IsZero() && !now.Before(q.ClaimBy)) {
 			return queue.Expired, events.LeftUnclaimed, false
 		}
 		return queue.Admitted, "", true
@@ -306,36 +317,43 @@ func position(q front.QueueView) map[string]any {
 	return m
 }
 
-// admission is the part of a ticket that hands over the token; it tells
-// the writer the token was taken (once per ticket and process).
+// admission is the part of a ticket that hands over the token. Once the
+// answer carrying it is written, the caller claims it (claim).
 func (a *api) admission(v front.SaleView, q front.QueueView) (map[string]any, error) {
 	tok, err := a.Purchase.Sign(tokens.Claims{Shopper: q.Shopper, Sale: v.Sale.ID, TokenID: q.TokenID,
 		IssuedAt: q.TokenIssuedAt, ExpiresAt: q.TokenExpiresAt})
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Front.QueueClaim(v.Sale.ID, q.Ticket); err != nil {
-		// The next hand-over tries again; unclaimed, the turn ends at claimBy.
-		a.Log.Warn("queue: claim not sent", "sale", v.Sale.ID, "err", err)
-	}
 	return map[string]any{"status": queue.Admitted, "token": tok, "tokenId": q.TokenID,
 		"expiresAt": q.TokenExpiresAt.UTC().Format(time.RFC3339), "claimBy": q.ClaimBy.UTC().Format(time.RFC3339Nano)}, nil
 }
 
+// claim tells the writer that an admitted ticket's token was handed over
+// (front.QueueClaim: again, at most every front.ClaimRetry, while no
+// QueueClaimed comes back); a claim never sent ends the turn at claimBy.
+func (a *api) claim(sale, ticket string) {
+	if err := a.Front.QueueClaim(sale, ticket); err != nil {
+		a.Log.Warn("queue: claim not sent", "sale", sale, "err", err)
+	}
+}
+
 // ticketJSON is a ticket as GET .../queue/{ticket} shows it; hand selects
-// whether an admitted ticket's answer hands over the token.
-func (a *api) ticketJSON(v front.SaleView, q front.QueueView, now time.Time, hand bool) (map[string]any, error) {
+// whether an admitted ticket's answer hands over the token, handed whether
+// it does.
+func (a *api) ticketJSON(v front.SaleView, q front.QueueView, now time.Time, hand bool) (body map[string]any, handed bool, err error) {
 	status, reason, token := shown(q, now)
-	body := map[string]any{"ticket": q.Ticket, "status": status, "position": nil, "ahead": nil, "etaSeconds": nil}
+	body = map[string]any{"ticket": q.Ticket, "status": status, "position": nil, "ahead": nil, "etaSeconds": nil}
 	switch {
 	case token && hand:
 		m, err := a.admission(v, q)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for k, x := range m {
 			body[k] = x
 		}
+		handed = true
 	case status == queue.Waiting:
 		for k, x := range position(q) {
 			body[k] = x
@@ -344,7 +362,31 @@ func (a *api) ticketJSON(v front.SaleView, q front.QueueView, now time.Time, han
 	if reason != "" {
 		body["reason"] = reason
 	}
-	return body, nil
+	return body, handed, nil
+}
+
+// writeTicket answers with the ticket (ticketJSON). When the answer hands
+// an admitted ticket's token over, the claim is sent once the answer is
+// written and flushed.
+func (a *api) writeTicket(w http.ResponseWriter, status int, v front.SaleView, q front.QueueView, hand bool) error {
+	body, handed, err := a.ticketJSON(v, q, a.Now(), hand)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return nil // the client went away: no claim, the token may be taken again
+	}
+	if handed && q.Status == queue.Admitted && http.NewResponseController(w).Flush() == nil {
+		a.claim(v.Sale.ID, q.Ticket)
+	}
+	return nil
 }
 
 // queueEvents answers GET /api/v1/sales/{sale}/queue/{ticket}/events: the
@@ -357,19 +399,27 @@ func (a *api) ticketJSON(v front.SaleView, q front.QueueView, now time.Time, han
 //	event: done      {"status","reason"?} for an ended ticket; the stream ends
 //
 // each with id: the room's batch version. A comment every 15 s keeps
-// proxies from closing a quiet stream. Each change of the room costs a
-// client one lookup of its own ticket (O(log n)). Streams are bounded (503
-// beyond MaxQueueStreams), every write has a deadline, and they end when
-// the server stops.
+// proxies from closing a quiet stream. Each change of the room (signalled
+// at most every front.SignalEvery) costs a client one lookup of its own
+// ticket (O(log n)). The token's claim is sent once the admitted event is
+// written and flushed, and again at most every front.ClaimRetry while the
+// ticket stays admitted and unclaimed. Streams are bounded (429 beyond
+// MaxQueueStreamsPerShopper for one shopper, 503 beyond MaxQueueStreams),
+// every write has a deadline, and they end when the server stops.
 func (a *api) queueEvents(w http.ResponseWriter, r *http.Request, shopper string) error {
 	v, err := a.queueSale(r)
 	if err != nil {
 		return err
 	}
-	q, err := a.ownTicket(v, r.PathValue("ticket"), shopper)
+	q, err := a.ownTicket(r, v, r.PathValue("ticket"), shopper)
 	if err != nil {
 		return err
 	}
+	if !a.queueStreamsPer.take(shopper) {
+		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+			Message: fmt.Sprintf("at most %d waiting-room streams per shopper; close one, or retry", MaxQueueStreamsPerShopper), RetryAfter: 5}
+	}
+	defer a.queueStreamsPer.give(shopper)
 	select {
 	case a.queueStreams <- struct{}{}:
 		defer func() { <-a.queueStreams }()
@@ -402,10 +452,14 @@ func (a *api) queueEvents(w http.ResponseWriter, r *http.Request, shopper string
 		lastPosAt time.Time // when it was written
 		handed    bool      // the admitted event was written
 		hold      *time.Timer
+		retry     *time.Timer // handed over, not claimed yet: when to claim again
 	)
 	defer func() {
 		if hold != nil {
 			hold.Stop()
+		}
+		if retry != nil {
+			retry.Stop()
 		}
 	}()
 	for {
@@ -427,6 +481,13 @@ func (a *api) queueEvents(w http.ResponseWriter, r *http.Request, shopper string
 					return nil
 				}
 				handed = true
+			}
+			if q.Status == queue.Admitted && retry == nil {
+				// Written and flushed: claim it, and again until the
+				// writer's QueueClaimed is folded (front.QueueClaim sends
+				// at most every front.ClaimRetry).
+				a.claim(sale, ticket)
+				retry = time.NewTimer(front.ClaimRetry)
 			}
 		case status == queue.Waiting:
 			b, _ := json.Marshal(position(q))
@@ -453,14 +514,19 @@ func (a *api) queueEvents(w http.ResponseWriter, r *http.Request, shopper string
 		// While a position event is held back, wait for its time, not for
 		// changes: a client hears at most one a second.
 		wake := changed
-		var held <-chan time.Time
+		var held, again <-chan time.Time
 		if hold != nil {
 			wake, held = nil, hold.C
+		}
+		if retry != nil {
+			again = retry.C
 		}
 		select {
 		case <-wake:
 		case <-held:
 			hold = nil
+		case <-again:
+			retry = nil // claimed again above if still admitted
 		case <-keep.C:
 			if !s.comment("keep-alive") {
 				return nil
@@ -537,6 +603,11 @@ const (
 	DefaultIdleTimeout   = time.Minute
 )
 
+// MinIdleTimeout is the shortest idle timeout a sale may set: presence
+// pings run once a second, the shop page polls every 5 s when the stream
+// does not get through, and a shopper there must not be taken for gone.
+const MinIdleTimeout = 10 * time.Second
+
 // validateQueue turns a sale request's queue into s.Queue, naming the first
 // bad field.
 func (sr SaleRequest) validateQueue(s *handlers.Sale) error {
@@ -547,8 +618,8 @@ func (sr SaleRequest) validateQueue(s *handlers.Sale) error {
 	q := events.Queue{AdmissionRate: DefaultAdmissionRate, ClaimWindow: events.Duration(DefaultClaimWindow),
 		IdleTimeout: events.Duration(DefaultIdleTimeout)}
 	if qr.AdmissionRate != nil {
-		if r := *qr.AdmissionRate; !(r > 0 && r <= events.MaxAdmissionRate) {
-			return invalid("queue.admissionRate", fmt.Sprintf("admissions per second, more than 0 and at most %d", events.MaxAdmissionRate))
+		if r := *qr.AdmissionRate; !(r >= events.MinAdmissionRate && r <= events.MaxAdmissionRate) {
+			return invalid("queue.admissionRate", fmt.Sprintf("admissions per second, from %v to %d", events.MinAdmissionRate, events.MaxAdmissionRate))
 		}
 		q.AdmissionRate = *qr.AdmissionRate
 	}
@@ -568,6 +639,9 @@ func (sr SaleRequest) validateQueue(s *handlers.Sale) error {
 	}
 	if err := window("queue.idleTimeout", qr.IdleTimeout, &q.IdleTimeout); err != nil {
 		return err
+	}
+	if time.Duration(q.IdleTimeout) < MinIdleTimeout {
+		return invalid("queue.idleTimeout", fmt.Sprintf("at least %v: presence is noted once a second and the shop page polls every 5 s", MinIdleTimeout))
 	}
 	if time.Duration(q.ClaimWindow) > s.TokenTTL {
 		return invalid("queue.claimWindow", fmt.Sprintf("must not be longer than tokenTTL (%v): the token must outlive the time to take it", s.TokenTTL))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/app"
+	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/queue"
 )
 
@@ -535,4 +536,204 @@ func TestQueueSurvivesRestart(t *testing.T) {
 	if s := c.do("GET", "/api/v1/sales/r", "", nil, nil); !strings.Contains(s.Raw, `"waiting":2`) || !strings.Contains(s.Raw, `"admitted":1`) {
 		t.Errorf("sale after a restart: %s", s.Raw)
 	}
+}
+
+// TestQueueReopened: an operator closes a queue sale, then opens it again:
+// the ticket still waiting reads closed, then waiting again in its place;
+// a new join waits behind it; the process keeps telling the writer its
+// shopper is there.
+func TestQueueReopened(t *testing.T) {
+	a := startApp(t, app.Config{})
+	c := newClient(t, a)
+	c.createSale(a.AdminToken, queueSale("re", 5, map[string]any{"admissionRate": 0.01, "idleTimeout": "10s"}, nil))
+	join := func(session string) reply {
+		t.Helper()
+		return c.do("POST", "/api/v1/sales/re/queue", session, nil, nil)
+	}
+	_, sa := c.session()
+	_, sb := c.session()
+	_, sc := c.session()
+	if r := join(sa); r.str("status") != queue.Admitted {
+		t.Fatalf("the first joiner: %d %s", r.Status, r.Raw)
+	}
+	rb := join(sb)
+	if rb.Status != http.StatusCreated || rb.str("status") != queue.Waiting {
+		t.Fatalf("the second joiner: %d %s", rb.Status, rb.Raw)
+	}
+	ticket := "/api/v1/sales/re/queue/" + rb.str("ticket")
+	status := func(want string, position float64) func() error {
+		return func() error {
+			r := c.do("GET", ticket, sb, nil, nil)
+			if p, _ := r.num("position"); r.str("status") != want || p != position {
+				return fmt.Errorf("ticket: %d %s, want %s at position %v", r.Status, r.Raw, want, position)
+			}
+			return nil
+		}
+	}
+	if r := c.do("POST", "/api/v1/admin/sales/re/close", a.AdminToken, nil, nil); r.Status != http.StatusOK {
+		t.Fatalf("close: %d %s", r.Status, r.Raw)
+	}
+	waitFor(t, 5*time.Second, status(queue.Closed, 0))
+	if r := c.do("POST", "/api/v1/admin/sales/re/open", a.AdminToken, nil, nil); r.Status != http.StatusOK {
+		t.Fatalf("open: %d %s", r.Status, r.Raw)
+	}
+	waitFor(t, 5*time.Second, status(queue.Waiting, 1))
+	if r := join(sc); r.Status != http.StatusCreated || r.str("status") != queue.Waiting || r.Body["position"] != 2.0 {
+		t.Errorf("a join after reopening: %d %s, want 201 waiting at position 2", r.Status, r.Raw)
+	}
+	if s := c.do("GET", "/api/v1/sales/re", "", nil, nil); !strings.Contains(s.Raw, `"waiting":2`) {
+		t.Errorf("the sale after reopening: %s, want 2 waiting", s.Raw)
+	}
+	// The presence pings go on: the writer hears that b is there.
+	seen := a.Front.SaleStats("re").Decisions["QueueSeen"]
+	waitFor(t, 5*time.Second, func() error {
+		c.do("GET", ticket, sb, nil, nil)
+		if n := a.Front.SaleStats("re").Decisions["QueueSeen"]; n == seen {
+			return fmt.Errorf("no presence ping since the reopening")
+		}
+		return nil
+	})
+}
+
+// TestQueueTicketNotFoldedYet: a ticket another process took the join of,
+// which this process has not folded yet, is waited for (it is young), not
+// answered 404; an old unknown ticket is 404 at once.
+func TestQueueTicketNotFoldedYet(t *testing.T) {
+	a := startApp(t, app.Config{})
+	c := newClient(t, a)
+	c.createSale(a.AdminToken, queueSale("lag", 5, map[string]any{"admissionRate": 0.01}, nil))
+	shopper, session := c.session()
+	now := time.Now().UTC()
+	id := events.NewIDs().New(now)
+	got := make(chan reply, 1)
+	go func() {
+		r, err := try(&http.Client{Timeout: 10 * time.Second}, a.URL, "GET", "/api/v1/sales/lag/queue/"+id, session, nil)
+		if err != nil {
+			r.Raw = err.Error()
+		}
+		got <- r
+	}()
+	// The join, as another process appends it, a moment later.
+	time.Sleep(300 * time.Millisecond)
+	data, err := events.EncodeRequests(events.RequestBatch{Requests: []events.Event{{ID: id, Type: events.TypeQueueJoinRequested,
+		Version: events.SchemaVersion, Sale: "lag", Time: now, Shopper: shopper, Data: &events.QueueJoinRequested{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.JS.Publish(context.Background(), events.RequestSubject("lag"), data); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.Status != http.StatusOK || r.str("ticket") != id || r.str("status") != queue.Admitted {
+		t.Fatalf("a ticket joined elsewhere a moment ago: %d %s, want 200 admitted", r.Status, r.Raw)
+	}
+	old := events.NewIDs().New(now.Add(-time.Hour))
+	start := time.Now()
+	if r := c.do("GET", "/api/v1/sales/lag/queue/"+old, session, nil, nil); r.Status != http.StatusNotFound || time.Since(start) > time.Second {
+		t.Errorf("an old unknown ticket: %d %s after %v, want 404 at once", r.Status, r.Raw, time.Since(start))
+	}
+}
+
+// TestQueueStreamsPerShopper: one shopper holds at most two streams (two
+// tabs); a third is 429 rate_limited with Retry-After 5, until one closes.
+func TestQueueStreamsPerShopper(t *testing.T) {
+	a := startApp(t, app.Config{})
+	c := newClient(t, a)
+	c.createSale(a.AdminToken, queueSale("ps", 5, map[string]any{"admissionRate": 0.01}, nil))
+	_, first := c.session()
+	c.do("POST", "/api/v1/sales/ps/queue", first, nil, nil)
+	_, s := c.session()
+	r := c.do("POST", "/api/v1/sales/ps/queue", s, nil, nil)
+	if r.Status != http.StatusCreated || r.str("status") != queue.Waiting {
+		t.Fatalf("join: %d %s", r.Status, r.Raw)
+	}
+	path := "/api/v1/sales/ps/queue/" + r.str("ticket") + "/events"
+	var open []*eventStream
+	for i := range 2 {
+		st := openEvents(t, a.URL, path, s, "")
+		if st.status != http.StatusOK {
+			t.Fatalf("stream %d: %d", i, st.status)
+		}
+		if ev, ok := st.next(5 * time.Second); !ok || ev.name != "position" {
+			t.Fatalf("stream %d: %s %v", i, ev.name, ev.data)
+		}
+		open = append(open, st)
+	}
+	third := c.do("GET", path, s, map[string]string{"Accept": "text/event-stream"}, nil)
+	if third.Status != http.StatusTooManyRequests || third.str("error") != "rate_limited" || third.Header.Get("Retry-After") != "5" {
+		t.Fatalf("a third stream: %d %s, Retry-After %q; want 429 rate_limited, 5", third.Status, third.Raw, third.Header.Get("Retry-After"))
+	}
+	open[0].close()
+	waitFor(t, 5*time.Second, func() error {
+		st := openEvents(t, a.URL, path, s, "")
+		defer st.close()
+		if st.status != http.StatusOK {
+			return fmt.Errorf("a stream after one closed: %d", st.status)
+		}
+		return nil
+	})
+}
+
+// TestQueueSettingsRefused: an admission rate below 0.01 a second and an
+// idle timeout below 10 s are refused, naming the field.
+func TestQueueSettingsRefused(t *testing.T) {
+	a := startApp(t, app.Config{})
+	c := newClient(t, a)
+	for i, tc := range []struct {
+		q     map[string]any
+		field string
+	}{
+		{map[string]any{"admissionRate": 0.001}, "queue.admissionRate"},
+		{map[string]any{"admissionRate": 0}, "queue.admissionRate"},
+		{map[string]any{"idleTimeout": "5s"}, "queue.idleTimeout"},
+		{map[string]any{"idleTimeout": "9.9s"}, "queue.idleTimeout"},
+	} {
+		r := c.do("POST", "/api/v1/admin/sales", a.AdminToken, nil, queueSale(fmt.Sprint("bad", i), 5, tc.q, nil))
+		if r.Status != http.StatusBadRequest || r.str("field") != tc.field {
+			t.Errorf("queue %v: %d %s, want 400 naming %s", tc.q, r.Status, r.Raw, tc.field)
+		}
+	}
+	c.createSale(a.AdminToken, queueSale("ok", 5, map[string]any{"admissionRate": 0.01, "idleTimeout": "10s"}, nil))
+}
+
+// TestQueueRejoinAfterClaim: a claimed ticket whose token has not bought
+// stays the shopper's: joining again answers the same ticket (admitted; the
+// join does not hand the token over), reading it hands the same token over
+// again, and leaving gives the token back.
+func TestQueueRejoinAfterClaim(t *testing.T) {
+	a := startApp(t, app.Config{})
+	c := newClient(t, a)
+	c.createSale(a.AdminToken, queueSale("rj", 5, map[string]any{"admissionRate": 0.01}, nil))
+	_, s := c.session()
+	r := c.do("POST", "/api/v1/sales/rj/queue", s, nil, nil)
+	if r.Status != http.StatusCreated || r.str("status") != queue.Admitted {
+		t.Fatalf("join: %d %s", r.Status, r.Raw)
+	}
+	ticket := r.str("ticket")
+	g := c.do("GET", "/api/v1/sales/rj/queue/"+ticket, s, nil, nil)
+	if g.str("token") == "" {
+		t.Fatalf("the admitted ticket: %s", g.Raw)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if v, _ := a.Front.QueueTicket("rj", ticket); v.Status != queue.Claimed {
+			return fmt.Errorf("ticket %s is %s, want claimed", ticket, v.Status)
+		}
+		return nil
+	})
+	again := c.do("POST", "/api/v1/sales/rj/queue", s, nil, nil)
+	if again.Status != http.StatusOK || again.str("ticket") != ticket || again.str("status") != queue.Admitted || again.Body["token"] != nil {
+		t.Fatalf("join again with the token unused: %d %s, want 200, the same ticket, admitted, no token", again.Status, again.Raw)
+	}
+	if g2 := c.do("GET", "/api/v1/sales/rj/queue/"+ticket, s, nil, nil); g2.str("token") == "" || g2.str("tokenId") != g.str("tokenId") {
+		t.Errorf("the ticket read again: %s, want the same token", g2.Raw)
+	}
+	if l := c.do("DELETE", "/api/v1/sales/rj/queue/"+ticket, s, nil, nil); l.Status != http.StatusOK || l.str("status") != queue.Left {
+		t.Fatalf("leave with the token unused: %d %s", l.Status, l.Raw)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if r := c.do("GET", "/api/v1/admin/sales/rj", a.AdminToken, nil, nil); r.Body["tokensOutstanding"] != 0.0 {
+			return fmt.Errorf("after leaving: %s, want the token given back", r.Raw)
+		}
+		return nil
+	})
 }

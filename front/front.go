@@ -211,9 +211,16 @@ func (f *Front) handle(m jetstream.Msg) {
 		f.applyHead(&db)
 		f.foldQueue(&db) // before the waiters hear: a joined shopper finds the ticket
 		f.count(&db)
+		queued := f.roomOf(db.Sale) != nil
 		for i := range db.Events {
 			e := &db.Events[i]
 			if e.Request == "" {
+				continue
+			}
+			if queued && (e.Type == events.TypeTokenIssued || e.Type == events.TypeQueueAdmitted) {
+				// An admission names the join it answers a second time: the
+				// join keeps its own answer (GET /requests/{join} never hands
+				// the token over; the ticket does, with a claim).
 				continue
 			}
 			f.recent.put(e.Request, *e)
@@ -387,6 +394,15 @@ type result struct {
 type queued struct {
 	ev       events.Event
 	appended chan error
+	then     func(error) // if set, told the append's outcome too
+}
+
+// done tells the append's outcome.
+func (q queued) done(err error) {
+	q.appended <- err // buffered: never blocks
+	if q.then != nil {
+		q.then(err)
+	}
 }
 
 // Submit appends a request and registers for its decision. It fails at once
@@ -428,7 +444,11 @@ func (f *Front) Submit(req events.Event) (*Pending, error) {
 // it fails at once with ErrOverloaded when the sale's append queue is full,
 // ErrNotReady before the sales are loaded and ErrUnavailable once the front
 // is stopping; an append that fails later is logged by the appender.
-func (f *Front) Send(req events.Event) error {
+func (f *Front) Send(req events.Event) error { return f.send(req, nil) }
+
+// send is Send; when it returns nil, then (if set) is told the append's
+// outcome once it is known (nil: stored).
+func (f *Front) send(req events.Event, then func(error)) error {
 	select {
 	case <-f.ready:
 	default:
@@ -445,7 +465,7 @@ func (f *Front) Send(req events.Event) error {
 		return err
 	}
 	select {
-	case a.q <- queued{ev: req, appended: make(chan error, 1)}:
+	case a.q <- queued{ev: req, appended: make(chan error, 1), then: then}:
 		return nil
 	default:
 		return ErrOverloaded
@@ -556,7 +576,7 @@ func (a *appender) run(ctx context.Context) {
 		}
 		err := a.append(ctx, reqs)
 		for _, q := range batch {
-			q.appended <- err // buffered: never blocks
+			q.done(err)
 		}
 	}
 }
@@ -592,7 +612,7 @@ func (a *appender) failQueued() {
 	for {
 		select {
 		case q := <-a.q:
-			q.appended <- ErrUnavailable
+			q.done(ErrUnavailable)
 		default:
 			return
 		}

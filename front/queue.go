@@ -17,7 +17,8 @@ import (
 // same way the writer and the audit do; a shopper's position is then a
 // lookup in memory (O(log n)), never a question to the writer.
 
-// Bounds of the presence pings (QueueSeenRequested).
+// Bounds of the presence pings (QueueSeenRequested), the observed
+// admission rate, the change signal and the claims.
 const (
 	// MaxSeenPerRequest caps the tickets of one QueueSeenRequested.
 	MaxSeenPerRequest = 5000
@@ -25,6 +26,13 @@ const (
 	PingEvery = time.Second
 	// RateWindow is how far back the observed admission rate looks.
 	RateWindow = 30 * time.Second
+	// SignalEvery is the least time between two change signals of a room
+	// (QueueChanged): a stream wakes at most four times a second however
+	// busy the room.
+	SignalEvery = 250 * time.Millisecond
+	// ClaimRetry is how long a claim sent waits for its QueueClaimed (or
+	// the purchase) before the next hand-over sends it again.
+	ClaimRetry = 5 * time.Second
 )
 
 // QueueView is one ticket as this process's room shows it: a copy.
@@ -45,23 +53,26 @@ type QueueView struct {
 
 // roomView is one queue sale's room and what the front keeps beside it.
 type roomView struct {
-	mu      sync.RWMutex
-	sale    string
-	cfg     events.Queue
-	room    *queue.Room
-	version uint64              // last batch folded
-	failed  bool                // a batch did not fit the room (logged once)
-	waiting int                 // tickets waiting (kept per event: Room.Waiting walks the pre-queue)
-	rate    admissions          // admissions over the last RateWindow
-	changed chan struct{}       // closed and replaced when a batch changed the room
-	claims  map[string]struct{} // admitted tickets whose claim this process sent
-	bought  map[string]struct{} // tickets whose token bought (bounded by the stock)
-	pings   *pings
+	mu        sync.RWMutex
+	sale      string
+	cfg       events.Queue
+	room      *queue.Room
+	version   uint64               // last batch folded
+	failed    bool                 // a batch did not fit the room (logged once)
+	rate      admissions           // admissions observed
+	perSecond float64              // the observed rate as of the last batch (admissions.estimate); 0 unknown
+	changed   chan struct{}        // closed and replaced when a batch changed a position or a ticket's state (see signal)
+	signalled time.Time            // when changed was last closed (wall clock)
+	held      bool                 // a change waits for the next signal
+	folded    chan struct{}        // nil until asked for (QueueFolded): closed at the next batch
+	claims    map[string]time.Time // admitted tickets whose claim this process sent, and when
+	bought    map[string]struct{}  // tickets whose token bought (bounded by the stock)
+	pings     *pings
 }
 
 func newRoomView(sale string, q events.Queue) *roomView {
 	return &roomView{sale: sale, cfg: q, room: queue.NewRoom(), changed: make(chan struct{}),
-		claims: map[string]struct{}{}, bought: map[string]struct{}{}, pings: newPings(time.Duration(q.IdleTimeout) / 4)}
+		claims: map[string]time.Time{}, bought: map[string]struct{}{}, pings: newPings(time.Duration(q.IdleTimeout) / 4)}
 }
 
 func (f *Front) roomOf(sale string) *roomView {
@@ -71,6 +82,7 @@ func (f *Front) roomOf(sale string) *roomView {
 }
 
 // foldQueue folds a decision batch into its sale's room, once per version.
+// Every event goes to the room (Room.Apply ignores what it does not know).
 // A batch that does not fit is logged once; the room keeps what fitted.
 func (f *Front) foldQueue(db *events.DecisionBatch) {
 	rv := f.roomOf(db.Sale)
@@ -89,48 +101,10 @@ func (f *Front) foldQueue(db *events.DecisionBatch) {
 	changed, admitted := false, 0
 	for i := range db.Events {
 		e := &db.Events[i]
-		dw, visible := 0, true
-		closed := rv.room.Closed() != ""
-		switch d := e.Data.(type) {
-		case *events.QueueJoined:
-			if d.Already {
-				continue
-			}
-			dw = 1
-		case *events.QueueLeft:
-			if d.Reason == "not_waiting" {
-				continue // the writer refused to leave a ticket that was not the shopper's or not waiting: nothing changed
-			}
-			if t, ok := rv.room.Ticket(d.Ticket); ok && t.Status == queue.Waiting && !closed {
-				dw = -1
-			}
-			delete(rv.claims, d.Ticket)
-		case *events.QueueAdmitted:
-			dw = -1
-			admitted++
-		case *events.QueueClaimed:
-			delete(rv.claims, d.Ticket)
-		case *events.QueueClosed:
-			dw = -rv.waiting
-		case *events.PurchaseAccepted:
-			t, ok := rv.room.Ticket(d.TokenID)
-			if !ok {
-				continue
-			}
-			if t.Status == queue.Admitted || t.Status == queue.Claimed {
+		if d, ok := e.Data.(*events.PurchaseAccepted); ok {
+			if t, ok := rv.room.Ticket(d.TokenID); ok && (t.Status == queue.Admitted || t.Status == queue.Claimed) {
 				rv.bought[d.TokenID] = struct{}{}
 			}
-			delete(rv.claims, d.TokenID)
-		case *events.QueueSeen:
-			visible = false // a sign of life changes no place
-		case *events.TokenExpired:
-			if _, ok := rv.room.Ticket(d.TokenID); !ok {
-				continue
-			}
-			// The room ignores it, but a claimed ticket's token is gone.
-		case *events.QueueShuffled, *events.TokenIssued:
-		default:
-			continue
 		}
 		if err := rv.room.Apply(*e, db.DecidedAt); err != nil {
 			if !rv.failed {
@@ -140,24 +114,89 @@ func (f *Front) foldQueue(db *events.DecisionBatch) {
 			}
 			continue
 		}
-		rv.waiting += dw
-		changed = changed || visible
+		// What moves a place or changes a ticket's state wakes the streams;
+		// joins (placed behind everyone) and signs of life do not.
+		switch d := e.Data.(type) {
+		case *events.QueueShuffled, *events.QueueClosed, *events.SaleUpdated:
+			changed = true
+		case *events.QueueAdmitted:
+			admitted++
+			changed = true
+		case *events.QueueClaimed:
+			delete(rv.claims, d.Ticket)
+			changed = true
+		case *events.QueueLeft:
+			if d.Reason != events.LeftNothing { // a refused leave changes nothing
+				delete(rv.claims, d.Ticket)
+				changed = true
+			}
+		case *events.PurchaseAccepted:
+			if _, ok := rv.room.Ticket(d.TokenID); ok {
+				delete(rv.claims, d.TokenID)
+				changed = true
+			}
+		case *events.TokenExpired:
+			if _, ok := rv.room.Ticket(d.TokenID); ok {
+				delete(rv.claims, d.TokenID)
+				changed = true
+			}
+		}
 	}
 	rv.version = db.Head.Version
 	if admitted > 0 {
 		rv.rate.add(db.DecidedAt, admitted)
 	}
+	rv.perSecond = rv.rate.estimate(db.DecidedAt)
 	if changed {
-		close(rv.changed)
-		rv.changed = make(chan struct{})
+		rv.signal()
 	}
-	waiting, total := rv.waiting, rv.room.Admitted()
+	if rv.folded != nil {
+		close(rv.folded)
+		rv.folded = nil
+	}
+	waiting, total := rv.waiting(), rv.room.Admitted()
 	rv.mu.Unlock()
 	f.mu.Lock()
 	if v := f.sales[db.Sale]; v != nil {
 		v.QueueWaiting, v.QueueAdmitted = waiting, total
 	}
 	f.mu.Unlock()
+}
+
+// waiting is the tickets waiting: none once the queue ended (those still
+// in line are told sold out or closed). rv.mu is held.
+func (rv *roomView) waiting() int {
+	if rv.room.Closed() != "" {
+		return 0
+	}
+	return rv.room.Waiting()
+}
+
+// signal closes the change signal, at most once every SignalEvery: a
+// change within SignalEvery of the last signal is signalled when that time
+// is up, together with any that follow meanwhile. rv.mu is held.
+func (rv *roomView) signal() {
+	if rv.held {
+		return
+	}
+	wait := SignalEvery - time.Since(rv.signalled)
+	if rv.signalled.IsZero() || wait <= 0 {
+		rv.fire()
+		return
+	}
+	rv.held = true
+	time.AfterFunc(wait, func() {
+		rv.mu.Lock()
+		defer rv.mu.Unlock()
+		rv.held = false
+		rv.fire()
+	})
+}
+
+func (rv *roomView) fire() {
+	close(rv.changed)
+	rv.changed = make(chan struct{})
+	rv.signalled = time.Now()
 }
 
 // replayQueue folds a queue sale's decision history, up to the batch at
@@ -182,14 +221,13 @@ func (f *Front) QueueTicket(sale, ticket string) (QueueView, bool) {
 	if rv == nil {
 		return QueueView{}, false
 	}
-	now := f.cfg.Now()
 	rv.mu.RLock()
 	defer rv.mu.RUnlock()
 	t, ok := rv.room.Ticket(ticket)
 	if !ok {
 		return QueueView{}, false
 	}
-	return rv.view(t, now), true
+	return rv.view(t), true
 }
 
 // QueueActive returns the shopper's waiting or admitted ticket.
@@ -198,32 +236,32 @@ func (f *Front) QueueActive(sale, shopper string) (QueueView, bool) {
 	if rv == nil {
 		return QueueView{}, false
 	}
-	now := f.cfg.Now()
 	rv.mu.RLock()
 	defer rv.mu.RUnlock()
 	t, ok := rv.room.Active(shopper)
 	if !ok {
 		return QueueView{}, false
 	}
-	return rv.view(t, now), true
+	return rv.view(t), true
 }
 
 // view copies t; rv.mu is held.
-func (rv *roomView) view(t *queue.Ticket, now time.Time) QueueView {
+func (rv *roomView) view(t *queue.Ticket) QueueView {
 	v := QueueView{Ticket: t.ID, Shopper: t.Shopper, Status: rv.room.StatusOf(t), Reason: t.Reason, Place: t.Place,
 		Ahead: -1, ETASeconds: -1, TokenID: t.TokenID, TokenIssuedAt: t.TokenIssuedAt, TokenExpiresAt: t.TokenExpiresAt,
 		ClaimBy: t.ClaimBy, Version: rv.version}
 	_, v.Bought = rv.bought[t.ID]
 	if v.Status == queue.Waiting {
 		v.Ahead = rv.room.Ahead(t)
-		v.ETASeconds = eta(v.Ahead, rv.rate.perSecond(now), rv.cfg.AdmissionRate)
+		v.ETASeconds = eta(v.Ahead, rv.perSecond, rv.cfg.AdmissionRate)
 	}
 	return v
 }
 
 // eta is the estimated seconds until a ticket with ahead tickets before it
-// is let in: ahead over the observed admission rate, or over the sale's
-// configured rate while none is observed; -1 while the place is not drawn.
+// is let in: ahead over the observed admission rate (see
+// admissions.estimate), or over the sale's configured rate while none was
+// ever observed; -1 while the place is not drawn.
 func eta(ahead int, observed, configured float64) int {
 	if ahead < 0 {
 		return -1
@@ -242,8 +280,11 @@ func eta(ahead int, observed, configured float64) int {
 	return int(s)
 }
 
-// QueueChanged returns a channel closed at the next batch that changes the
-// sale's room (nil for a sale without a queue: never). Take it before
+// QueueChanged returns a channel closed after the next batch that moves a
+// place or changes a ticket's state in the sale's room (an admission, a
+// claim, a leave, the shuffle, the queue's end or reopening, a purchase, a
+// token's expiry; not a join or a sign of life), at most once every
+// SignalEvery; nil for a sale without a queue: never. Take it before
 // reading the room, so no change is missed.
 func (f *Front) QueueChanged(sale string) <-chan struct{} {
 	rv := f.roomOf(sale)
@@ -255,18 +296,34 @@ func (f *Front) QueueChanged(sale string) <-chan struct{} {
 	return rv.changed
 }
 
+// QueueFolded returns a channel closed once the next batch of the sale is
+// folded into its room, whatever it holds (nil for a sale without a queue:
+// never): for waiting on a ticket this process has not seen yet. Take it
+// before reading the room.
+func (f *Front) QueueFolded(sale string) <-chan struct{} {
+	rv := f.roomOf(sale)
+	if rv == nil {
+		return nil
+	}
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if rv.folded == nil {
+		rv.folded = make(chan struct{})
+	}
+	return rv.folded
+}
+
 // QueueStats returns a queue sale's tickets waiting, admissions so far and
-// the observed admission rate (per second over the last RateWindow; 0
-// unknown).
+// the observed admission rate as of the last batch (see
+// admissions.estimate; 0 unknown).
 func (f *Front) QueueStats(sale string) (waiting int, admitted int64, ratePerSec float64) {
 	rv := f.roomOf(sale)
 	if rv == nil {
 		return 0, 0, 0
 	}
-	now := f.cfg.Now()
 	rv.mu.RLock()
 	defer rv.mu.RUnlock()
-	return rv.waiting, rv.room.Admitted(), rv.rate.perSecond(now)
+	return rv.waiting(), rv.room.Admitted(), rv.perSecond
 }
 
 // QueueSeen notes that the shopper of a waiting or admitted ticket is here
@@ -286,29 +343,43 @@ func (f *Front) QueueSeen(sale, ticket string) {
 }
 
 // QueueClaim tells the writer that an admitted ticket's token was handed to
-// its shopper, once per ticket per process.
+// its shopper (call it once the answer carrying the token is written). A
+// claim is sent at most once every ClaimRetry per ticket and process: a
+// call sends it again when the last one's append failed, or when its
+// QueueClaimed (or the purchase) was not folded within ClaimRetry. A ticket
+// no longer admitted (claimed, bought, left, expired) is not claimed.
 func (f *Front) QueueClaim(sale, ticket string) error {
 	rv := f.roomOf(sale)
 	if rv == nil {
 		return nil
 	}
+	now := f.cfg.Now()
 	rv.mu.Lock()
 	t, ok := rv.room.Ticket(ticket)
-	_, sent := rv.claims[ticket]
-	if !ok || t.Status != queue.Admitted || sent {
+	sent, was := rv.claims[ticket]
+	if !ok || t.Status != queue.Admitted || (was && now.Sub(sent) < ClaimRetry) {
 		rv.mu.Unlock()
 		return nil
 	}
-	rv.claims[ticket] = struct{}{}
+	rv.claims[ticket] = now
 	shopper := t.Shopper
 	rv.mu.Unlock()
-	now := f.cfg.Now().UTC()
-	err := f.Send(events.Event{ID: f.ids.New(now), Type: events.TypeQueueClaimRequested, Version: events.SchemaVersion,
-		Sale: sale, Time: now, Shopper: shopper, Data: &events.QueueClaimRequested{Ticket: ticket}})
-	if err != nil {
+	forget := func() { // the next hand-over sends it again
 		rv.mu.Lock()
-		delete(rv.claims, ticket) // the next hand-over tries again
+		if at, ok := rv.claims[ticket]; ok && at.Equal(now) {
+			delete(rv.claims, ticket)
+		}
 		rv.mu.Unlock()
+	}
+	at := now.UTC()
+	err := f.send(events.Event{ID: f.ids.New(at), Type: events.TypeQueueClaimRequested, Version: events.SchemaVersion,
+		Sale: sale, Time: at, Shopper: shopper, Data: &events.QueueClaimRequested{Ticket: ticket}}, func(err error) {
+		if err != nil {
+			forget()
+		}
+	})
+	if err != nil {
+		forget()
 	}
 	return err
 }
@@ -466,12 +537,15 @@ func (p *pings) size() int {
 	return len(p.tickets)
 }
 
-// admissions is the observed admission rate: admissions by batch time over
-// the last RateWindow.
+// admissions is the observed admission rate: admissions by batch time, a
+// running count over the last RateWindow and the total since the first.
+// Times passed to its methods do not go back (batch times).
 type admissions struct {
-	first  time.Time // the first admission batch seen
-	firstN int
+	first  time.Time  // the first admission batch seen
+	firstN int        // its admissions
+	total  int64      // admissions since the first batch, that one included
 	recent []admitted // within the window of the newest, oldest first
+	n      int        // admissions in recent
 }
 
 type admitted struct {
@@ -484,13 +558,22 @@ func (a *admissions) add(at time.Time, n int) {
 	if a.first.IsZero() {
 		a.first, a.firstN = at, n
 	}
+	a.total += int64(n)
 	a.recent = append(a.recent, admitted{at, n})
-	cut := 0
-	for cut < len(a.recent) && a.recent[cut].at.Before(at.Add(-RateWindow)) {
-		cut++
+	a.n += n
+	a.cut(at)
+}
+
+// cut forgets the batches before the window ending at now: O(1) amortized.
+func (a *admissions) cut(now time.Time) {
+	from := now.Add(-RateWindow)
+	i := 0
+	for i < len(a.recent) && a.recent[i].at.Before(from) {
+		a.n -= a.recent[i].n
+		i++
 	}
-	if cut > 0 {
-		a.recent = append(a.recent[:0], a.recent[cut:]...)
+	if i > 0 {
+		a.recent = a.recent[i:]
 	}
 }
 
@@ -499,16 +582,12 @@ func (a *admissions) add(at time.Time, n int) {
 // window, the rate is measured from its first admission batch, which is not
 // counted (the writer's allowance starts full: the first batch is a burst).
 func (a *admissions) perSecond(now time.Time) float64 {
-	from := now.Add(-RateWindow)
-	n := 0
-	for _, b := range a.recent {
-		if !b.at.Before(from) && !b.at.After(now) {
-			n += b.n
-		}
-	}
+	a.cut(now)
+	n := a.n
 	if a.first.IsZero() || n == 0 {
 		return 0
 	}
+	from := now.Add(-RateWindow)
 	span := RateWindow
 	if a.first.After(from) {
 		span = now.Sub(a.first)
@@ -518,4 +597,21 @@ func (a *admissions) perSecond(now time.Time) float64 {
 		}
 	}
 	return float64(n) / span.Seconds()
+}
+
+// estimate is the rate an estimate of the wait uses at now: the rate over
+// the last RateWindow (perSecond); when there was no admission within it
+// but some before (admissions stalled: tokens held, claim windows running),
+// the long-run rate, every admission since the first over the time since;
+// 0 (unknown: the caller uses the configured rate) when none was ever
+// observed, or only the opening burst less than RateWindow ago.
+func (a *admissions) estimate(now time.Time) float64 {
+	if r := a.perSecond(now); r > 0 || a.first.IsZero() {
+		return r
+	}
+	span := now.Sub(a.first)
+	if span < RateWindow {
+		return 0
+	}
+	return float64(a.total) / span.Seconds()
 }

@@ -1,13 +1,17 @@
 package front
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/handlers"
+	"github.com/flashgate/flashgate/internal/fgtest"
 	"github.com/flashgate/flashgate/queue"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 var qt0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
@@ -33,7 +37,8 @@ func TestETA(t *testing.T) {
 
 // TestAdmissionRate: the rate is admissions per second over the last 30 s
 // of batch times; the opening burst is not counted while the queue is
-// younger than the window; it is unknown at first and after a long pause.
+// younger than the window; it is unknown at first and after a long pause,
+// when the estimate takes the long-run rate.
 func TestAdmissionRate(t *testing.T) {
 	var a admissions
 	if r := a.perSecond(qt0); r != 0 {
@@ -66,6 +71,19 @@ func TestAdmissionRate(t *testing.T) {
 	}
 	if r := a.perSecond(at.Add(31 * time.Second)); r != 0 {
 		t.Errorf("rate 31 s after admissions stopped: %v, want unknown", r)
+	}
+	// The estimate then falls back on the long run: 460 admissions over
+	// the 236 s since the first.
+	if r := a.estimate(at.Add(31 * time.Second)); r < 1.94 || r > 1.96 {
+		t.Errorf("estimate 31 s after admissions stopped: %v, want the long-run 460/236", r)
+	}
+	var young admissions
+	young.add(qt0, 10)
+	if r := young.estimate(qt0.Add(10 * time.Second)); r != 0 {
+		t.Errorf("estimate 10 s after the opening burst alone: %v, want unknown (the configured rate)", r)
+	}
+	if r := young.estimate(qt0.Add(40 * time.Second)); r != 0.25 {
+		t.Errorf("estimate 40 s after the opening burst alone: %v, want 10/40", r)
 	}
 }
 
@@ -150,8 +168,8 @@ func roomFront(t *testing.T, sale handlers.Sale, now func() time.Time) *Front {
 }
 
 // TestFoldQueue: the front's room follows the writer's decisions: tickets,
-// positions, the waiting count (kept per event) equal to the room's, the
-// change signal, a refused leave that changes nothing, and a batch seen
+// positions, the waiting count equal to the writer's, the change signal
+// (not for joins), a refused leave that changes nothing, and a batch seen
 // twice folded once.
 func TestFoldQueue(t *testing.T) {
 	q := events.Queue{AdmissionRate: 2, ClaimWindow: events.Duration(time.Minute), IdleTimeout: events.Duration(time.Minute),
@@ -189,8 +207,8 @@ func TestFoldQueue(t *testing.T) {
 	}
 	select {
 	case <-changed:
+		t.Fatal("joins signalled a change: they move nobody's place")
 	default:
-		t.Fatal("joins did not signal a change")
 	}
 	v, ok := f.QueueTicket("q", tickets[0])
 	if !ok || v.Status != queue.Waiting || v.Ahead != -1 || v.ETASeconds != -1 || v.Place != -1 {
@@ -218,7 +236,7 @@ func TestFoldQueue(t *testing.T) {
 	// The opening: the pre-queue is drawn, two are admitted (the allowance).
 	now = opens
 	db := decide()
-	if got := f.roomOf("q").waiting; got != st.Room().Waiting() {
+	if got := f.roomOf("q").room.Waiting(); got != st.Room().Waiting() {
 		t.Fatalf("front counts %d waiting, the writer's room %d", got, st.Room().Waiting())
 	}
 	w, admitted, _ := f.QueueStats("q")
@@ -255,4 +273,372 @@ func TestFoldQueue(t *testing.T) {
 	if v, _ := f.Sale("q"); v.QueueWaiting != 3 || v.QueueAdmitted != 2 {
 		t.Errorf("sale view figures: waiting %d admitted %d", v.QueueWaiting, v.QueueAdmitted)
 	}
+}
+
+// driver decides requests with a writer's State and folds the batches into
+// a front's room by hand, as the front's consumer would.
+type driver struct {
+	t       *testing.T
+	f       *Front
+	st      *handlers.State
+	sale    string
+	now     time.Time
+	version uint64
+	seq     int
+}
+
+// newDriver is a front (no stream unless f is given) and a writer for a
+// queue sale opening at opens.
+func newDriver(t *testing.T, f *Front, sale handlers.Sale) *driver {
+	t.Helper()
+	d := &driver{t: t, sale: sale.ID, now: qt0}
+	if f == nil {
+		f = roomFront(t, sale, func() time.Time { return d.now })
+	}
+	d.f = f
+	d.st = handlers.NewState(sale)
+	d.st.SetSeed(func() uint64 { return 7 })
+	return d
+}
+
+func (d *driver) decide(reqs ...events.Event) events.DecisionBatch {
+	out := d.st.Decide(d.now, reqs)
+	d.version++
+	d.st.Head.Version = d.version
+	db := events.DecisionBatch{Sale: d.sale, DecidedAt: d.now, Head: d.st.Head, Events: out}
+	d.f.foldQueue(&db)
+	return db
+}
+
+func (d *driver) req(typ events.Type, shopper string, data any) events.Event {
+	d.seq++
+	return events.Event{ID: events.DerivedID(d.now, fmt.Sprint("r", d.seq)), Type: typ, Version: events.SchemaVersion, Sale: d.sale,
+		Time: d.now, Shopper: shopper, Data: data}
+}
+
+func (d *driver) join(shopper string) string {
+	r := d.req(events.TypeQueueJoinRequested, shopper, &events.QueueJoinRequested{})
+	d.decide(r)
+	return r.ID
+}
+
+func (d *driver) ticket(id string) QueueView {
+	d.t.Helper()
+	v, ok := d.f.QueueTicket(d.sale, id)
+	if !ok {
+		d.t.Fatalf("ticket %s unknown to the front", id)
+	}
+	return v
+}
+
+func openQueueSale(id string, stock int64, rate float64) handlers.Sale {
+	q := events.Queue{AdmissionRate: rate, ClaimWindow: events.Duration(time.Minute), IdleTimeout: events.Duration(time.Hour)}
+	return handlers.Sale{ID: id, Stock: stock, QuotaBuffer: 1, Quota: stock, PerUserLimit: 1, TokenTTL: 5 * time.Minute, OpensAt: qt0, Queue: &q}
+}
+
+// TestFoldQueueReopens: closing a queue sale ends its queue on the front
+// (the waiting read closed, none counted waiting); reopening it brings the
+// waiting back in line, on the front as in the writer, and signals it.
+func TestFoldQueueReopens(t *testing.T) {
+	d := newDriver(t, nil, openQueueSale("q", 5, 0.01))
+	first := d.join("a") // admitted at once (one admission, then one per 100 s)
+	waiting := d.join("b")
+	if v := d.ticket(first); v.Status != queue.Admitted {
+		t.Fatalf("first joiner: %+v", v)
+	}
+	update := func(action string) {
+		d.now = d.now.Add(time.Second)
+		d.decide(d.req(events.TypeSaleUpdateRequested, "operator", &events.SaleUpdateRequested{Action: action}))
+	}
+	update(events.ActionClose)
+	if v := d.ticket(waiting); v.Status != queue.Closed {
+		t.Fatalf("after closing: %+v, want closed", v)
+	}
+	if w, _, _ := d.f.QueueStats("q"); w != 0 {
+		t.Errorf("after closing: %d counted waiting, want 0", w)
+	}
+	time.Sleep(SignalEvery) // the close's signal is not held back
+	changed := d.f.QueueChanged("q")
+	update(events.ActionOpen)
+	if d.st.Room().Closed() != "" {
+		t.Fatal("the writer's queue did not reopen: the test tests nothing")
+	}
+	if v := d.ticket(waiting); v.Status != queue.Waiting || v.Ahead != 0 {
+		t.Fatalf("after reopening: %+v, want waiting with none ahead", v)
+	}
+	if w, _, _ := d.f.QueueStats("q"); w != 1 {
+		t.Errorf("after reopening: %d counted waiting, want 1", w)
+	}
+	select {
+	case <-changed:
+	case <-time.After(time.Second):
+		t.Error("reopening did not signal a change")
+	}
+	if v := d.ticket(d.join("c")); v.Status != queue.Waiting || v.Ahead != 1 {
+		t.Errorf("a join after reopening: %+v, want waiting behind b", v)
+	}
+	if v, _ := d.f.Sale("q"); v.QueueWaiting != 2 {
+		t.Errorf("the sale view counts %d waiting, want 2", v.QueueWaiting)
+	}
+}
+
+// TestQueueChangedCoalesced: joins and signs of life wake no stream; the
+// changes of a busy room are signalled at most every SignalEvery, none
+// lost.
+func TestQueueChangedCoalesced(t *testing.T) {
+	d := newDriver(t, nil, openQueueSale("q", 1000, 1000))
+	d.join("warm") // the first admission (and its signal)
+	time.Sleep(SignalEvery)
+	changed := d.f.QueueChanged("q")
+	d.st.Sale.Stock = 0 // (the writer's state is not the front's business: no admission follows)
+	var joined []string
+	d.now = d.now.Add(time.Second)
+	for i := range 5 {
+		r := d.req(events.TypeQueueJoinRequested, fmt.Sprint("s", i), &events.QueueJoinRequested{})
+		joined = append(joined, r.ID)
+		d.f.foldQueue(&events.DecisionBatch{Sale: "q", DecidedAt: d.now, Head: events.Head{Version: d.version + 1},
+			Events: []events.Event{{ID: r.ID, Type: events.TypeQueueJoined, Sale: "q", Shopper: r.Shopper, Request: r.ID,
+				Data: &events.QueueJoined{Ticket: r.ID, Place: int64(d.f.roomOf("q").room.Len())}}}})
+		d.version++
+	}
+	seen := events.Event{Type: events.TypeQueueSeen, Sale: "q", Data: &events.QueueSeen{Tickets: joined}}
+	d.f.foldQueue(&events.DecisionBatch{Sale: "q", DecidedAt: d.now, Head: events.Head{Version: d.version + 1}, Events: []events.Event{seen}})
+	d.version++
+	if v := d.ticket(joined[4]); v.Status != queue.Waiting || v.Ahead != 4 {
+		t.Fatalf("the last joiner: %+v", v)
+	}
+	select {
+	case <-changed:
+		t.Fatal("joins or a sign of life signalled a change")
+	default:
+	}
+	// Two leaves within SignalEvery: the first signals at once, the second
+	// when SignalEvery has passed.
+	leave := func(i int) {
+		d.f.foldQueue(&events.DecisionBatch{Sale: "q", DecidedAt: d.now, Head: events.Head{Version: d.version + 1},
+			Events: []events.Event{{Type: events.TypeQueueLeft, Sale: "q", Shopper: fmt.Sprint("s", i),
+				Data: &events.QueueLeft{Ticket: joined[i], Reason: events.LeftByShopper}}}})
+		d.version++
+	}
+	leave(0)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a leave after a quiet time was not signalled at once")
+	}
+	at := time.Now()
+	changed = d.f.QueueChanged("q")
+	leave(1)
+	select {
+	case <-changed:
+		if took := time.Since(at); took < SignalEvery/2 {
+			t.Errorf("the second change was signalled %v after the first, want about %v", took, SignalEvery)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a change held back was never signalled")
+	}
+	if v := d.ticket(joined[4]); v.Ahead != 2 {
+		t.Errorf("after two left: %+v, want 2 ahead", v)
+	}
+}
+
+// TestETAObservedRate: the estimate uses the rate observed over the last
+// 30 s; when admissions stalled for longer, the long-run observed rate, not
+// the configured one; the rate is brought up to date by every batch.
+func TestETAObservedRate(t *testing.T) {
+	sale := openQueueSale("q", 1000, 1) // one a second
+	sale.Quota = 21                     // then the quota is out: admissions stall
+	sale.Queue.ClaimWindow = events.Duration(5 * time.Minute)
+	d := newDriver(t, nil, sale)
+	var tickets []string
+	for i := range 60 {
+		tickets = append(tickets, d.join(fmt.Sprint("s", i)))
+	}
+	last := tickets[59]
+	if v := d.ticket(last); v.Ahead != 58 || v.ETASeconds != 58 {
+		t.Fatalf("before any admission but the opening's: %+v, want 58 ahead, the configured rate's 58 s", v)
+	}
+	for range 20 {
+		d.now = d.now.Add(time.Second)
+		d.decide()
+	}
+	if v := d.ticket(last); v.Ahead != 38 || v.ETASeconds != 38 {
+		t.Fatalf("after 20 s at 1/s: %+v, want 38 ahead, eta 38 s", v)
+	}
+	// Nothing for 40 s (the quota is out): the window is empty; the
+	// long-run rate is 21 admissions over 60 s.
+	d.now = qt0.Add(time.Minute)
+	d.decide()
+	if _, admitted, r := d.f.QueueStats("q"); admitted != 21 || r < 0.34 || r > 0.36 {
+		t.Errorf("40 s after the last admission: %d admitted, rate %v; want 21 and the long-run 21/60", admitted, r)
+	}
+	if v := d.ticket(last); v.ETASeconds != 109 { // ceil(38 / 0.35)
+		t.Errorf("40 s after the last admission: eta %d s, want 109 (the long-run rate), not 38 (the configured)", v.ETASeconds)
+	}
+}
+
+// fakeMsg is a decision batch as the front's consumer hands it over.
+type fakeMsg struct {
+	jetstream.Msg
+	subject string
+	data    []byte
+}
+
+func (m fakeMsg) Subject() string { return m.subject }
+func (m fakeMsg) Data() []byte    { return m.data }
+
+// TestAdmissionKeepsJoinAnswer: an admission names the join it answers,
+// but the join's request keeps the join's answer: GET /requests/{join}
+// never shows the admission's token (it is handed over with the ticket,
+// and claimed), even when the join's own answer was forgotten.
+func TestAdmissionKeepsJoinAnswer(t *testing.T) {
+	sale := openQueueSale("q", 5, 0.5) // one at once, then one every 2 s
+	now := qt0
+	f := New(nil, nil, Config{Now: func() time.Time { return now }, Log: quiet, RecentDecisions: 1})
+	f.sales[sale.ID] = &SaleView{Sale: sale}
+	f.rooms[sale.ID] = newRoomView(sale.ID, *sale.Queue)
+	d := newDriver(t, f, sale)
+	deliver := func(reqs ...events.Event) {
+		out := d.st.Decide(d.now, reqs)
+		d.version++
+		d.st.Head.Version = d.version
+		b, err := events.EncodeDecisions(events.DecisionBatch{Sale: "q", DecidedAt: d.now, Head: d.st.Head, Events: out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.handle(fakeMsg{subject: events.DecisionSubject("q"), data: b})
+	}
+	deliver(d.req(events.TypeQueueJoinRequested, "first", &events.QueueJoinRequested{})) // let in at once
+	a := d.req(events.TypeQueueJoinRequested, "a", &events.QueueJoinRequested{})
+	deliver(a)
+	if e, ok := f.Recent(a.ID); !ok || e.Type != events.TypeQueueJoined {
+		t.Fatalf("the join's answer: %v %v", e.Type, ok)
+	}
+	deliver(d.req(events.TypeQueueJoinRequested, "b", &events.QueueJoinRequested{})) // a's answer is forgotten (one decision kept)
+	d.now = d.now.Add(2 * time.Second)
+	deliver() // a's turn
+	if v, _ := f.QueueTicket("q", a.ID); v.Status != queue.Admitted {
+		t.Fatalf("a: %+v, want admitted", v)
+	}
+	if e, ok := f.Recent(a.ID); ok && e.Type != events.TypeQueueJoined {
+		t.Errorf("GET /requests/{a's join} would answer %s, want the join (or the stored answer)", e.Type)
+	}
+}
+
+// queueFixture is a front on a real stream (no writer) with an open queue
+// sale "q" whose room the driver folds by hand; the front's clock is the
+// driver's.
+func queueFixture(t *testing.T, cfg Config) (*fixture, *driver) {
+	t.Helper()
+	var d *driver
+	cfg.Now = func() time.Time { return d.now }
+	fx := newFixture(t, cfg)
+	sale := openQueueSale("q", 5, 1)
+	ev := events.Event{ID: events.NewIDs().New(time.Now()), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: "q", Time: qt0,
+		Data: &events.SaleCreated{Stock: sale.Stock, QuotaBuffer: 1, Quota: sale.Quota, PerUserLimit: 1, TokenTTL: events.Duration(sale.TokenTTL),
+			OpensAt: sale.OpensAt, Queue: sale.Queue}}
+	if err := fx.f.CreateSale(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	d = newDriver(t, fx.f, sale)
+	return fx, d
+}
+
+// claimsSent counts the claim requests appended for sale q.
+func claimsSent(t *testing.T, js jetstream.JetStream) int {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(events.RequestSubject("q")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		return 0
+	}
+	err = stream.Read(ctx, st, events.RequestSubject("q"), 1, info.State.LastSeq, func(m *jetstream.RawStreamMsg) error {
+		rb, err := events.DecodeRequests(m.Data)
+		if err != nil {
+			return err
+		}
+		for _, r := range rb.Requests {
+			if r.Type == events.TypeQueueClaimRequested {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestQueueClaimResent: a claim the writer did not answer with QueueClaimed
+// within ClaimRetry is sent again at the next hand-over, not before; a
+// claimed ticket is not claimed again.
+func TestQueueClaimResent(t *testing.T) {
+	fx, d := queueFixture(t, Config{})
+	ticket := d.join("a") // admitted at once
+	if v := d.ticket(ticket); v.Status != queue.Admitted {
+		t.Fatalf("ticket %+v, want admitted", v)
+	}
+	want := func(n int) {
+		t.Helper()
+		fgtest.WaitFor(t, 5*time.Second, func() error {
+			if got := claimsSent(t, fx.js); got != n {
+				return fmt.Errorf("%d claims sent, want %d", got, n)
+			}
+			return nil
+		})
+		time.Sleep(100 * time.Millisecond) // and no more
+		if got := claimsSent(t, fx.js); got != n {
+			t.Fatalf("%d claims sent, want %d", got, n)
+		}
+	}
+	claim := func() {
+		t.Helper()
+		if err := fx.f.QueueClaim("q", ticket); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim()
+	want(1)
+	d.now = d.now.Add(time.Second)
+	claim() // a reload a second later: the claim is on its way
+	want(1)
+	d.now = d.now.Add(ClaimRetry)
+	claim() // no QueueClaimed came back: lost, or the writer never saw it
+	want(2)
+	d.decide(d.req(events.TypeQueueClaimRequested, "a", &events.QueueClaimRequested{Ticket: ticket}))
+	if v := d.ticket(ticket); v.Status != queue.Claimed {
+		t.Fatalf("after the writer's claim: %+v", v)
+	}
+	d.now = d.now.Add(time.Minute)
+	claim()
+	want(2)
+}
+
+// TestQueueClaimAppendFailed: a claim whose append failed is forgotten, so
+// the next hand-over sends it again at once.
+func TestQueueClaimAppendFailed(t *testing.T) {
+	fx, d := queueFixture(t, Config{AppendTimeout: 200 * time.Millisecond})
+	ticket := d.join("a")
+	fx.ns.Shutdown()
+	if err := fx.f.QueueClaim("q", ticket); err != nil {
+		return // refused at once: nothing was recorded as sent
+	}
+	rv := fx.f.roomOf("q")
+	fgtest.WaitFor(t, 5*time.Second, func() error {
+		rv.mu.RLock()
+		defer rv.mu.RUnlock()
+		if _, sent := rv.claims[ticket]; sent {
+			return fmt.Errorf("the failed claim still counts as sent")
+		}
+		return nil
+	})
 }

@@ -494,12 +494,21 @@ function ended(d) {
   return new Failure(0, { error: 'queue_' + d.status });
 }
 
+/** STREAM_SILENCE_MS: a stream that sends nothing (no event, no keep-alive comment, every 15 s) this long is dead. */
+const STREAM_SILENCE_MS = 25_000;
+/** NOT_FOUND_TRIES: a ticket answered 404 this many times in a row is gone (before that, another server may be a moment behind). */
+const NOT_FOUND_TRIES = 3;
+
 /**
  * followTicket follows the ticket until its turn and resolves with the
  * admission ({token, tokenId, expiresAt, claimBy}); a final state throws
  * the Failure that explains it. It listens to the ticket's event stream
  * (fetch with the session; reconnecting with Last-Event-ID and a growing
- * pause) and, if the stream keeps failing, polls the ticket every 5 s.
+ * pause, or after Retry-After on 429/503; a stream silent for 25 s is
+ * dropped and reconnected) and, if the stream keeps failing, polls the
+ * ticket every 5 s (or after Retry-After). A 404 is final only after three
+ * in a row a few seconds apart: a join taken by another server may not
+ * have reached this one yet.
  */
 async function followTicket(ctx) {
   const url = `/api/v1/sales/${encodeURIComponent(ctx.sale)}/queue/${encodeURIComponent(ctx.ticket)}`;
@@ -510,9 +519,12 @@ async function followTicket(ctx) {
   };
   let lastId = '';
   let failures = 0; // streams in a row that failed before an event
+  let missing = 0; // 404s in a row
   let polling = typeof TextDecoderStream === 'undefined';
   for (let attempt = 0; ; attempt++) {
     let outcome = null; // {admitted} or {done}
+    let notFound = false;
+    let asked = 0; // ms the server asked to wait (Retry-After on 429/503)
     const seen = (name, data) => {
       if (name === 'admitted' && data.token) outcome = { admitted: data };
       else if (name === 'done') outcome = { done: data };
@@ -523,10 +535,18 @@ async function followTicket(ctx) {
       const stop = () => conn.abort();
       out.signal.addEventListener('abort', stop, { once: true });
       let gotEvent = false;
+      let watchdog = 0;
+      const alive = () => {
+        clearTimeout(watchdog);
+        watchdog = setTimeout(stop, STREAM_SILENCE_MS); // silent: reconnect with Last-Event-ID
+      };
+      alive();
       try {
         await readEvents(url + '/events', {
           headers: { Authorization: 'Bearer ' + ctx.session, ...(lastId ? { 'Last-Event-ID': lastId } : {}) },
           signal: conn.signal,
+          onOpen: alive,
+          onData: alive,
           onEvent(ev) {
             gotEvent = true;
             if (ev.id) lastId = ev.id;
@@ -539,17 +559,21 @@ async function followTicket(ctx) {
       } catch (err) {
         if (!outcome && !out.signal.aborted) {
           if (err.status === 401) { forgetSession(); throw new Restart('session'); }
-          if (err.status === 404) throw new Failure(404, { error: 'ticket_not_found' });
+          if (err.status === 404) notFound = true;
+          if (err.status === 429 || err.status === 503) asked = 1_000 * (err.retryAfter || 1);
         }
       } finally {
+        clearTimeout(watchdog);
         out.signal.removeEventListener('abort', stop);
       }
+      if (gotEvent) missing = 0;
       failures = gotEvent ? 0 : failures + 1;
-      if (failures >= 3) polling = true; // the stream does not get through (a proxy, a full server): poll
+      if (failures >= 3 && !notFound) polling = true; // the stream does not get through (a proxy, a full server): poll
     } else {
       let r = null;
       try { r = await call('GET', url, { bearer: ctx.session, signal: out.signal }); } catch { /* offline or left: try again */ }
       if (r && r.status === 200) {
+        missing = 0;
         if (r.body.status === 'admitted' && r.body.token) outcome = { admitted: r.body };
         else if (r.body.status === 'waiting') showPosition(r.body);
         else outcome = { done: r.body };
@@ -557,14 +581,20 @@ async function followTicket(ctx) {
         forgetSession();
         throw new Restart('session');
       } else if (r && r.status === 404) {
-        throw new Failure(404, { error: 'ticket_not_found' });
+        notFound = true;
+      } else if (r && (r.status === 429 || r.status === 503)) {
+        asked = 1_000 * (r.retryAfter ?? 1);
       }
     }
     if (out.signal.aborted) throw new Failure(0, { error: 'queue_left', reason: 'left' });
     if (outcome && outcome.admitted) return outcome.admitted;
     if (outcome && outcome.done) throw ended(outcome.done);
-    // Reconnect after a pause that grows (1, 2, 4 … 30 s, with jitter); poll every 5 s.
-    const pause = polling ? 5_000 : Math.min(30_000, 1_000 * 2 ** Math.min(failures, 5)) * (0.75 + 0.5 * Math.random());
+    if (notFound && ++missing >= NOT_FOUND_TRIES) throw new Failure(404, { error: 'ticket_not_found' });
+    // Reconnect after a pause that grows (1, 2, 4 … 30 s, with jitter); poll every 5 s; after a 404,
+    // 2-3 s; never sooner than the server asked.
+    let pause = polling ? 5_000 : Math.min(30_000, 1_000 * 2 ** Math.min(failures, 5)) * (0.75 + 0.5 * Math.random());
+    if (notFound) pause = 2_000 + 1_000 * Math.random();
+    pause = Math.max(pause, asked);
     try { await sleep(pause, out.signal); } catch { /* left: said above on the next turn */ }
     if (out.signal.aborted) throw new Failure(0, { error: 'queue_left', reason: 'left' });
   }
