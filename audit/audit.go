@@ -58,6 +58,7 @@ type SaleReport struct {
 	TokenRequests   int64
 	PurchaseReqs    int64
 	OperatorReqs    int64 // opens and closes
+	QueueReqs       int64 // joins, leaves, presence notes, claims
 	Pending         int64 // appended after the last decided request
 	Batches         int64
 	Issued          int64
@@ -301,6 +302,8 @@ func (v *verifier) batch(m *jetstream.RawStreamMsg) {
 			r.PurchaseReqs++
 		case events.TypeSaleUpdateRequested:
 			r.OperatorReqs++
+		case events.TypeQueueJoinRequested, events.TypeQueueLeaveRequested, events.TypeQueueSeenRequested, events.TypeQueueClaimRequested:
+			r.QueueReqs++
 		}
 	}
 	// The shuffle's seed is an input of the decision code, like the time:
@@ -469,8 +472,8 @@ func (r *Report) Write(w io.Writer) {
 		sale := s.Sale
 		fmt.Fprintf(w, "\nsale %s: stock %d, quota %d (buffer %.2f), per-user limit %d, token TTL %s\n",
 			sale.ID, sale.Stock, sale.Quota, sale.QuotaBuffer, sale.PerUserLimit, sale.TokenTTL)
-		fmt.Fprintf(w, "  requests    %d (token %d, purchase %d, operator %d), %d pending after the last batch\n",
-			s.Requests, s.TokenRequests, s.PurchaseReqs, s.OperatorReqs, s.Pending)
+		fmt.Fprintf(w, "  requests    %d (token %d, purchase %d, queue %d, operator %d), %d pending after the last batch\n",
+			s.Requests, s.TokenRequests, s.PurchaseReqs, s.QueueReqs, s.OperatorReqs, s.Pending)
 		fmt.Fprintf(w, "  batches     %d, head version %d, cursor %d\n", s.Batches, s.LiveHeadVersion, s.LiveHead.Cursor)
 		fmt.Fprintf(w, "  tokens      issued %d, repeated answers %d, expired %d, redeemed %d, outstanding %d\n",
 			s.Issued, s.Reissued, s.Expired, s.Redeemed, s.Issued-s.Expired-s.Redeemed)
