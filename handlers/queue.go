@@ -21,8 +21,11 @@ import (
 const ReasonQueueRequired = "queue_required"
 
 // MaxAdmissionsPerBatch caps the admissions (and the idle tickets passed
-// over) of one batch; the rest follow in the next. Part of the decision code.
-const MaxAdmissionsPerBatch = 512
+// over) of one batch, and the unclaimed turns one batch reclaims; the rest
+// follow in the next. With the token expiries and a full batch of joins
+// they keep a decision batch under a standard 1 MiB NATS payload (test).
+// Part of the decision code.
+const MaxAdmissionsPerBatch = 256
 
 // queueState is the writer's side of the waiting room.
 type queueState struct {

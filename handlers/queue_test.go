@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -496,4 +497,49 @@ func TestRejoinKeepsTheToken(t *testing.T) {
 		t.Fatalf("rejoining after the token ran out: %+v", j)
 	}
 	m.rebuild(sale)
+}
+
+// TestQueueBatchFitsAStandardPayload: the largest batch a queue sale can
+// make — a full batch of joins with long ids (128 KiB of requests, the
+// writer's cap), the most token expiries, unclaimed turns and admissions a
+// batch takes — encodes under 1 MiB, a standard NATS max_payload.
+func TestQueueBatchFitsAStandardPayload(t *testing.T) {
+	sale := queueSale(100_000, qt0, events.Queue{AdmissionRate: 100_000, ClaimWindow: events.Duration(10 * time.Second), IdleTimeout: events.Duration(time.Hour)})
+	sale.ID = strings.Repeat("s", 64)
+	sale.TokenTTL = 10 * time.Second
+	s := handlers.NewState(sale)
+	s.SetSeed(func() uint64 { return 1 })
+	long := strings.Repeat("x", 128)
+	join := func(n, from int, at time.Time) []events.Event {
+		var reqs []events.Event
+		for i := range n {
+			reqs = append(reqs, events.Event{ID: events.DerivedID(at, fmt.Sprint("j", from+i)), Type: events.TypeQueueJoinRequested,
+				Version: events.SchemaVersion, Sale: sale.ID, Time: at, Shopper: fmt.Sprintf("%s-%06d", long, from+i), Data: &events.QueueJoinRequested{}})
+		}
+		return reqs
+	}
+	// Fill: many admitted (their tokens and claims run out together later)
+	// and many waiting.
+	for i := 0; i < 40; i++ {
+		s.Decide(qt0, join(512, i*512, qt0))
+	}
+	// As many requests as fit 128 KiB, at the moment everything runs out.
+	perReq, _ := events.EncodeRequests(events.RequestBatch{Requests: join(1, 0, qt0)})
+	n := (128 << 10) / len(perReq)
+	out := s.Decide(qt0.Add(10*time.Second), join(n, 1_000_000, qt0.Add(10*time.Second)))
+	b, err := events.EncodeDecisions(events.DecisionBatch{Sale: sale.ID, Writer: strings.Repeat("w", 60), DecidedAt: qt0, Head: s.Head, Events: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[events.Type]int{}
+	for _, e := range out {
+		kinds[e.Type]++
+	}
+	t.Logf("worst queue batch: %d events %v, %d bytes", len(out), kinds, len(b))
+	if len(b) > 1<<20-4096 {
+		t.Fatalf("a queue batch of %d bytes does not fit a 1 MiB payload", len(b))
+	}
+	if kinds[events.TypeQueueAdmitted] == 0 || kinds[events.TypeTokenExpired] == 0 || kinds[events.TypeQueueJoined] < n {
+		t.Fatalf("the batch is not the worst case: %v", kinds)
+	}
 }
