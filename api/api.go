@@ -535,26 +535,11 @@ func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) e
 // when the decision takes longer than DecisionWait. notTaken, if set, runs
 // when the request could not be appended.
 func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event, notTaken func()) error {
-	kind := kindOf(req.Type)
-	p, err := a.Front.Submit(req)
+	d, pending, err := a.decide(r, req, kindOf(req.Type), notTaken)
 	if err != nil {
-		a.answered(kind, outcomeOf(err))
-		if notTaken != nil {
-			notTaken()
-		}
 		return err
 	}
-	d, ok, err := p.Wait(r.Context(), a.DecisionWait)
-	if err != nil {
-		a.answered(kind, outcomeOf(err))
-		return err
-	}
-	if ok {
-		a.answered(kind, "decided")
-	} else {
-		a.answered(kind, "pending")
-	}
-	if !ok {
+	if pending {
 		w.Header().Set("Location", "/api/v1/requests/"+req.ID)
 		writeJSON(w, http.StatusAccepted, map[string]any{"requestId": req.ID, "status": "pending"})
 		return nil
@@ -565,6 +550,32 @@ func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event, n
 	}
 	writeJSON(w, status, body)
 	return nil
+}
+
+// decide appends req and waits up to DecisionWait for its decision;
+// pending means it takes longer (it will be decided: poll). notTaken, if
+// set, runs when the request could not be stored. The answer is counted
+// under kind.
+func (a *api) decide(r *http.Request, req events.Event, kind string, notTaken func()) (d events.Event, pending bool, err error) {
+	p, err := a.Front.Submit(req)
+	if err != nil {
+		a.answered(kind, outcomeOf(err))
+		if notTaken != nil {
+			notTaken()
+		}
+		return d, false, err
+	}
+	d, ok, err := p.Wait(r.Context(), a.DecisionWait)
+	if err != nil {
+		a.answered(kind, outcomeOf(err))
+		return d, false, err
+	}
+	if !ok {
+		a.answered(kind, "pending")
+		return d, true, nil
+	}
+	a.answered(kind, "decided")
+	return d, false, nil
 }
 
 // answer renders a decision as the reply to its request. polled selects the

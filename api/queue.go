@@ -136,24 +136,16 @@ func (a *api) queueJoin(w http.ResponseWriter, r *http.Request, shopper string) 
 	}
 	req := events.Event{ID: reqID(r), Type: events.TypeQueueJoinRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r), Data: &events.QueueJoinRequested{}}
-	p, err := a.Front.Submit(req)
+	// Not stored: the retry may use the solution again.
+	d, pending, err := a.decide(r, req, "queue", func() { a.releaseChallenge(r, v) })
 	if err != nil {
-		a.answered("queue", outcomeOf(err))
-		a.releaseChallenge(r, v) // not stored: the retry may use the solution again
 		return err
 	}
-	d, ok, err := p.Wait(r.Context(), a.DecisionWait)
-	if err != nil {
-		a.answered("queue", outcomeOf(err))
-		return err
-	}
-	if !ok {
-		a.answered("queue", "pending")
+	if pending {
 		w.Header().Set("Location", "/api/v1/requests/"+req.ID)
 		writeJSON(w, http.StatusAccepted, map[string]any{"requestId": req.ID, "status": "pending"})
 		return nil
 	}
-	a.answered("queue", "decided")
 	switch x := d.Data.(type) {
 	case *events.QueueJoinDenied:
 		return joinError(v.Sale, x.Reason)
@@ -238,23 +230,15 @@ func (a *api) queueLeave(w http.ResponseWriter, r *http.Request, shopper string)
 	req := events.Event{ID: reqID(r), Type: events.TypeQueueLeaveRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r),
 		Data: &events.QueueLeaveRequested{Ticket: q.Ticket}}
-	p, err := a.Front.Submit(req)
+	d, pending, err := a.decide(r, req, "queue", nil)
 	if err != nil {
-		a.answered("queue", outcomeOf(err))
 		return err
 	}
-	d, ok, err := p.Wait(r.Context(), a.DecisionWait)
-	if err != nil {
-		a.answered("queue", outcomeOf(err))
-		return err
-	}
-	if !ok {
-		a.answered("queue", "pending")
+	if pending {
 		w.Header().Set("Location", "/api/v1/requests/"+req.ID)
 		writeJSON(w, http.StatusAccepted, map[string]any{"requestId": req.ID, "ticket": q.Ticket, "status": "pending"})
 		return nil
 	}
-	a.answered("queue", "decided")
 	if x, ok := d.Data.(*events.QueueLeft); ok && x.Reason == events.LeftByShopper {
 		writeJSON(w, http.StatusOK, map[string]any{"ticket": q.Ticket, "status": queue.Left})
 		return nil

@@ -1,6 +1,6 @@
 package challenge_test
 
-// Figures measured from /work/main on a 2-vCPU virtual AMD EPYC "Turin"
+// Figures measured from the repository root on a 2-vCPU virtual AMD EPYC "Turin"
 // (Go 1.26.8, linux/amd64, SHA-NI), on a shared and busy machine (load 4-6),
 // best of two runs each:
 //

@@ -1,7 +1,7 @@
 package ratelimit_test
 
 // Measured on the 2-vCPU build VM (Oxide Virtual Turin-like Processor,
-// kvm-clock, Go 1.26.8, linux/amd64), from /work/main:
+// kvm-clock, Go 1.26.8, linux/amd64), from the repository root:
 //
 //	go test -run XXX -bench . -benchtime 2s -cpu 1,2 ./ratelimit/
 //

@@ -9,7 +9,7 @@ import (
 )
 
 // Measured on a shared 2-vCPU VM (Oxide Virtual Turin-like, linux/amd64,
-// go1.26.8), from /work/main:
+// go1.26.8), from the repository root:
 //
 //	go test -run '^$' -bench . -benchmem -count 5 ./signing/
 //
