@@ -127,7 +127,7 @@ type token struct {
 	heapIdx   int    // position in the expiry heap; -1 once out of it
 }
 
-type shopper struct {
+type shopperState struct {
 	bought int64
 	token  *token // the outstanding token, if any
 }
@@ -138,11 +138,11 @@ type shopper struct {
 type State struct {
 	Sale     Sale
 	Head     events.Head
-	tokens   map[string]*token   // outstanding and redeemed tokens
-	shoppers map[string]*shopper // shoppers holding a token or having bought
-	expiry   expiryHeap          // outstanding tokens, soonest first
-	q        *queueState         // the waiting room; nil without one
-	seed     func() uint64       // the shuffle's seed source; nil: crypto/rand
+	tokens   map[string]*token        // outstanding and redeemed tokens
+	shoppers map[string]*shopperState // shoppers holding a token or having bought
+	expiry   expiryHeap               // outstanding tokens, soonest first
+	q        *queueState              // the waiting room; nil without one
+	seed     func() uint64            // the shuffle's seed source; nil: crypto/rand
 }
 
 // NewState returns the state of a sale before any decision.
@@ -151,7 +151,7 @@ func NewState(s Sale) *State {
 		Sale:     s,
 		Head:     events.Head{Stock: s.Stock, Quota: s.Quota, OpensAtNs: s.OpensAt.UnixNano(), ClosesAtNs: unixNano(s.ClosesAt)},
 		tokens:   make(map[string]*token),
-		shoppers: make(map[string]*shopper),
+		shoppers: make(map[string]*shopperState),
 	}
 	st.initQueue()
 	return st
@@ -322,15 +322,7 @@ func (s *State) decideToken(now time.Time, r events.Event, out *[]events.Event) 
 	if reason := s.open(now); reason != "" {
 		return deny(reason)
 	}
-	sh := s.shoppers[r.Shopper]
-	if sh != nil && sh.token != nil && !now.Before(sh.token.expiresAt) {
-		// Expired, not reclaimed yet (the per-batch cap): reclaim it now,
-		// in order, so the shopper is never handed an expired token.
-		t := sh.token
-		heap.Remove(&s.expiry, t.heapIdx)
-		*out = s.reclaim(now, t, *out)
-		sh = s.shoppers[r.Shopper]
-	}
+	sh := s.settle(now, r.Shopper, out)
 	if sh != nil && sh.token != nil {
 		t := sh.token
 		return decision(now, r, events.TypeTokenIssued, &events.TokenIssued{
@@ -344,16 +336,43 @@ func (s *State) decideToken(now time.Time, r events.Event, out *[]events.Event) 
 	case s.Head.QuotaLeft() <= 0:
 		return deny(events.ReasonQuotaExhausted)
 	}
-	t := &token{id: r.ID, shopper: r.Shopper, issuedAt: now, expiresAt: s.TokenExpiry(now)}
+	t := s.issue(r.ID, r.Shopper, now, s.TokenExpiry(now))
+	return decision(now, r, events.TypeTokenIssued, &events.TokenIssued{TokenID: t.id, IssuedAt: now, ExpiresAt: t.expiresAt})
+}
+
+// issue records a new outstanding token: the one place a token comes to
+// be, for Decide (a token request, an admission) and Apply alike.
+func (s *State) issue(id, shopper string, issuedAt, expiresAt time.Time) *token {
+	t := &token{id: id, shopper: shopper, issuedAt: issuedAt, expiresAt: expiresAt}
+	sh := s.shoppers[shopper]
 	if sh == nil {
-		sh = &shopper{}
-		s.shoppers[r.Shopper] = sh
+		sh = &shopperState{}
+		s.shoppers[shopper] = sh
 	}
 	sh.token = t
 	s.tokens[t.id] = t
 	heap.Push(&s.expiry, t)
 	s.Head.Issued++
-	return decision(now, r, events.TypeTokenIssued, &events.TokenIssued{TokenID: t.id, IssuedAt: now, ExpiresAt: t.expiresAt})
+	return t
+}
+
+// reclaimEarly takes back an outstanding token before the expiry heap
+// reaches it (a leave, an unclaimed turn, an expiry past the batch cap).
+func (s *State) reclaimEarly(now time.Time, t *token, out []events.Event) []events.Event {
+	heap.Remove(&s.expiry, t.heapIdx)
+	return s.reclaim(now, t, out)
+}
+
+// settle returns the shopper, first reclaiming their token if it expired
+// but was not reclaimed yet (the per-batch cap), so that nobody is handed,
+// or kept from a turn by, an expired token.
+func (s *State) settle(now time.Time, shopper string, out *[]events.Event) *shopperState {
+	sh := s.shoppers[shopper]
+	if sh != nil && sh.token != nil && !now.Before(sh.token.expiresAt) {
+		*out = s.reclaimEarly(now, sh.token, *out)
+		sh = s.shoppers[shopper]
+	}
+	return sh
 }
 
 func (s *State) decidePurchase(now time.Time, r events.Event, d *events.PurchaseRequested) events.Event {
@@ -454,16 +473,7 @@ func (s *State) Apply(db events.DecisionBatch) error {
 			if d.AlreadyIssued {
 				continue
 			}
-			t := &token{id: d.TokenID, shopper: e.Shopper, issuedAt: d.IssuedAt, expiresAt: d.ExpiresAt}
-			sh := s.shoppers[e.Shopper]
-			if sh == nil {
-				sh = &shopper{}
-				s.shoppers[e.Shopper] = sh
-			}
-			sh.token = t
-			s.tokens[t.id] = t
-			heap.Push(&s.expiry, t)
-			s.Head.Issued++
+			s.issue(d.TokenID, e.Shopper, d.IssuedAt, d.ExpiresAt)
 		case *events.TokenExpired:
 			t := s.tokens[d.TokenID]
 			if t == nil || t.orderID != "" {

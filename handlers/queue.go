@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"container/heap"
 	"crypto/rand"
 	"encoding/binary"
 	"math"
@@ -93,8 +92,7 @@ func (s *State) queueBefore(now time.Time, out []events.Event) []events.Event {
 		n++
 		q.claims = q.claims[1:]
 		if tok := s.tokens[t.TokenID]; tok != nil && tok.orderID == "" {
-			heap.Remove(&s.expiry, tok.heapIdx)
-			out = s.reclaim(now, tok, out)
+			out = s.reclaimEarly(now, tok, out)
 		}
 		out = s.applyQueue(s.writerEvent(now, "unclaimed:"+t.ID, t.Shopper, events.TypeQueueLeft,
 			&events.QueueLeft{Ticket: t.ID, Reason: events.LeftUnclaimed}), now, out)
@@ -147,15 +145,7 @@ func (s *State) admit(now time.Time, out []events.Event) []events.Event {
 		if !ok {
 			break
 		}
-		sh := s.shoppers[t.Shopper]
-		if sh != nil && sh.token != nil && !now.Before(sh.token.expiresAt) {
-			// Expired, not reclaimed yet (the per-batch cap): reclaim it
-			// now, so the shopper does not lose the turn for it.
-			tok := sh.token
-			heap.Remove(&s.expiry, tok.heapIdx)
-			out = s.reclaim(now, tok, out)
-			sh = s.shoppers[t.Shopper]
-		}
+		sh := s.settle(now, t.Shopper, &out)
 		switch {
 		case now.UnixNano()-t.Seen > idle:
 			out = s.applyQueue(s.writerEvent(now, "idle:"+t.ID, t.Shopper, events.TypeQueueLeft,
@@ -167,15 +157,7 @@ func (s *State) admit(now time.Time, out []events.Event) []events.Event {
 				&events.QueueLeft{Ticket: t.ID, Reason: events.ReasonLimitReached}), now, out)
 			continue
 		}
-		tok := &token{id: t.ID, shopper: t.Shopper, issuedAt: now, expiresAt: s.TokenExpiry(now)}
-		if sh == nil {
-			sh = &shopper{}
-			s.shoppers[t.Shopper] = sh
-		}
-		sh.token = tok
-		s.tokens[tok.id] = tok
-		heap.Push(&s.expiry, tok)
-		s.Head.Issued++
+		tok := s.issue(t.ID, t.Shopper, now, s.TokenExpiry(now))
 		q.admitted(now.UnixNano())
 		out = s.applyQueue(events.Event{ID: events.DerivedID(now, "admit-token:"+t.ID), Type: events.TypeTokenIssued, Version: events.SchemaVersion,
 			Sale: s.Sale.ID, Time: now, Shopper: t.Shopper, Request: t.ID,
@@ -252,8 +234,7 @@ func (s *State) decideLeave(now time.Time, r events.Event, d *events.QueueLeaveR
 	if reason == events.LeftByShopper && (t.Status == queue.Admitted || t.Status == queue.Claimed) {
 		// Leaving with the turn's token unused gives it back.
 		if tok := s.tokens[t.TokenID]; tok != nil && tok.orderID == "" {
-			heap.Remove(&s.expiry, tok.heapIdx)
-			*out = s.reclaim(now, tok, *out)
+			*out = s.reclaimEarly(now, tok, *out)
 		}
 	}
 	e := decision(now, r, events.TypeQueueLeft, &events.QueueLeft{Ticket: d.Ticket, Reason: reason})
