@@ -55,6 +55,16 @@ func (a *api) queueSale(r *http.Request) (front.SaleView, error) {
 	return v, nil
 }
 
+// shopperTicket is the sale and the shopper's ticket a ticket route names.
+func (a *api) shopperTicket(r *http.Request, shopper string) (front.SaleView, front.QueueView, error) {
+	v, err := a.queueSale(r)
+	if err != nil {
+		return v, front.QueueView{}, err
+	}
+	q, err := a.ownTicket(r, v, r.PathValue("ticket"), shopper)
+	return v, q, err
+}
+
 // ownTicket returns the shopper's ticket; another shopper's is not found
 // either (its existence is not revealed). A ticket this process has not
 // folded yet whose id is recent (recentTicket) is waited for, up to
@@ -198,11 +208,7 @@ func (a *api) awaitTicket(r *http.Request, sale, ticket string) (front.QueueView
 
 // queueTicket answers GET /api/v1/sales/{sale}/queue/{ticket}.
 func (a *api) queueTicket(w http.ResponseWriter, r *http.Request, shopper string) error {
-	v, err := a.queueSale(r)
-	if err != nil {
-		return err
-	}
-	q, err := a.ownTicket(r, v, r.PathValue("ticket"), shopper)
+	v, q, err := a.shopperTicket(r, shopper)
 	if err != nil {
 		return err
 	}
@@ -212,11 +218,7 @@ func (a *api) queueTicket(w http.ResponseWriter, r *http.Request, shopper string
 
 // queueLeave answers DELETE /api/v1/sales/{sale}/queue/{ticket}.
 func (a *api) queueLeave(w http.ResponseWriter, r *http.Request, shopper string) error {
-	v, err := a.queueSale(r)
-	if err != nil {
-		return err
-	}
-	q, err := a.ownTicket(r, v, r.PathValue("ticket"), shopper)
+	v, q, err := a.shopperTicket(r, shopper)
 	if err != nil {
 		return err
 	}
@@ -391,11 +393,7 @@ func (a *api) writeTicket(w http.ResponseWriter, status int, v front.SaleView, q
 // MaxQueueStreamsPerShopper for one shopper, 503 beyond MaxQueueStreams),
 // every write has a deadline, and they end when the server stops.
 func (a *api) queueEvents(w http.ResponseWriter, r *http.Request, shopper string) error {
-	v, err := a.queueSale(r)
-	if err != nil {
-		return err
-	}
-	q, err := a.ownTicket(r, v, r.PathValue("ticket"), shopper)
+	v, q, err := a.shopperTicket(r, shopper)
 	if err != nil {
 		return err
 	}
