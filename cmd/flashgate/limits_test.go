@@ -11,14 +11,7 @@ import (
 // TestLimitsCommand sets, lists and resets a policy on a running server
 // through the CLI, and creates a sale with a human check.
 func TestLimitsCommand(t *testing.T) {
-	data := t.TempDir()
-	srv := serveInProcess(t, func(string) string { return "" }, "--data", data, "--http", "127.0.0.1:0", "--demo=false")
-	defer srv.Stop(t)
-	cli := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		code := run(context.Background(), append(args, "--url", srv.url, "--data", data), func(string) string { return "" }, &out, &errb)
-		return code, out.String(), errb.String()
-	}
+	srv, cli := serveForCLI(t)
 	// set takes the name first, then flags.
 	if code, out, errs := cli("limits", "set", "tokens-shopper", "--group", "tokens", "--key", "shopper", "--capacity", "4", "--rate", "0.5",
 		"--route-cost", "POST /api/v1/sales/{sale}/challenge=2", "--shadow"); code != 0 {

@@ -407,3 +407,18 @@ func (p *inProcess) Stop(t *testing.T) {
 		t.Fatalf("serve exit %d: %s", c, p.stderr.String())
 	}
 }
+
+// serveForCLI serves on a fresh data directory (no demo sale) until the test
+// ends, and returns a runner of CLI commands against it (--url and --data
+// added): exit code, standard output, standard error.
+func serveForCLI(t *testing.T) (*inProcess, func(args ...string) (int, string, string)) {
+	t.Helper()
+	data := t.TempDir()
+	srv := serveInProcess(t, func(string) string { return "" }, "--data", data, "--http", "127.0.0.1:0", "--demo=false")
+	t.Cleanup(func() { srv.Stop(t) })
+	return srv, func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), append(args, "--url", srv.url, "--data", data), func(string) string { return "" }, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+}

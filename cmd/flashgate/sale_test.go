@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -13,14 +11,7 @@ import (
 // the flags reach the sale's JSON, and a queue flag without --queue is
 // refused before the server is asked.
 func TestSaleCreateQueue(t *testing.T) {
-	data := t.TempDir()
-	srv := serveInProcess(t, func(string) string { return "" }, "--data", data, "--http", "127.0.0.1:0", "--demo=false")
-	defer srv.Stop(t)
-	cli := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		code := run(context.Background(), append(args, "--url", srv.url, "--data", data), func(string) string { return "" }, &out, &errb)
-		return code, out.String(), errb.String()
-	}
+	_, cli := serveForCLI(t)
 	opens := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	pre := opens.Add(-10 * time.Minute)
 	code, out, errs := cli("sale", "create", "--id", "q", "--stock", "5", "--opens-at", opens.Format(time.RFC3339),
