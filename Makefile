@@ -39,10 +39,10 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -count=1 -timeout 10m ./...
+	GO=$(GO) ./scripts/gotest.sh -count=1 -timeout 10m ./...
 
 race:
-	$(GO) test -race -count=1 -timeout 10m -short $(RACE_PKGS)
+	GO=$(GO) ./scripts/gotest.sh -race -count=1 -timeout 10m -short $(RACE_PKGS)
 
 # Benchmarks: the writer's commit path and the token issue path over HTTP.
 bench: build

@@ -476,7 +476,9 @@ func (a *App) teardown() {
 		a.nc.Close()
 	}
 	if a.ns != nil {
-		a.ns.Shutdown()
+		if err := a.ns.Stop(); err != nil {
+			a.log.Error("stopping the embedded NATS server", "err", err)
+		}
 	}
 	if a.unlock != nil {
 		a.unlock()

@@ -145,16 +145,48 @@ func (s *Server) StoreDir() string { return s.ns.StoreDir() }
 // NATS returns the underlying server, for tests and tools.
 func (s *Server) NATS() *server.Server { return s.ns }
 
-// Shutdown stops the server and waits until it is down. It is safe to call
-// more than once.
-func (s *Server) Shutdown() {
+// shutdownWait bounds Shutdown's wait for the server's goroutines.
+var shutdownWait = 30 * time.Second
+
+// ErrShutdownStuck is Shutdown's answer when the server's goroutines did not
+// all end within the bound.
+var ErrShutdownStuck = errors.New("embedded nats: the server did not stop in time")
+
+// Shutdown stops the server and waits until it is down, at most 30 s. It is
+// safe to call more than once.
+//
+// The bound is there because the server waits for all of its goroutines, and
+// one of them can wait for ever: a stream restore whose client went away at
+// the moment the server began to stop (nats-server v2.15.2 starts the
+// restore's reader, then fails to start its watchdog once shutdown has
+// begun). JetStream's files are flushed and closed before that wait, so
+// giving up on it loses nothing; the stuck goroutine ends with the process.
+func (s *Server) Shutdown() { _ = s.Stop() }
+
+// Stop is Shutdown, telling whether the server stopped within the bound
+// (nil) or ErrShutdownStuck.
+func (s *Server) Stop() error {
+	var err error
 	s.once.Do(func() {
 		if s.ns != nil {
-			s.ns.Shutdown()
-			s.ns.WaitForShutdown()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.ns.Shutdown()
+				s.ns.WaitForShutdown()
+			}()
+			t := time.NewTimer(shutdownWait)
+			defer t.Stop()
+			select {
+			case <-done:
+			case <-t.C:
+				err = ErrShutdownStuck
+				return // the files may still be in use: keep them
+			}
 		}
 		s.cleanup()
 	})
+	return err
 }
 
 func (s *Server) cleanup() {

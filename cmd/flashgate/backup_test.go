@@ -26,7 +26,7 @@ import (
 // installation is the same one: the audit passes with the same figures, and
 // a session and purchase tokens issued before keep working.
 func TestBackupRestoreInstallation(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
 	orig := filepath.Join(tmp, "orig")

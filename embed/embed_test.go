@@ -1,0 +1,74 @@
+package embed
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStopRemovesTemporaryStore(t *testing.T) {
+	s, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := s.StoreDir()
+	if err := s.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if _, err := os.Stat(s.tmp); !os.IsNotExist(err) {
+		t.Errorf("temporary store %s still there (%v)", dir, err)
+	}
+	if err := s.Stop(); err != nil { // a second stop does nothing
+		t.Errorf("second stop: %v", err)
+	}
+}
+
+// TestStopIsBounded holds one of the server's goroutines for ever, as a
+// stream restore abandoned at shutdown does, and checks that Stop gives up
+// after its bound instead of hanging the process.
+func TestStopIsBounded(t *testing.T) {
+	defer func(d time.Duration) { shutdownWait = d }(shutdownWait)
+	shutdownWait = 200 * time.Millisecond
+	s, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := holdServerGoroutine(t, s)
+	defer release()
+	start := time.Now()
+	if err := s.Stop(); err != ErrShutdownStuck {
+		t.Fatalf("stop: %v, want ErrShutdownStuck", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("stop took %v", took)
+	}
+	if _, err := os.Stat(s.tmp); err != nil {
+		t.Errorf("the store of a server that may still run was removed: %v", err)
+	}
+}
+
+// holdServerGoroutine starts a stream restore and sends it no data: the
+// server's reader of the restore waits until its watchdog gives up (5 s).
+// The returned function waits for the server to be down and removes its
+// files.
+func holdServerGoroutine(t *testing.T, s *Server) func() {
+	t.Helper()
+	nc, err := s.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := `{"config":{"name":"HELD","subjects":["held"],"storage":"file","retention":"limits","num_replicas":1},"state":{"messages":0}}`
+	m, err := nc.Request("$JS.API.STREAM.RESTORE.HELD", []byte(req), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Data), "deliver_subject") {
+		t.Fatalf("restore not started: %s", m.Data)
+	}
+	return func() {
+		s.ns.WaitForShutdown()
+		os.RemoveAll(s.tmp)
+	}
+}
