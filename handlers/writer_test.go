@@ -289,16 +289,40 @@ func BenchmarkWriter(b *testing.B) {
 	n := max(b.N, 1000)
 	e.createSale(b, "bench", int64(n))
 	e.appendRequests(b, "bench", (n+63)/64, 64)
+	info, err := e.st.Info(context.Background(), jetstream.WithSubjectFilter(events.RequestSubject("bench")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	target := info.State.LastSeq
+	// The writer itself says when it committed the last request: polling
+	// the stream for it would cost the benchmark as much as the writer.
 	var batches, reqs atomic.Int64
+	reached := make(chan struct{})
 	w := NewWriter(e.js, e.st, "bench", WriterConfig{ID: "w", Log: quiet, OnCommit: func(db *events.DecisionBatch, r int, _ time.Duration) {
 		batches.Add(1)
 		reqs.Add(int64(r))
+		if db.Head.Cursor == target {
+			close(reached)
+		}
 	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
 	b.ResetTimer()
 	start := time.Now()
-	runUntil(b, e, w, "bench")
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case <-reached:
+	case err := <-done:
+		b.Fatalf("writer stopped: %v", err)
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("writer did not reach %d", target)
+	}
 	el := time.Since(start)
 	b.StopTimer()
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
 	b.ReportMetric(float64(reqs.Load())/el.Seconds(), "decisions/s")
 	b.ReportMetric(float64(reqs.Load())/float64(max(batches.Load(), 1)), "requests/batch")
 }
