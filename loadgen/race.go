@@ -1,13 +1,14 @@
-// Package loadgen drives a running flashgate with many shoppers, each with
-// its own session, and measures what they got: throughput, latency
-// percentiles, every status code, and a verdict from the server's figures.
 package loadgen
+
+// The race: every one of Config.Shoppers asks once for a token (then, with
+// Buy, buys with it), and the Result keeps each shopper's answers. It is
+// not a benchmark (see Bench for that); the app's end-to-end test uses it
+// to check every single answer against the ledger.
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,7 @@ import (
 	"time"
 )
 
-// Config describes a run.
+// Config describes a race.
 type Config struct {
 	URL         string // base URL of the server
 	AdminToken  string // to create the sale and read its figures
@@ -60,7 +61,7 @@ func (p Phase) Rate() float64 {
 	return float64(p.Requests) / p.Duration.Seconds()
 }
 
-// Result is a whole run.
+// Result is a whole race.
 type Result struct {
 	Sale     string
 	Shoppers []*Shopper
@@ -70,7 +71,8 @@ type Result struct {
 	Verdict                                          []string // empty: correct
 }
 
-// Run performs a run.
+// Run runs a race: sessions first (not timed), then every shopper's token
+// request, then (with Buy) every token holder's purchase, each phase timed.
 func Run(ctx context.Context, c Config) (*Result, error) {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 64
@@ -313,6 +315,3 @@ func (r *Result) Write(w io.Writer) {
 		fmt.Fprintf(w, "verdict: WRONG: %s\n", strings.Join(r.Verdict, "; "))
 	}
 }
-
-// ErrIncorrect is returned by callers when the verdict is not empty.
-var ErrIncorrect = errors.New("the server's figures break an invariant")
