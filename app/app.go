@@ -255,8 +255,11 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		a.Metrics.Commit(db, requests, took)
 		a.Front.NoteCommit(db.Sale, took) // set before any writer starts: writers start from the front's OnSale
 	}
+	// The front is created below, before any writer starts (writers start
+	// from the front's OnSale).
+	deliver := func(db *events.DecisionBatch, prev, seq uint64) { a.Front.Committed(db, prev, seq) }
 	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log,
-		OnCommit: onCommit})
+		OnCommit: onCommit, Deliver: deliver})
 	wctx, cancelW := context.WithCancel(context.Background())
 	a.cancelW = cancelW
 	a.manager.Start(wctx)

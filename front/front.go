@@ -106,6 +106,13 @@ type Front struct {
 	rooms     map[string]*roomView // the waiting rooms, by sale
 	ids       *events.IDs          // ids of the requests the front sends itself
 
+	// decMu orders the processing of decision batches, which come from
+	// the stream's consumer and, for this process's own writers, straight
+	// from the writer once its commit is acknowledged; lastDec is each
+	// sale's last batch processed (its stream sequence).
+	decMu   sync.Mutex
+	lastDec map[string]uint64
+
 	waiters *waiters
 	recent  *recent
 	ready   chan struct{}
@@ -122,6 +129,7 @@ func New(js jetstream.JetStream, st jetstream.Stream, cfg Config) *Front {
 		stats:     make(map[string]*Stats),
 		appenders: make(map[string]*appender),
 		rooms:     make(map[string]*roomView),
+		lastDec:   make(map[string]uint64),
 		ids:       events.NewIDs(),
 		waiters:   newWaiters(cfg.MaxInFlight),
 		recent:    newRecent(cfg.RecentDecisions),
@@ -161,6 +169,9 @@ func (f *Front) Run(ctx context.Context) error {
 		}
 		if ok {
 			f.applyHead(&db)
+			f.decMu.Lock()
+			f.lastDec[id] = seq
+			f.decMu.Unlock()
 			if f.roomOf(id) != nil {
 				// The room is folded from every decision: read the history.
 				if err := f.replayQueue(ctx, id, seq); err != nil {
@@ -203,32 +214,73 @@ func (f *Front) handle(m jetstream.Msg) {
 		}
 		f.saleCreated(ev)
 	default:
+		sale, err := events.SaleOfSubject(subj)
+		md, merr := m.Metadata()
+		if err != nil || merr != nil {
+			f.cfg.Log.Error("front: bad decision message", "subject", subj, "err", errors.Join(err, merr))
+			return
+		}
+		f.decMu.Lock()
+		defer f.decMu.Unlock()
+		if md.Sequence.Stream <= f.lastDec[sale] {
+			return // this process's writer handed it over already
+		}
 		db, err := events.DecodeDecisions(m.Data())
 		if err != nil {
 			f.cfg.Log.Error("front: bad decision batch", "subject", subj, "err", err)
 			return
 		}
-		f.applyHead(&db)
-		f.foldQueue(&db) // before the waiters hear: a joined shopper finds the ticket
-		f.count(&db)
-		queued := f.roomOf(db.Sale) != nil
-		for i := range db.Events {
-			e := &db.Events[i]
-			if e.Request == "" {
-				continue
-			}
-			if queued && (e.Type == events.TypeTokenIssued || e.Type == events.TypeQueueAdmitted) {
-				// An admission names the join it answers a second time: the
-				// join keeps its own answer (GET /requests/{join} never hands
-				// the token over; the ticket does, with a claim).
-				continue
-			}
-			f.recent.put(e.Request, *e)
-			f.waiters.deliver(e.Request, result{ev: *e})
+		f.lastDec[sale] = md.Sequence.Stream
+		f.decided(&db)
+	}
+}
+
+// Committed takes a batch this process's writer committed at stream
+// sequence seq, the sale's previous batch being at prev: the writer calls
+// it once JetStream acknowledged the batch, so its shoppers are answered
+// without waiting for the stream to deliver it back (and without decoding
+// it again). It is taken only if the front has processed the batch at prev;
+// otherwise the stream's delivery, which keeps the order, brings it. The
+// batch is not modified.
+func (f *Front) Committed(db *events.DecisionBatch, prev, seq uint64) {
+	select {
+	case <-f.ready:
+	default:
+		return // still loading: the stream brings it
+	}
+	f.decMu.Lock()
+	defer f.decMu.Unlock()
+	if f.lastDec[db.Sale] != prev || seq <= prev {
+		return
+	}
+	f.lastDec[db.Sale] = seq
+	f.decided(db)
+}
+
+// decided processes a sale's next decision batch: the sale's head, its
+// waiting room, the figures, and the answers to the requests waiting here.
+// decMu is held.
+func (f *Front) decided(db *events.DecisionBatch) {
+	f.applyHead(db)
+	f.foldQueue(db) // before the waiters hear: a joined shopper finds the ticket
+	f.count(db)
+	queued := f.roomOf(db.Sale) != nil
+	for i := range db.Events {
+		e := &db.Events[i]
+		if e.Request == "" {
+			continue
 		}
-		if f.cfg.OnBatch != nil {
-			f.cfg.OnBatch(&db)
+		if queued && (e.Type == events.TypeTokenIssued || e.Type == events.TypeQueueAdmitted) {
+			// An admission names the join it answers a second time: the
+			// join keeps its own answer (GET /requests/{join} never hands
+			// the token over; the ticket does, with a claim).
+			continue
 		}
+		f.recent.put(e.Request, *e)
+		f.waiters.deliver(e.Request, result{ev: *e})
+	}
+	if f.cfg.OnBatch != nil {
+		f.cfg.OnBatch(db)
 	}
 }
 

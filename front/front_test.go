@@ -126,3 +126,87 @@ func TestRecentIsBounded(t *testing.T) {
 		t.Error("newest decision lost")
 	}
 }
+
+// commitBatch appends a decision batch answering req as a writer's commit
+// does, and returns it with its stream sequence.
+func (fx *fixture) commitBatch(t *testing.T, version uint64, prev uint64, req events.Event) (*events.DecisionBatch, uint64) {
+	t.Helper()
+	now := time.Now().UTC()
+	d := events.Event{ID: events.NewIDs().New(now), Type: events.TypeTokenIssued, Version: events.SchemaVersion, Sale: "s", Time: now,
+		Shopper: req.Shopper, Request: req.ID, Data: &events.TokenIssued{TokenID: req.ID, IssuedAt: now, ExpiresAt: now.Add(time.Minute)}}
+	db := &events.DecisionBatch{Sale: "s", Writer: "w", DecidedAt: now, Head: events.Head{Version: version, Stock: 10, Quota: 12, Issued: int64(version)},
+		Events: []events.Event{d}}
+	b, err := events.EncodeDecisions(*db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := fx.js.Publish(context.Background(), events.DecisionSubject("s"), b, jetstream.WithExpectLastSequencePerSubject(prev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, ack.Sequence
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestCommittedAnswersOnceAndInOrder: a batch this process's writer hands
+// over answers its shopper at once, and the same batch coming back from the
+// stream is not processed a second time; a batch handed over out of order
+// (its predecessor not processed yet) is left to the stream.
+func TestCommittedAnswersOnceAndInOrder(t *testing.T) {
+	fx := newFixture(t, Config{})
+	req := tokenRequest("a")
+	p, err := fx.f.Submit(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hand over before the stream can bring it back: the answer must not
+	// depend on the stream's delivery.
+	db, seq := fx.commitBatch(t, 1, 0, req)
+	fx.f.Committed(db, 0, seq)
+	d, ok, err := p.Wait(context.Background(), 5*time.Second)
+	if err != nil || !ok || d.Request != req.ID || d.Type != events.TypeTokenIssued {
+		t.Fatalf("answer: %+v ok=%v err=%v", d, ok, err)
+	}
+	// A second batch only through the stream: once it is processed, the
+	// stream's copy of the first was seen (and skipped) before it.
+	req2 := tokenRequest("b")
+	p2, err := fx.f.Submit(req2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db2, seq2 := fx.commitBatch(t, 2, seq, req2)
+	if d, ok, err := p2.Wait(context.Background(), 5*time.Second); err != nil || !ok || d.Request != req2.ID {
+		t.Fatalf("answer through the stream: %+v ok=%v err=%v", d, ok, err)
+	}
+	waitFor(t, "the second batch", func() bool { return fx.f.SaleStats("s").Batches == 2 })
+	st := fx.f.SaleStats("s")
+	if st.Batches != 2 || st.Requests != 2 || st.Decisions["TokenIssued"] != 2 {
+		t.Fatalf("figures %+v: a batch was processed twice or lost", st)
+	}
+	// Handing over the second again, or a batch whose predecessor the
+	// front has not seen, changes nothing.
+	fx.f.Committed(db2, seq, seq2)
+	req3 := tokenRequest("c")
+	p3, err := fx.f.Submit(req3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db3, _ := fx.commitBatch(t, 3, seq2, req3)
+	fx.f.Committed(db3, seq2+100, seq2+101) // a gap: not taken
+	if d, ok, err := p3.Wait(context.Background(), 5*time.Second); err != nil || !ok || d.Request != req3.ID {
+		t.Fatalf("answer after a refused hand-over: %+v ok=%v err=%v", d, ok, err)
+	}
+	waitFor(t, "the third batch", func() bool { return fx.f.SaleStats("s").Batches == 3 })
+	if v, _ := fx.f.Sale("s"); v.Head.Version != 3 {
+		t.Fatalf("head version %d, want 3", v.Head.Version)
+	}
+}

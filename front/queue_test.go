@@ -482,10 +482,14 @@ type fakeMsg struct {
 	jetstream.Msg
 	subject string
 	data    []byte
+	seq     uint64 // the stream sequence
 }
 
 func (m fakeMsg) Subject() string { return m.subject }
 func (m fakeMsg) Data() []byte    { return m.data }
+func (m fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}}, nil
+}
 
 // TestAdmissionKeepsJoinAnswer: an admission names the join it answers,
 // but the join's request keeps the join's answer: GET /requests/{join}
@@ -506,7 +510,7 @@ func TestAdmissionKeepsJoinAnswer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.handle(fakeMsg{subject: events.DecisionSubject("q"), data: b})
+		f.handle(fakeMsg{subject: events.DecisionSubject("q"), data: b, seq: d.version})
 	}
 	deliver(d.req(events.TypeQueueJoinRequested, "first", &events.QueueJoinRequested{})) // let in at once
 	a := d.req(events.TypeQueueJoinRequested, "a", &events.QueueJoinRequested{})

@@ -30,6 +30,13 @@ type WriterConfig struct {
 	Log *slog.Logger
 	// OnCommit, if set, is called after each committed batch (metrics).
 	OnCommit func(db *events.DecisionBatch, requests int, took time.Duration)
+	// Deliver, if set, is handed each batch once JetStream acknowledged it,
+	// with the stream sequences of the sale's previous batch (0: none) and
+	// of this one: this process's front answers its shoppers from it
+	// without waiting for the stream to bring the batch back. It must not
+	// keep or modify db beyond what events.Event values allow, and must be
+	// quick: the next batch waits for it.
+	Deliver func(db *events.DecisionBatch, prevSeq, seq uint64)
 }
 
 func (c *WriterConfig) defaults() {
@@ -243,11 +250,15 @@ func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
 	head.Version++
 	head.Cursor = b.cursor
 	db := &events.DecisionBatch{Sale: w.sale, Writer: w.cfg.ID, DecidedAt: now, FromSeq: b.from, Head: head, Events: decisions}
+	prevSeq := w.headSeq
 	if err := w.commit(ctx, db); err != nil {
 		return err
 	}
 	w.state.Head = head
 	w.lastAt = now
+	if w.cfg.Deliver != nil {
+		w.cfg.Deliver(db, prevSeq, w.headSeq)
+	}
 	if w.cfg.OnCommit != nil {
 		w.cfg.OnCommit(db, len(b.reqs), time.Since(start))
 	}
