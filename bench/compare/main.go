@@ -81,7 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured time of each run")
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "unmeasured warm-up before each run")
 	fs.StringVar(&c.JSON, "json", "", "also write the runs, the summary and the ratios to this file")
-	fs.Int64Var(&c.Shoppers, "shoppers", 0, "sessions the generator makes before each run (default: 1.3 x the server's best rate so far x (warmup+duration))")
+	fs.Int64Var(&c.Shoppers, "shoppers", 0, "sessions the generator makes before each run (default: 1.6 x the server's best rate so far x (warmup+duration))")
 	fs.Float64Var(&c.Expect, "expect", 15000, "req/s a server's first run is sized for, when -shoppers is not given")
 	if err := fs.Parse(args); err != nil {
 		return c, err

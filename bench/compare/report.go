@@ -424,12 +424,13 @@ func RunLine(r Run, of int) string {
 }
 
 // PoolSize is how many sessions to make before a run expected to go at rate
-// requests a second for window (warm-up and measured phase): 30% more than
-// that, rounded up to a thousand, at least 2,000. Too few end the run early;
-// too many cost set-up time at about the server's own rate.
+// requests a second for window (warm-up and measured phase): 60% more than
+// that (runs on a shared machine vary that much), rounded up to a thousand,
+// at least 10,000. Too few end the run early; too many cost set-up time at
+// about the server's own rate.
 func PoolSize(rate float64, window time.Duration) int64 {
-	n := int64(math.Ceil(rate*window.Seconds()*1.3/1000)) * 1000
-	return max(n, 2000)
+	n := int64(math.Ceil(rate*window.Seconds()*1.6/1000)) * 1000
+	return max(n, 10000)
 }
 
 // BusyNote warns when other processes kept the machine busy before some

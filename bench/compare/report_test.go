@@ -249,10 +249,11 @@ func TestPoolSize(t *testing.T) {
 		window time.Duration
 		want   int64
 	}{
-		{25000, 12 * time.Second, 390000},
-		{10000, 7 * time.Second, 91000},
-		{1, time.Second, 2000},
-		{0, 0, 2000},
+		{25000, 12 * time.Second, 480000},
+		{10000, 7 * time.Second, 112000},
+		{3333, 6 * time.Second, 32000},
+		{1, time.Second, 10000},
+		{0, 0, 10000},
 	} {
 		if got := PoolSize(tc.rate, tc.window); got != tc.want {
 			t.Errorf("PoolSize(%v, %v) = %d, want %d", tc.rate, tc.window, got, tc.want)
