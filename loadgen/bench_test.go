@@ -254,3 +254,13 @@ func TestJSONString(t *testing.T) {
 		t.Errorf("a value like the key: %q", got)
 	}
 }
+
+// TestEndsInWarmup: a run whose shoppers run out in its warm-up has an
+// empty measured phase, not a broken one.
+func TestEndsInWarmup(t *testing.T) {
+	f := newFake(t)
+	rep := bench(t, Options{URL: f.URL, AdminToken: "admin", Rate: 1000, Duration: time.Second, Warmup: 5 * time.Second, Shoppers: 20})
+	if rep.Requests != 0 || rep.DurationSeconds < 0 || rep.DurationSeconds > 1 || !rep.Shoppers.Exhausted || !strings.Contains(rep.Notes[0], "during the warm-up") {
+		t.Errorf("requests %d duration %v shoppers %+v notes %q", rep.Requests, rep.DurationSeconds, rep.Shoppers, rep.Notes)
+	}
+}

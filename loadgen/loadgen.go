@@ -339,11 +339,12 @@ func Bench(ctx context.Context, o Options) (*Report, error) {
 func (r *runner) beginMeasured() { r.beginMeasuredAt(true) }
 
 // beginMeasuredAt starts the measured phase now (once); timed arms the
-// closed model's duration.
+// closed model's duration. A run that ended in its warm-up gets an empty
+// measured phase.
 func (r *runner) beginMeasuredAt(timed bool) {
 	r.phaseMu.Lock()
 	defer r.phaseMu.Unlock()
-	if r.phase.Load() != phaseWarmup {
+	if !r.start.IsZero() {
 		return
 	}
 	r.cpu0 = sampleCPU(r.o.now())
@@ -351,7 +352,7 @@ func (r *runner) beginMeasuredAt(timed bool) {
 	if timed && !r.plan.open && r.o.Requests <= 0 {
 		r.stopTimer = time.AfterFunc(r.o.Duration, r.finish)
 	}
-	r.phase.Store(phaseMeasured)
+	r.phase.CompareAndSwap(phaseWarmup, phaseMeasured)
 }
 
 // finish ends the run: no iteration starts after it.

@@ -261,8 +261,12 @@ func (rep *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "scenario %s, %s, against %s, sale %s\n", rep.Scenario, model, where, rep.Sale)
 	fmt.Fprintf(w, "shoppers: %d sessions made in %.1fs before the run, %d used\n", rep.Shoppers.Pool, rep.Shoppers.SetupSeconds, rep.Shoppers.Used)
-	fmt.Fprintf(w, "measured: %d iterations in %.2fs after a %gs warm-up: %.0f %s requests/s\n",
-		rep.Iterations, rep.DurationSeconds, rep.WarmupSeconds, rep.Throughput, rep.MainKind)
+	cpu := "generator"
+	if rep.Embedded {
+		cpu = "generator and server"
+	}
+	fmt.Fprintf(w, "measured: %d iterations in %.2fs after a %gs warm-up: %.0f %s requests/s (%s CPU %.0f%% of the machine)\n",
+		rep.Iterations, rep.DurationSeconds, rep.WarmupSeconds, rep.Throughput, rep.MainKind, cpu, rep.GeneratorCPU*100)
 	names := make([]string, 0, len(rep.Kinds))
 	for k := range rep.Kinds {
 		names = append(names, k)
