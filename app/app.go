@@ -65,6 +65,11 @@ type Config struct {
 	DebugAddr   string // "" = no pprof; else pprof on its own listener
 	NATSListen  string // "" = embedded NATS in-process only; else also on TCP with generated credentials
 	ReadyLag    uint64 // projections further behind than this many messages: not ready (default 10000)
+	// ProjectionShare is the share of one core's time the SQLite views may
+	// take while shoppers wait for decisions in this process (0 < x <= 1;
+	// default 0.25; 1: no limit). The views then lag and catch up after the
+	// flood, but never by more than half of ReadyLag.
+	ProjectionShare float64
 
 	// Rate limits: RateLimit is on (default when empty), shadow or off;
 	// TrustedProxies are the networks whose X-Forwarded-For names the
@@ -110,6 +115,9 @@ func (c *Config) Defaults() {
 	if c.ReadyLag == 0 {
 		c.ReadyLag = DefaultReadyLag
 	}
+	if c.ProjectionShare <= 0 || c.ProjectionShare > 1 {
+		c.ProjectionShare = DefaultProjectionShare
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -153,6 +161,7 @@ type App struct {
 	stopping   chan struct{} // closed when shutdown begins: streams end
 	draining   atomic.Bool
 	lastReq    atomic.Int64 // unix nanos of the last request that arrived
+	liveFront  atomic.Pointer[front.Front] // Front, for the views' pacing (they start before it)
 	stopOnce   sync.Once
 	stopErr    error
 }
@@ -236,7 +245,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		// Run returns on a database or stream error; start it again (it
 		// resumes from the last applied sequence) until shutdown.
 		for backoff := 100 * time.Millisecond; pctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
-			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{OnApplied: a.ops.setApplied})
+			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{OnApplied: a.ops.setApplied, Pace: a.paceProjections})
 			if pctx.Err() != nil {
 				return
 			}
@@ -264,6 +273,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	a.cancelW = cancelW
 	a.manager.Start(wctx)
 	a.Front = front.New(a.JS, st, front.Config{MaxInFlight: c.MaxInFlight, OnSale: a.manager.Add, Now: c.Now, Log: a.log})
+	a.liveFront.Store(a.Front)
 	fctx, cancelF := context.WithCancel(context.Background())
 	a.cancelF = cancelF
 	frontDone := make(chan error, 1)

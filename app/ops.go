@@ -69,6 +69,44 @@ func (a *App) saleFigures() []metrics.SaleFigures {
 	return out
 }
 
+// DefaultProjectionShare is Config.ProjectionShare's default.
+const DefaultProjectionShare = 0.25
+
+// paceProjections is the views' Pace (see projectionPause).
+func (a *App) paceProjections(ctx context.Context, took time.Duration) {
+	f := a.liveFront.Load()
+	if a.cfg.ProjectionShare >= 1 || f == nil || f.InFlight() == 0 {
+		return // nobody waits here: full speed
+	}
+	lag, err := a.projectionLag(ctx)
+	if err != nil {
+		return
+	}
+	pause := projectionPause(a.cfg.ProjectionShare, took, lag, a.cfg.ReadyLag)
+	if pause <= 0 {
+		return
+	}
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// projectionPause is how long the views wait after a transaction that took
+// took, while requests wait for decisions in this process: took*(1-share)/
+// share (at most a second), so that they take about share of a core and
+// the shoppers the rest; none when they are more than half of readyLag
+// behind, since the process must not read as not ready because of a flood
+// it is serving.
+func projectionPause(share float64, took time.Duration, lag, readyLag uint64) time.Duration {
+	if share >= 1 || share <= 0 || lag > readyLag/2 {
+		return 0
+	}
+	return min(time.Duration(float64(took)*(1-share)/share), time.Second)
+}
+
 // projectionLag is the stream's last sequence minus the last applied one.
 func (a *App) projectionLag(ctx context.Context) (uint64, error) {
 	st, err := a.JS.Stream(ctx, events.StreamName)

@@ -21,6 +21,11 @@ type RunOptions struct {
 	// OnApplied, if set, is called after each transaction with the stream
 	// sequence of the last message applied.
 	OnApplied func(lastSeq uint64)
+	// Pace, if set, is called after each transaction with the time it
+	// took, before the next one starts: a serving process uses it to keep
+	// the views from taking the CPU its shoppers need (the views then lag,
+	// and catch up when the flood is over). Run waits while it runs.
+	Pace func(ctx context.Context, took time.Duration)
 }
 
 // replayBatch is the transaction size of Replay.
@@ -118,6 +123,7 @@ func Run(ctx context.Context, js jetstream.JetStream, s *Store, opts RunOptions)
 			size += len(msg.Data)
 		}
 		cancel()
+		start := time.Now()
 		if err := s.Apply(ctx, batch); err != nil {
 			return stopped(ctx, err)
 		}
@@ -125,6 +131,9 @@ func Run(ctx context.Context, js jetstream.JetStream, s *Store, opts RunOptions)
 			opts.OnApplied(batch[len(batch)-1].Seq)
 		}
 		clear(batch)
+		if opts.Pace != nil {
+			opts.Pace(ctx, time.Since(start))
+		}
 	}
 }
 

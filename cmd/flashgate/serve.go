@@ -96,6 +96,7 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (default: on the --http listener)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve pprof on this address (default: off)")
 	fs.Uint64Var(&c.ReadyLag, "ready-lag", defaultReadyLag, "not ready while the projections are more than this many messages behind")
+	fs.Float64Var(&c.ProjectionShare, "projection-share", app.DefaultProjectionShare, "share of a core the SQLite views may take while shoppers wait (0 < x <= 1; 1: no limit); they catch up after the flood")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
 	fs.Usage = func() {
@@ -272,6 +273,9 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 	if c.MaxBatch <= 0 {
 		bad("max-batch", "must be more than 0")
+	}
+	if r := c.ProjectionShare; math.IsNaN(r) || r <= 0 || r > 1 {
+		bad("projection-share", "must be more than 0 and at most 1")
 	}
 	if c.MaxQueueStreams <= 0 {
 		bad("max-queue-streams", "must be more than 0")
