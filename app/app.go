@@ -160,7 +160,7 @@ type App struct {
 	served     chan error
 	stopping   chan struct{} // closed when shutdown begins: streams end
 	draining   atomic.Bool
-	lastReq    atomic.Int64 // unix nanos of the last request that arrived
+	lastReq    atomic.Int64                // unix nanos of the last request that arrived
 	liveFront  atomic.Pointer[front.Front] // Front, for the views' pacing (they start before it)
 	stopOnce   sync.Once
 	stopErr    error
