@@ -20,10 +20,12 @@ run: build
 # server over HTTP, a SIGKILLed child process, the audit).
 test: deps fmt-check vet unit race
 
-# What the tests need beyond Go: Debian's chromium for the browser tests.
-# Installed with apt-get when missing (as root, or through sudo); without it
-# the browser tests skip on a developer's machine and fail under CI=true.
-deps:
+# What the tests need beyond Go: Debian's chromium for the browser tests,
+# and redis-server for the test of the benchmark's Redis-Lua reference.
+# Installed with apt-get when missing (as root, or through sudo); without
+# them those tests skip on a developer's machine (the browser tests fail
+# under CI=true).
+deps: bench-deps
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
