@@ -15,12 +15,21 @@ import (
 // second) and a throughput-over-time chart as inline SVG, and the tables.
 // It loads nothing from anywhere.
 func (rep *Report) WriteHTML(w io.Writer) error {
-	p50 := make([]float64, len(rep.Series))
-	p99 := make([]float64, len(rep.Series))
-	rps := make([]float64, len(rep.Series))
-	errs := make([]float64, len(rep.Series))
-	for i, s := range rep.Series {
-		p50[i], p99[i], rps[i], errs[i] = s.P50, s.P99, float64(s.Requests), float64(s.Errors)
+	// The last second is often a sliver (the answers in flight when the
+	// phase ended): its rate is of the part it covers, and a sliver under
+	// a quarter of a second is left out rather than drawn as a cliff.
+	series := rep.Series
+	span := func(t int) float64 { return math.Min(1, rep.DurationSeconds-float64(t)) }
+	if n := len(series); n > 1 && span(series[n-1].T) < 0.25 {
+		series = series[:n-1]
+	}
+	p50 := make([]float64, len(series))
+	p99 := make([]float64, len(series))
+	rps := make([]float64, len(series))
+	errs := make([]float64, len(series))
+	for i, s := range series {
+		d := math.Max(span(s.T), 0.25)
+		p50[i], p99[i], rps[i], errs[i] = s.P50, s.P99, float64(s.Requests)/d, float64(s.Errors)/d
 	}
 	var text strings.Builder
 	rep.WriteText(&text)
@@ -42,8 +51,8 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 		"R":       rep,
 		"Kinds":   rows,
 		"Text":    text.String(),
-		"Latency": template.HTML(chart("Latency of "+rep.MainKind+" requests per second (ms)", []line{{"p50", "#2b6cb0", p50}, {"p99", "#c53030", p99}})),
-		"Rate":    template.HTML(chart("Throughput: "+rep.MainKind+" answers per second", []line{{"requests/s", "#2f855a", rps}, {"errors/s", "#c05621", errs}})),
+		"Latency": template.HTML(chart("Latency of "+rep.MainKind+" requests, each second (ms)", []line{{"p50", "#2b6cb0", p50}, {"p99", "#c53030", p99}})),
+		"Rate":    template.HTML(chart("Throughput: "+rep.MainKind+" answers a second", []line{{"requests/s", "#2f855a", rps}, {"errors/s", "#c05621", errs}})),
 	})
 }
 
@@ -145,10 +154,11 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #cbd5e0;padd
 th{background:#edf2f7}td:first-child,th:first-child{text-align:left}
 .bad{color:#c53030;font-weight:bold}.ok{color:#2f855a;font-weight:bold}
 svg{max-width:100%;height:auto;font-family:system-ui,sans-serif}
-pre{background:#f7fafc;padding:1em;overflow-x:auto;font-size:12px}
+pre{background:#f7fafc;padding:1em;white-space:pre-wrap;font-size:12px}
+table.summary td{text-align:left}
 </style></head><body>
 <h1>flashgate bench: {{.R.Scenario}}, {{.R.Model}} model</h1>
-<table>
+<table class="summary">
 <tr><th>server</th><td>{{.R.URL}}{{if .R.Embedded}} (embedded in the generator's process){{end}}, sale {{.R.Sale}}</td></tr>
 <tr><th>load</th><td>{{if eq .R.Model "open"}}{{.R.Rate}} iterations/s, at most {{.R.MaxInFlight}} in flight{{else}}{{.R.VUs}} virtual users{{end}}</td></tr>
 <tr><th>measured</th><td>{{.R.Iterations}} iterations in {{f1 .R.DurationSeconds}} s after a {{.R.WarmupSeconds}} s warm-up</td></tr>
