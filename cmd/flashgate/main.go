@@ -31,7 +31,7 @@ Usage:
   flashgate backup --out FILE           back up a whole installation (stream, buckets, keys)
   flashgate restore --in FILE           restore a backup into a fresh data directory
   flashgate config print [flags]        show the effective serve configuration, secrets redacted
-  flashgate bench  [flags]              race shoppers for tokens against a server
+  flashgate bench  [flags]              load-test a server: tokens, purchase, queue or mixed (with abusive clients)
   flashgate version
 
 Every flag can also be set as an environment variable: --session-rate is
