@@ -125,7 +125,7 @@ func toWire(e Event) (wireEvent, error) {
 	if want == nil {
 		return wireEvent{}, fmt.Errorf("encode event %s: unknown type %q", e.ID, e.Type)
 	}
-	if fmt.Sprintf("%T", want) != fmt.Sprintf("%T", e.Data) {
+	if !dataMatches(e.Type, want, e.Data) {
 		return wireEvent{}, fmt.Errorf("encode event %s: type %s carries %T", e.ID, e.Type, e.Data)
 	}
 	data, err := json.Marshal(e.Data)
@@ -224,8 +224,8 @@ func fromWire(w wireEvent) (Event, error) {
 		Shopper: w.Shopper, ClientRequestID: w.ClientRequestID, Request: w.Request, Data: data}, nil
 }
 
-// EncodeEvent writes one event.
-func EncodeEvent(e Event) ([]byte, error) {
+// encodeEventRef is the reference encoder of one event: encoding/json.
+func encodeEventRef(e Event) ([]byte, error) {
 	w, err := toWire(e)
 	if err != nil {
 		return nil, err
@@ -233,8 +233,8 @@ func EncodeEvent(e Event) ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// DecodeEvent reads one event.
-func DecodeEvent(b []byte) (Event, error) {
+// decodeEventRef is the reference decoder of one event: encoding/json.
+func decodeEventRef(b []byte) (Event, error) {
 	var w wireEvent
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -242,8 +242,8 @@ func DecodeEvent(b []byte) (Event, error) {
 	return fromWire(w)
 }
 
-// EncodeRequests writes a request batch.
-func EncodeRequests(rb RequestBatch) ([]byte, error) {
+// encodeRequestsRef is the reference encoder of a request batch.
+func encodeRequestsRef(rb RequestBatch) ([]byte, error) {
 	w := wireRequestBatch{Requests: make([]wireEvent, len(rb.Requests))}
 	for i, e := range rb.Requests {
 		if !e.Type.IsRequest() {
@@ -257,8 +257,8 @@ func EncodeRequests(rb RequestBatch) ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// DecodeRequests reads a request batch.
-func DecodeRequests(b []byte) (RequestBatch, error) {
+// decodeRequestsRef is the reference decoder of a request batch.
+func decodeRequestsRef(b []byte) (RequestBatch, error) {
 	var w wireRequestBatch
 	if err := json.Unmarshal(b, &w); err != nil {
 		return RequestBatch{}, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -280,8 +280,8 @@ func DecodeRequests(b []byte) (RequestBatch, error) {
 	return rb, nil
 }
 
-// EncodeDecisions writes a decision batch.
-func EncodeDecisions(db DecisionBatch) ([]byte, error) {
+// encodeDecisionsRef is the reference encoder of a decision batch.
+func encodeDecisionsRef(db DecisionBatch) ([]byte, error) {
 	w := wireDecisionBatch{Sale: db.Sale, Writer: db.Writer, DecidedAt: db.DecidedAt, FromSeq: db.FromSeq,
 		Head: db.Head, Events: make([]wireEvent, len(db.Events))}
 	for i, e := range db.Events {
@@ -296,8 +296,8 @@ func EncodeDecisions(db DecisionBatch) ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// DecodeDecisions reads a decision batch.
-func DecodeDecisions(b []byte) (DecisionBatch, error) {
+// decodeDecisionsRef is the reference decoder of a decision batch.
+func decodeDecisionsRef(b []byte) (DecisionBatch, error) {
 	var w wireDecisionBatch
 	if err := json.Unmarshal(b, &w); err != nil {
 		return DecisionBatch{}, fmt.Errorf("%w: %v", ErrMalformed, err)
