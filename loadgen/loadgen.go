@@ -127,6 +127,13 @@ func planFor(o Options) plan {
 		p.shoppers = ceil(o.Rate*(warm+dur)*1.1*honest) + 1
 	case o.Requests > 0:
 		measured := ceil(float64(o.Requests)*honest) + 1
+		if honest < 1 {
+			// The honest share of the measured iterations is exact only
+			// over a run of iterations that starts where the measured
+			// phase does; the virtual users that straddle the end of the
+			// warm-up shift it by up to one iteration each.
+			measured += o.VUs
+		}
 		if o.Warmup > 0 {
 			p.warmupShoppers = max(measured/4, o.VUs)
 		}
