@@ -30,15 +30,14 @@ const (
 // stmts are the statements Apply runs, prepared once on the writer's
 // connection and bound to each transaction with Tx.StmtContext.
 type stmts struct {
-	lastSeq, setLastSeq           *sql.Stmt
-	saleExists, insSale, updSale  *sql.Stmt
-	insRequest                    *sql.Stmt
-	maxVersion, insBatch          *sql.Stmt
-	requestOf, insDecision        *sql.Stmt
-	tokenOf, insToken, closeToken *sql.Stmt
-	insOrder, insAnomaly          *sql.Stmt
-	insAudit, insAuditBulk        *sql.Stmt
-	all                           []*sql.Stmt
+	lastSeq, setLastSeq          *sql.Stmt
+	saleExists, insSale, updSale *sql.Stmt
+	maxVersion, insBatch         *sql.Stmt
+	requestOf                    *sql.Stmt
+	tokenOf, closeToken          *sql.Stmt
+	insAnomaly                   *sql.Stmt
+	ins                          inserts // bound on first use
+	all                          []*sql.Stmt
 }
 
 func (st *stmts) prepare(db *sql.DB) error {
@@ -53,26 +52,14 @@ func (st *stmts) prepare(db *sql.DB) error {
 		{&st.insSale, `INSERT INTO sales (id, seq, stock, quota, quota_buffer, per_user_limit, token_ttl_ms, opens_at, closes_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&st.updSale, `UPDATE sales SET opens_at = ?, closes_at = ? WHERE id = ?`},
-		{&st.insRequest, `INSERT INTO requests (id, sale, seq, idx, type, shopper, client_request_id, token_id, received_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&st.maxVersion, `SELECT COALESCE(MAX(version), 0) FROM batches WHERE sale = ?`},
 		{&st.insBatch, `INSERT INTO batches (sale, version, seq, writer, decided_at, from_seq, cursor, stock, quota, issued, expired, redeemed)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&st.requestOf, `SELECT r.sale, r.type, r.shopper,
 			COALESCE((SELECT d.id FROM decisions d WHERE d.request = r.id LIMIT 1), '')
 			FROM requests r WHERE r.id = ?`},
-		{&st.insDecision, `INSERT INTO decisions (id, sale, version, idx, seq, type, request, shopper, token_id, order_id, reason, already_issued, expires_at, decided_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&st.tokenOf, `SELECT sale, shopper, status FROM tokens WHERE id = ?`},
-		{&st.insToken, `INSERT INTO tokens (id, sale, shopper, request, issued_at, expires_at, status, order_id, closed_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL) ON CONFLICT DO NOTHING`},
 		{&st.closeToken, `UPDATE tokens SET status = ?, order_id = ?, closed_at = ? WHERE id = ?`},
-		{&st.insOrder, `INSERT INTO orders (id, sale, shopper, token_id, request, units, status, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
-		{&st.insAudit, `INSERT INTO audit_trail (seq, idx, event_id, type, sale, time, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`},
-		{&st.insAuditBulk, `INSERT INTO audit_trail (seq, idx, event_id, type, sale, time, body) VALUES ` +
-			strings.Repeat(`(?, ?, ?, ?, ?, ?, ?), `, auditBulk-1) + `(?, ?, ?, ?, ?, ?, ?)`},
 		{&st.insAnomaly, `INSERT INTO anomalies (seq, sale, what) VALUES (?, ?, ?)`},
 	} {
 		s, err := db.Prepare(p.sql)
@@ -82,6 +69,10 @@ func (st *stmts) prepare(db *sql.DB) error {
 		}
 		*p.s = s
 		st.all = append(st.all, s)
+	}
+	if err := st.ins.prepare(db, &st.all); err != nil {
+		st.close()
+		return err
 	}
 	return nil
 }
@@ -93,26 +84,21 @@ func (st *stmts) close() {
 	st.all = nil
 }
 
-// bind returns the statements bound to tx.
+// bind returns the statements bound to tx; the multi-row inserts are
+// bound on first use.
 func (st *stmts) bind(ctx context.Context, tx *sql.Tx) stmts {
 	return stmts{
-		lastSeq:      tx.StmtContext(ctx, st.lastSeq),
-		setLastSeq:   tx.StmtContext(ctx, st.setLastSeq),
-		saleExists:   tx.StmtContext(ctx, st.saleExists),
-		insSale:      tx.StmtContext(ctx, st.insSale),
-		updSale:      tx.StmtContext(ctx, st.updSale),
-		insRequest:   tx.StmtContext(ctx, st.insRequest),
-		maxVersion:   tx.StmtContext(ctx, st.maxVersion),
-		insBatch:     tx.StmtContext(ctx, st.insBatch),
-		requestOf:    tx.StmtContext(ctx, st.requestOf),
-		insDecision:  tx.StmtContext(ctx, st.insDecision),
-		tokenOf:      tx.StmtContext(ctx, st.tokenOf),
-		insToken:     tx.StmtContext(ctx, st.insToken),
-		closeToken:   tx.StmtContext(ctx, st.closeToken),
-		insOrder:     tx.StmtContext(ctx, st.insOrder),
-		insAudit:     tx.StmtContext(ctx, st.insAudit),
-		insAuditBulk: tx.StmtContext(ctx, st.insAuditBulk),
-		insAnomaly:   tx.StmtContext(ctx, st.insAnomaly),
+		lastSeq:    tx.StmtContext(ctx, st.lastSeq),
+		setLastSeq: tx.StmtContext(ctx, st.setLastSeq),
+		saleExists: tx.StmtContext(ctx, st.saleExists),
+		insSale:    tx.StmtContext(ctx, st.insSale),
+		updSale:    tx.StmtContext(ctx, st.updSale),
+		maxVersion: tx.StmtContext(ctx, st.maxVersion),
+		insBatch:   tx.StmtContext(ctx, st.insBatch),
+		requestOf:  tx.StmtContext(ctx, st.requestOf),
+		tokenOf:    tx.StmtContext(ctx, st.tokenOf),
+		closeToken: tx.StmtContext(ctx, st.closeToken),
+		insAnomaly: tx.StmtContext(ctx, st.insAnomaly),
 	}
 }
 
@@ -132,13 +118,25 @@ func (s *Store) Apply(ctx context.Context, msgs []Msg) error {
 	return nil
 }
 
+// apply runs the transaction on the fast path, which buffers the rows and
+// assumes each is new, and if one was not, runs it again row by row.
 func (s *Store) apply(ctx context.Context, msgs []Msg) error {
+	err := s.applyTx(ctx, msgs, false)
+	if errors.Is(err, errRecheck) {
+		err = s.applyTx(ctx, msgs, true)
+	}
+	return err
+}
+
+func (s *Store) applyTx(ctx context.Context, msgs []Msg, exact bool) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	a := applier{ctx: ctx, st: s.stmts.bind(ctx, tx), reqs: make(map[string]*reqInfo)}
+	a := applier{ctx: ctx, tx: tx, exact: exact, st: s.stmts.bind(ctx, tx), ins: &s.stmts.ins,
+		reqs: make(map[string]*reqInfo), toks: make(map[string]*tokInfo),
+		sales: make(map[string]bool), versions: make(map[string]uint64)}
 	var v sql.NullString
 	if err := a.st.lastSeq.QueryRowContext(ctx).Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
@@ -163,27 +161,39 @@ func (s *Store) apply(ctx context.Context, msgs []Msg) error {
 	if last == start {
 		return nil
 	}
+	if err := a.flushAll(); err != nil {
+		return err
+	}
 	if _, err := a.st.setLastSeq.ExecContext(ctx, strconv.FormatUint(last, 10)); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
-// auditBulk is how many audit trail rows one insert writes: a statement per
-// row costs more than the row.
-const auditBulk = 32
-
 // applier folds the messages of one transaction. Its methods return only
-// database errors; everything wrong with the data goes to anomalies.
+// database errors (and errRecheck); everything wrong with the data goes to
+// anomalies.
 type applier struct {
 	ctx   context.Context
+	tx    *sql.Tx
 	st    stmts
-	seq   uint64 // the message being applied
-	audit []any  // the audit trail rows of the message, 7 values a row
-	// reqs caches the requests this transaction read or wrote, so that a
-	// request decided soon after it arrived costs no query. It holds no
-	// more than the requests of one Apply.
-	reqs map[string]*reqInfo
+	exact bool // row by row, each insert checked at once
+	seq   uint64
+	// bufs are the rows of each buffered table not yet inserted, at most
+	// bufRows; ins are the statements inserting them, bound lazily to tx
+	// in bound.
+	bufs  [numTables]struct{ vals []any }
+	ins   *inserts
+	bound inserts
+	body  []byte // scratch for an audit trail body
+	// The caches below hold what this transaction read or wrote, so that
+	// a request decided soon after it arrived, a token redeemed soon after
+	// it was issued, the sale and its batch version cost no query. They
+	// hold no more than the ids of one Apply.
+	reqs     map[string]*reqInfo
+	toks     map[string]*tokInfo
+	sales    map[string]bool   // whether the sale was created
+	versions map[string]uint64 // the highest batch version of a sale
 }
 
 // reqInfo is what deciding a request needs to know about it.
@@ -208,13 +218,6 @@ func (a *applier) exec(s *sql.Stmt, args ...any) (bool, error) {
 }
 
 func (a *applier) message(m Msg) error {
-	if err := a.fold(m); err != nil {
-		return err
-	}
-	return a.flushTrail()
-}
-
-func (a *applier) fold(m Msg) error {
 	switch {
 	case strings.HasPrefix(m.Subject, events.SubjectSalePfx):
 		return a.sale(m, strings.TrimPrefix(m.Subject, events.SubjectSalePfx))
@@ -226,42 +229,34 @@ func (a *applier) fold(m Msg) error {
 	return a.anomaly("", "message on unknown subject %q", m.Subject)
 }
 
-// trail appends one event, whose time is tm as stored, to the message's
-// audit trail rows.
+// trail writes the audit trail row of event idx of the message, whose
+// time is tm as stored.
 func (a *applier) trail(idx int, e events.Event, tm string) error {
-	body, err := events.EncodeEvent(e)
-	if err != nil { // a decoded event always encodes; keep going if not
-		return a.anomaly(e.Sale, "event %s: re-encode for the audit trail: %v", e.ID, err)
-	}
-	a.audit = append(a.audit, int64(a.seq), idx, e.ID, string(e.Type), e.Sale, tm, string(body))
-	return nil
-}
-
-// flushTrail writes the message's audit trail rows. The rows cannot exist
-// already: Apply skips every sequence it applied before.
-func (a *applier) flushTrail() error {
-	const cols = 7
-	rows := a.audit
-	for len(rows) >= auditBulk*cols {
-		if _, err := a.st.insAuditBulk.ExecContext(a.ctx, rows[:auditBulk*cols]...); err != nil {
-			return err
-		}
-		rows = rows[auditBulk*cols:]
-	}
-	for ; len(rows) > 0; rows = rows[cols:] {
-		if _, err := a.st.insAudit.ExecContext(a.ctx, rows[:cols]...); err != nil {
-			return err
+	body, ok := appendEvent(a.body[:0], e)
+	a.body = body[:0]
+	if !ok {
+		var err error
+		if body, err = events.EncodeEvent(e); err != nil { // a decoded event always encodes; keep going if not
+			return a.anomaly(e.Sale, "event %s: re-encode for the audit trail: %v", e.ID, err)
 		}
 	}
-	clear(a.audit)
-	a.audit = a.audit[:0]
-	return nil
+	ok, err := a.insert(auditTable, int64(a.seq), int64(idx), e.ID, string(e.Type), e.Sale, tm, string(body))
+	if err == nil && !ok {
+		err = fmt.Errorf("audit trail row %d/%d is there already", a.seq, idx)
+	}
+	return err
 }
 
 func (a *applier) saleKnown(sale string) (bool, error) {
+	if known, ok := a.sales[sale]; ok {
+		return known, nil
+	}
 	var n int
-	err := a.st.saleExists.QueryRowContext(a.ctx, sale).Scan(&n)
-	return n > 0, err
+	if err := a.st.saleExists.QueryRowContext(a.ctx, sale).Scan(&n); err != nil {
+		return false, err
+	}
+	a.sales[sale] = n > 0
+	return n > 0, nil
 }
 
 func (a *applier) sale(m Msg, subjSale string) error {
@@ -283,8 +278,12 @@ func (a *applier) sale(m Msg, subjSale string) error {
 	}
 	ok, err = a.exec(a.st.insSale, e.Sale, int64(a.seq), sc.Stock, sc.Quota, sc.QuotaBuffer, sc.PerUserLimit,
 		time.Duration(sc.TokenTTL).Milliseconds(), fmtTime(sc.OpensAt), fmtTime(sc.ClosesAt))
-	if err != nil || ok {
+	if err != nil {
 		return err
+	}
+	if ok {
+		a.sales[e.Sale] = true
+		return nil
 	}
 	return a.anomaly(e.Sale, "sale %s created again by event %s", e.Sale, e.ID)
 }
@@ -315,7 +314,7 @@ func (a *applier) requests(m Msg, subjSale string) error {
 		if p, ok := e.Data.(*events.PurchaseRequested); ok {
 			token = p.TokenID
 		}
-		ok, err := a.exec(a.st.insRequest, e.ID, e.Sale, int64(a.seq), i, string(e.Type), e.Shopper,
+		ok, err := a.insert(requestsTable, e.ID, e.Sale, int64(a.seq), int64(i), string(e.Type), e.Shopper,
 			e.ClientRequestID, token, received)
 		if err != nil {
 			return err
@@ -349,13 +348,19 @@ func (a *applier) decisions(m Msg, subjSale string) error {
 			return err
 		}
 	}
-	var prev uint64
-	if err := a.st.maxVersion.QueryRowContext(a.ctx, sale).Scan(&prev); err != nil {
-		return err
+	prev, cached := a.versions[sale]
+	if !cached {
+		if err := a.st.maxVersion.QueryRowContext(a.ctx, sale).Scan(&prev); err != nil {
+			return err
+		}
+		a.versions[sale] = prev
 	}
 	h, at := db.Head, fmtTime(db.DecidedAt)
 	ok, err := a.exec(a.st.insBatch, sale, int64(v), int64(a.seq), db.Writer, at, int64(db.FromSeq),
 		int64(h.Cursor), h.Stock, h.Quota, h.Issued, h.Expired, h.Redeemed)
+	if ok {
+		a.versions[sale] = max(prev, v)
+	}
 	switch {
 	case err != nil:
 		return err
@@ -459,7 +464,7 @@ func (a *applier) decision(db *events.DecisionBatch, at string, idx int, e event
 			row.token, row.order, row.reason = nullStr(x.TokenID), nullStr(x.OrderID), nullStr(x.Reason)
 		}
 	}
-	ok, err := a.exec(a.st.insDecision, e.ID, e.Sale, int64(db.Head.Version), idx, int64(a.seq), string(e.Type),
+	ok, err := a.insert(decisionsTable, e.ID, e.Sale, int64(db.Head.Version), int64(idx), int64(a.seq), string(e.Type),
 		row.request, row.shopper, row.token, row.order, row.reason, row.already, nullTime(row.expires), at)
 	if err != nil {
 		return err
@@ -545,15 +550,43 @@ func (a *applier) request(id string) (*reqInfo, error) {
 	return r, nil
 }
 
-type tokenRow struct{ sale, shopper, status string }
+// tokInfo is what checking a change to a token needs to know about it.
+type tokInfo struct {
+	sale, shopper, status string
+	found                 bool // whether the token exists
+	row                   int  // its row in the tokens buffer, -1 if written
+}
 
-func (a *applier) token(id string) (tokenRow, bool, error) {
-	var t tokenRow
-	err := a.st.tokenOf.QueryRowContext(a.ctx, id).Scan(&t.sale, &t.shopper, &t.status)
-	if errors.Is(err, sql.ErrNoRows) {
-		return tokenRow{}, false, nil
+// token looks up a token, found false if the views do not hold it.
+func (a *applier) token(id string) (t *tokInfo, found bool, err error) {
+	if t, ok := a.toks[id]; ok {
+		return t, t.found, nil
 	}
-	return t, err == nil, err
+	t = &tokInfo{row: -1}
+	err = a.st.tokenOf.QueryRowContext(a.ctx, id).Scan(&t.sale, &t.shopper, &t.status)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		t = &tokInfo{row: -1}
+	case err != nil:
+		return nil, false, err
+	default:
+		t.found = true
+	}
+	a.toks[id] = t
+	return t, t.found, nil
+}
+
+// closeToken marks token t, which is outstanding, status (expired or
+// redeemed, with order).
+func (a *applier) closeToken(id string, t *tokInfo, status string, order any, at string) error {
+	t.status = status
+	if t.row >= 0 { // not written yet: write it closed
+		v := a.bufs[tokensTable].vals[t.row*tables[tokensTable].cols:]
+		v[6], v[7], v[8] = status, order, at
+		return nil
+	}
+	_, err := a.st.closeToken.ExecContext(a.ctx, status, order, at, id)
+	return err
 }
 
 func (a *applier) issue(sale, shopper string, e events.Event, x *events.TokenIssued) error {
@@ -579,9 +612,23 @@ func (a *applier) issue(sale, shopper string, e events.Event, x *events.TokenIss
 			return err
 		}
 	}
-	ok, err := a.exec(a.st.insToken, x.TokenID, e.Sale, shopper, e.Request, fmtTime(x.IssuedAt), fmtTime(x.ExpiresAt), StatusOutstanding)
+	// The cache entry goes first: a full buffer is written during insert,
+	// and marks its tokens written.
+	prev, cached := a.toks[x.TokenID]
+	t := &tokInfo{sale: e.Sale, shopper: shopper, status: StatusOutstanding, found: true, row: -1}
+	if !a.exact {
+		t.row = len(a.bufs[tokensTable].vals) / tables[tokensTable].cols
+	}
+	a.toks[x.TokenID] = t
+	ok, err := a.insert(tokensTable, x.TokenID, e.Sale, shopper, e.Request, fmtTime(x.IssuedAt), fmtTime(x.ExpiresAt),
+		StatusOutstanding, nil, nil)
 	if err != nil || ok {
 		return err
+	}
+	if cached {
+		a.toks[x.TokenID] = prev
+	} else {
+		delete(a.toks, x.TokenID)
 	}
 	return a.anomaly(sale, "TokenIssued %s issues token %s again", e.ID, x.TokenID)
 }
@@ -598,8 +645,7 @@ func (a *applier) expire(sale string, e events.Event, x *events.TokenExpired, at
 	case t.sale != e.Sale:
 		return a.anomaly(sale, "TokenExpired %s expires token %s of sale %s", e.ID, x.TokenID, t.sale)
 	}
-	_, err = a.st.closeToken.ExecContext(a.ctx, StatusExpired, nil, at, x.TokenID)
-	return err
+	return a.closeToken(x.TokenID, t, StatusExpired, nil, at)
 }
 
 func (a *applier) redeem(sale, shopper string, e events.Event, x *events.PurchaseAccepted, at string) error {
@@ -619,12 +665,12 @@ func (a *applier) redeem(sale, shopper string, e events.Event, x *events.Purchas
 	case t.sale != e.Sale || t.shopper != shopper:
 		err = a.anomaly(sale, "PurchaseAccepted %s redeems token %s of %s/%s for %s/%s", e.ID, x.TokenID, t.sale, t.shopper, e.Sale, shopper)
 	default:
-		_, err = a.st.closeToken.ExecContext(a.ctx, StatusRedeemed, x.OrderID, at, x.TokenID)
+		err = a.closeToken(x.TokenID, t, StatusRedeemed, x.OrderID, at)
 	}
 	if err != nil {
 		return err
 	}
-	ok, err := a.exec(a.st.insOrder, x.OrderID, e.Sale, shopper, x.TokenID, e.Request, x.Units, StatusAccepted, at)
+	ok, err := a.insert(ordersTable, x.OrderID, e.Sale, shopper, x.TokenID, e.Request, x.Units, StatusAccepted, at)
 	if err != nil || ok {
 		return err
 	}
