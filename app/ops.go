@@ -72,25 +72,36 @@ func (a *App) saleFigures() []metrics.SaleFigures {
 // DefaultProjectionShare is Config.ProjectionShare's default.
 const DefaultProjectionShare = 0.25
 
-// paceProjections is the views' Pace (see projectionPause).
+// paceProjections is the views' Pace (see projectionPause). It pauses in
+// slices, looking at the lag again after each: a flood can grow it quickly.
 func (a *App) paceProjections(ctx context.Context, took time.Duration) {
+	const slice = 50 * time.Millisecond
 	f := a.liveFront.Load()
-	if a.cfg.ProjectionShare >= 1 || f == nil || f.InFlight() == 0 {
-		return // nobody waits here: full speed
-	}
-	lag, err := a.projectionLag(ctx)
-	if err != nil {
-		return
-	}
-	pause := projectionPause(a.cfg.ProjectionShare, took, lag, a.cfg.ReadyLag)
-	if pause <= 0 {
-		return
-	}
-	t := time.NewTimer(pause)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	for left := time.Duration(-1); ; {
+		if a.cfg.ProjectionShare >= 1 || f == nil || f.InFlight() == 0 {
+			return // nobody waits here: full speed
+		}
+		lag, err := a.projectionLag(ctx)
+		if err != nil {
+			return
+		}
+		if left < 0 {
+			left = projectionPause(a.cfg.ProjectionShare, took, lag, a.cfg.ReadyLag)
+		} else if projectionPause(a.cfg.ProjectionShare, took, lag, a.cfg.ReadyLag) == 0 {
+			return // fallen too far behind while pausing: catch up
+		}
+		if left <= 0 {
+			return
+		}
+		d := min(left, slice)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		left -= d
 	}
 }
 

@@ -169,8 +169,11 @@ func (f *Front) Run(ctx context.Context) error {
 		}
 		if ok {
 			f.applyHead(&db)
+			// The stream brings the batches after start-1 again (a writer
+			// may have committed since): they are processed then, in order
+			// (the head and the room skip what they have).
 			f.decMu.Lock()
-			f.lastDec[id] = seq
+			f.lastDec[id] = min(seq, start-1)
 			f.decMu.Unlock()
 			if f.roomOf(id) != nil {
 				// The room is folded from every decision: read the history.
