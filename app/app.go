@@ -245,7 +245,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		// Run returns on a database or stream error; start it again (it
 		// resumes from the last applied sequence) until shutdown.
 		for backoff := 100 * time.Millisecond; pctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
-			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{OnApplied: a.ops.setApplied, Pace: a.paceProjections})
+			err := projections.Run(pctx, a.JS, a.Store, projections.RunOptions{MaxBatch: servingProjectionBatch, OnApplied: a.ops.setApplied, Pace: a.paceProjections})
 			if pctx.Err() != nil {
 				return
 			}
