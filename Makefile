@@ -64,7 +64,8 @@ COMPARE_FLAGS ?= -runs 3 -duration 5s -warmup 1s
 bench: build bench-deps
 	$(GO) build -o bin/refserver ./bench/refserver
 	$(GO) build -o bin/compare ./bench/compare
-	$(GO) test -run XXX -bench . -benchtime $(BENCHTIME) ./handlers/ ./tokens/ ./identity/
+	$(GO) test -run XXX -bench . -benchtime $(BENCHTIME) ./handlers/ ./events/ ./tokens/ ./identity/
+	$(GO) test -run XXX -bench . -benchtime 2x ./projections/
 	./bin/compare -flashgate $(BIN) -refserver bin/refserver -json bin/compare.json $(COMPARE_FLAGS)
 
 # What the comparison needs beyond Go: Debian's redis-server for the
