@@ -32,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flashgate/flashgate/events"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
@@ -63,7 +64,7 @@ type redisServer struct {
 	admin string
 	now   func() time.Time
 	sign  *signer
-	ids   *ids
+	ids   *events.IDs
 }
 
 // newRedisServer connects to Redis, checks it answers and loads the
@@ -85,7 +86,11 @@ func newRedisServer(ctx context.Context, c redisConfig) (*redisServer, error) {
 		DisableIdentity:          true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
-	s := &redisServer{rdb: rdb, admin: c.AdminToken, now: c.Now, sign: newSigner(c.Now), ids: newIDs()}
+	sign, err := newSigner(c.Now)
+	if err != nil {
+		return nil, err
+	}
+	s := &redisServer{rdb: rdb, admin: c.AdminToken, now: c.Now, sign: sign, ids: events.NewIDs()}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
