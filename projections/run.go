@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
@@ -45,7 +46,7 @@ var subjects = []string{events.SubjectSaleAll, events.SubjectReqAll, events.Subj
 // follow opens an ordered consumer on the stream from seq on. The ordered
 // consumer recreates itself after a reconnect or a delivery gap and resumes
 // after the last message handed out.
-func follow(ctx context.Context, js jetstream.JetStream, seq uint64, prefetch int) (jetstream.Consumer, jetstream.MessagesContext, error) {
+func follow(ctx context.Context, js jetstream.JetStream, seq uint64, prefetch int) (jetstream.Consumer, *feed, error) {
 	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -54,11 +55,52 @@ func follow(ctx context.Context, js jetstream.JetStream, seq uint64, prefetch in
 	if err != nil {
 		return nil, nil, fmt.Errorf("follow %s from %d: %w", events.StreamName, seq, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetch, prefetchBytes))
+	f := &feed{ch: make(chan jetstream.Msg, prefetch), done: make(chan struct{})}
+	f.cc, err = cons.Consume(f.put, jetstream.PullMaxMessagesWithBytesLimit(prefetch, prefetchBytes))
 	if err != nil {
 		return nil, nil, fmt.Errorf("follow %s from %d: %w", events.StreamName, seq, err)
 	}
-	return cons, it, nil
+	return cons, f, nil
+}
+
+// feed hands a consumer's messages over through a channel of its own. The
+// views read it at their own pace (they pause to leave the CPU to shoppers,
+// and a transaction takes a while): a jetstream.MessagesContext would hold
+// them in the client subscription's channel, which, once full, drops the
+// consumer's next heartbeat as a slow consumer, and the ordered consumer then
+// starts over: a stall of seconds for every consumer of the connection.
+// Here a full channel only holds the delivery back, and the pull requests
+// keep the buffered messages within prefetch (and prefetchBytes).
+type feed struct {
+	ch   chan jetstream.Msg
+	done chan struct{}
+	once sync.Once
+	cc   jetstream.ConsumeContext
+}
+
+func (f *feed) put(m jetstream.Msg) {
+	select {
+	case f.ch <- m:
+	case <-f.done:
+	}
+}
+
+// Next returns the next message, waiting until ctx ends.
+func (f *feed) Next(ctx context.Context) (jetstream.Msg, error) {
+	select {
+	case m := <-f.ch:
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-f.done:
+		return nil, jetstream.ErrMsgIteratorClosed
+	}
+}
+
+// Stop ends the delivery.
+func (f *feed) Stop() {
+	f.once.Do(func() { close(f.done) })
+	f.cc.Stop()
 }
 
 func toMsg(m jetstream.Msg) (Msg, *jetstream.MsgMetadata, error) {
@@ -94,7 +136,7 @@ func Run(ctx context.Context, js jetstream.JetStream, s *Store, opts RunOptions)
 	for {
 		// Wait as long as it takes for the first message of a batch, then
 		// at most MaxDelay for the rest.
-		m, err := it.Next(jetstream.NextContext(ctx))
+		m, err := it.Next(ctx)
 		if err != nil {
 			return stopped(ctx, fmt.Errorf("projections: next message: %w", err))
 		}
@@ -106,7 +148,7 @@ func Run(ctx context.Context, js jetstream.JetStream, s *Store, opts RunOptions)
 		size := len(msg.Data)
 		fill, cancel := context.WithTimeout(ctx, opts.MaxDelay)
 		for len(batch) < opts.MaxBatch && size < batchBytes {
-			m, err := it.Next(jetstream.NextContext(fill))
+			m, err := it.Next(fill)
 			if err != nil {
 				if fill.Err() != nil && ctx.Err() == nil {
 					break // MaxDelay is up
@@ -186,7 +228,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, s *Store) (applied int,
 		return nil
 	}
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		m, err := it.Next(ctx)
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				err = ctx.Err()
