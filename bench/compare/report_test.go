@@ -149,7 +149,7 @@ func TestChecks(t *testing.T) {
 	if c := check(t, cs, "flashgate p99 / redis p99"); c.Result != "PASS" || math.Abs(c.Value-5/8.5) > 1e-9 || c.Target != "<= 1.00" {
 		t.Errorf("p99: %+v", c)
 	}
-	if c := check(t, cs, "flashgate: every request a 2xx"); c.Result != "PASS" || c.Value != 0 {
+	if c := check(t, cs, "flashgate: every request a success"); c.Result != "PASS" || c.Value != 0 {
 		t.Errorf("success: %+v", c)
 	}
 
@@ -169,8 +169,19 @@ func TestChecks(t *testing.T) {
 	if c := check(t, cs, "flashgate / bare req/s"); c.Result != "n/a" || !math.IsNaN(c.Value) {
 		t.Errorf("no bare run: %+v", c)
 	}
-	if c := check(t, cs, "flashgate: every request a 2xx"); c.Result != "MISS" || c.Value != 3 {
+	if c := check(t, cs, "flashgate: every request a success"); c.Result != "MISS" || c.Value != 3 {
 		t.Errorf("non-2xx answers: %+v", c)
+	}
+	sums[0].Non2xx, sums[0].Pending = 0, 2 // 202 pending is 2xx, not a success
+	if c := check(t, Checks(sums), "flashgate: every request a success"); c.Result != "MISS" || c.Value != 2 {
+		t.Errorf("pending answers: %+v", c)
+	}
+	g := &GenResult{Status: map[string]int64{"201": 5, "202": 4}}
+	if g.Pending() != 4 || g.Non2xx() != 0 {
+		t.Errorf("pending %d non-2xx %d, want 4 and 0", g.Pending(), g.Non2xx())
+	}
+	if line := RunLine(Run{Server: Flashgate, N: 1, Result: g, ServerLog: "a warning"}, 1); !strings.Contains(line, "pending (202) 4") || !strings.Contains(line, "a warning") {
+		t.Errorf("run line: %s", line)
 	}
 	sums[1].Throughput = 20000 / 1.5
 	if c := check(t, Checks(sums), "flashgate / redis req/s"); c.Result != "PASS" {

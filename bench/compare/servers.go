@@ -38,6 +38,7 @@ func measure(ctx context.Context, c config, srv string, n int, shoppers int64) R
 	}
 	g, wrong, err := generate(ctx, c, srv, s, dir, shoppers)
 	s.stop()
+	r.ServerLog = s.log()
 	r.Result, r.VerdictWrong = g, wrong
 	if err != nil {
 		r.Failed = err.Error()
@@ -55,6 +56,26 @@ type running struct {
 	AdminToken string
 	procs      []*proc
 	redis      *redisproc.Server
+}
+
+// log is the end of the servers' standard error, at most 20 lines.
+func (s *running) log() string {
+	var out []string
+	for _, p := range s.procs {
+		b, err := os.ReadFile(p.stderr)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	if len(out) > 20 {
+		out = append([]string{fmt.Sprintf("(%d lines before)", len(out)-20)}, out[len(out)-20:]...)
+	}
+	return strings.Join(out, "\n")
 }
 
 func (s *running) stop() {
