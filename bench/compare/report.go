@@ -194,7 +194,7 @@ type Summary struct {
 	P999          float64 `json:"p999"`
 	Errors        int64   `json:"errors"`
 	Non2xx        int64   `json:"non2xx"`
-	Pending       int64   `json:"pending"` // 202 answers
+	Pending       int64   `json:"pending"`      // 202 answers
 	GeneratorCPU  string  `json:"generatorCPU"` // the median share of the machine, else each run's value
 }
 
