@@ -362,7 +362,22 @@ func loadKeys(given, inData string) (*tokens.KeySet, error) {
 
 func (a *App) connect(c Config, dir DataDir) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("flashgate"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectHandler(func(*nats.Conn) { a.reconnects.fire() })}
+		nats.ReconnectHandler(func(*nats.Conn) {
+			a.log.Warn("reconnected to NATS")
+			a.reconnects.fire()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: a clean close
+				a.log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			a.log.Warn("NATS error", "subject", subject, "err", err)
+		})}
 	if c.NATSURL != "" {
 		a.NATS = natsurl.Redact(c.NATSURL)
 		if c.NATSCreds != "" {
