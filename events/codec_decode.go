@@ -284,7 +284,7 @@ func decodeDecisionsFast(b []byte) (DecisionBatch, bool) {
 	if !d.key(`,"head":`) || !d.head(&db.Head) || !d.key(`,"events":[`) {
 		return DecisionBatch{}, false
 	}
-	if !validSaleID(db.Sale) || db.Head.Version == 0 || db.DecidedAt.IsZero() {
+	if !ValidSaleID(db.Sale) || db.Head.Version == 0 || db.DecidedAt.IsZero() {
 		return DecisionBatch{}, false
 	}
 	db.Events = make([]Event, 0, bytes.Count(b, []byte(`{"id":`)))
@@ -445,7 +445,7 @@ func (d *decoder) event(e *Event) bool {
 	if _, err := ulid.ParseStrict(e.ID); err != nil {
 		return false
 	}
-	if !validSaleID(e.Sale) || e.Time.IsZero() {
+	if !ValidSaleID(e.Sale) || e.Time.IsZero() {
 		return false
 	}
 	if e.Type.IsRequest() && e.Shopper == "" {
@@ -725,20 +725,4 @@ func (d *decoder) tickets() ([]string, bool) {
 		}
 	}
 	return ts, d.lit("}")
-}
-
-// validSaleID is ValidSaleID without the regular expression:
-// ^[a-z0-9][a-z0-9_-]{0,63}$ (a test compares the two).
-func validSaleID(id string) bool {
-	if len(id) == 0 || len(id) > maxSaleIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if ('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || (i > 0 && (c == '_' || c == '-')) {
-			continue
-		}
-		return false
-	}
-	return true
 }

@@ -12,7 +12,6 @@ package events
 
 import (
 	"fmt"
-	"regexp"
 	"time"
 )
 
@@ -420,10 +419,8 @@ const (
 	SubjectDecAll    = SubjectDecPfx + "*"
 	SubjectReqAll    = SubjectReqPfx + "*"
 	maxSaleIDLen     = 64
-	saleIDPatternSrc = `^[a-z0-9][a-z0-9_-]{0,63}$`
+	saleIDPatternSrc = `^[a-z0-9][a-z0-9_-]{0,63}$` // the rule; ValidSaleID checks it by hand (tested against it)
 )
-
-var saleIDPattern = regexp.MustCompile(saleIDPatternSrc)
 
 // Lifetimes of the buckets' entries. OnceTTL outlives every single-use
 // value's validity: a puzzle's (2 minutes) and a signature's window (±30 s).
@@ -435,7 +432,19 @@ const (
 // ValidSaleID reports whether id may name a sale: 1 to 64 characters of
 // lower-case letters, digits, '-' and '_', starting with a letter or digit.
 // Such ids are safe as NATS subject tokens.
-func ValidSaleID(id string) bool { return len(id) <= maxSaleIDLen && saleIDPattern.MatchString(id) }
+func ValidSaleID(id string) bool {
+	if len(id) == 0 || len(id) > maxSaleIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if ('a' <= c && c <= 'z') || ('0' <= c && c <= '9') || (i > 0 && (c == '_' || c == '-')) {
+			continue
+		}
+		return false
+	}
+	return true
+}
 
 // SaleSubject is where a sale's SaleCreated event lives.
 func SaleSubject(sale string) string { return SubjectSalePfx + sale }

@@ -130,21 +130,6 @@ func saleKeys(sale string) []string {
 	return []string{k, k + ":holders", k + ":tokens", k + ":expiry"}
 }
 
-// validSaleID is flashgate's rule: 1 to 64 of a-z, 0-9, '-', '_', starting
-// with a letter or digit.
-func validSaleID(id string) bool {
-	if id == "" || len(id) > 64 || id[0] == '-' || id[0] == '_' {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 func bearer(r *http.Request) string {
 	h := r.Header.Get("Authorization")
 	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
@@ -208,7 +193,7 @@ type tokenAnswer struct {
 // tokens decides a token request with one script run.
 func (s *redisServer) tokens(w http.ResponseWriter, r *http.Request, shopper string) {
 	sale := r.PathValue("sale")
-	if !validSaleID(sale) {
+	if !events.ValidSaleID(sale) {
 		writeError(w, http.StatusNotFound, "sale_not_found", fmt.Sprintf("no sale %q", sale))
 		return
 	}
@@ -251,7 +236,7 @@ type purchaseAnswer struct {
 // purchase decides a purchase with one script run.
 func (s *redisServer) purchase(w http.ResponseWriter, r *http.Request, shopper string) {
 	sale := r.PathValue("sale")
-	if !validSaleID(sale) {
+	if !events.ValidSaleID(sale) {
 		writeError(w, http.StatusNotFound, "sale_not_found", fmt.Sprintf("no sale %q", sale))
 		return
 	}
@@ -329,7 +314,7 @@ func (sr saleRequest) validate(now time.Time) (sale, error) {
 	// flashgate's defaults (api.SaleRequest.Validate): quota buffer 1.2,
 	// one unit a shopper, tokens valid 5 minutes, open now.
 	s := sale{Stock: sr.Stock, Buffer: 1.2, PerUser: 1, TTL: 5 * time.Minute, Opens: now}
-	if !validSaleID(sr.ID) {
+	if !events.ValidSaleID(sr.ID) {
 		return s, errors.New("id: 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit")
 	}
 	if sr.Stock < 1 || sr.Stock > 100_000_000 {
@@ -422,7 +407,7 @@ func (s *redisServer) adminSale(w http.ResponseWriter, r *http.Request) {
 
 // readSale reads a sale's hash; ok is false when there is none.
 func (s *redisServer) readSale(ctx context.Context, id string) (sl sale, ok bool, err error) {
-	if !validSaleID(id) {
+	if !events.ValidSaleID(id) {
 		return sl, false, nil
 	}
 	v, err := s.rdb.HMGet(ctx, saleKeys(id)[0], "stock", "quota", "buffer", "perUser", "ttl", "opens", "closes",
