@@ -116,6 +116,14 @@ func newData(t Type) any {
 		return new(QueueLeft)
 	case TypeQueueClosed:
 		return new(QueueClosed)
+	case TypeOrderAttemptFailed:
+		return new(OrderAttemptFailed)
+	case TypeOrderConfirmed:
+		return new(OrderConfirmed)
+	case TypeOrderFailed:
+		return new(OrderFailed)
+	case TypeOrderRequeued:
+		return new(OrderRequeued)
 	}
 	return nil
 }
@@ -149,7 +157,7 @@ func upgrade(w *wireEvent) error {
 		// SignedRequests), the waiting room (SaleCreated.Queue and the
 		// Queue* types); a version 2 sale has none of them. (A version 2
 		// reader would refuse the new fields and types: hence the bump.)
-		if strings.HasPrefix(string(w.Type), "Queue") {
+		if strings.HasPrefix(string(w.Type), "Queue") || w.Type.IsOrder() {
 			return fmt.Errorf("%w: %s at version 2", ErrMalformed, w.Type)
 		}
 		return nil
@@ -157,7 +165,7 @@ func upgrade(w *wireEvent) error {
 		// Version 2 added SaleUpdateRequested and SaleUpdated; the events of
 		// version 1 are unchanged. (A version 1 reader meeting the new
 		// types had no way to know they were new: hence the bump.)
-		if w.Type == TypeSaleUpdateRequested || w.Type == TypeSaleUpdated || strings.HasPrefix(string(w.Type), "Queue") {
+		if w.Type == TypeSaleUpdateRequested || w.Type == TypeSaleUpdated || strings.HasPrefix(string(w.Type), "Queue") || w.Type.IsOrder() {
 			return fmt.Errorf("%w: %s at version 1", ErrMalformed, w.Type)
 		}
 		return nil // and as version 2
@@ -214,6 +222,18 @@ func fromWire(w wireEvent) (Event, error) {
 		}
 		if w.V < 3 && (d.Challenge != nil || d.SignedRequests || d.Queue != nil) {
 			return bad("sale event %s: a front policy at version %d", w.ID, w.V)
+		}
+	case *OrderAttemptFailed:
+		if d.Attempt < 1 || d.RetryAt.IsZero() {
+			return bad("order event %s: attempt %d, retryAt %v", w.ID, d.Attempt, d.RetryAt)
+		}
+	case *OrderConfirmed:
+		if d.Attempts < 1 {
+			return bad("order event %s: %d attempts", w.ID, d.Attempts)
+		}
+	case *OrderFailed:
+		if d.Reason != OrderFailedAttempts && d.Reason != OrderFailedDeadline && d.Reason != OrderFailedRejected {
+			return bad("order event %s: reason %q", w.ID, d.Reason)
 		}
 	case *SaleUpdated:
 		if d.OpensAt.IsZero() || !ValidScheduleTime(d.OpensAt) || !ValidScheduleTime(d.ClosesAt) {
@@ -285,7 +305,7 @@ func encodeDecisionsRef(db DecisionBatch) ([]byte, error) {
 	w := wireDecisionBatch{Sale: db.Sale, Writer: db.Writer, DecidedAt: db.DecidedAt, FromSeq: db.FromSeq,
 		Head: db.Head, Events: make([]wireEvent, len(db.Events))}
 	for i, e := range db.Events {
-		if e.Type.IsRequest() || e.Type == TypeSaleCreated {
+		if e.Type.IsRequest() || e.Type == TypeSaleCreated || e.Type.IsOrder() {
 			return nil, fmt.Errorf("encode decision batch: event %s is a %s, not a decision", e.ID, e.Type)
 		}
 		var err error
@@ -312,7 +332,7 @@ func decodeDecisionsRef(b []byte) (DecisionBatch, error) {
 		if err != nil {
 			return DecisionBatch{}, err
 		}
-		if e.Type.IsRequest() || e.Type == TypeSaleCreated {
+		if e.Type.IsRequest() || e.Type == TypeSaleCreated || e.Type.IsOrder() {
 			return DecisionBatch{}, fmt.Errorf("%w: event %s in a decision batch is a %s", ErrMalformed, e.ID, e.Type)
 		}
 		db.Events[i] = e

@@ -134,6 +134,14 @@ func dataMatches(t Type, want, data any) bool {
 		return t == TypeQueueLeft
 	case *QueueClosed:
 		return t == TypeQueueClosed
+	case *OrderAttemptFailed:
+		return t == TypeOrderAttemptFailed
+	case *OrderConfirmed:
+		return t == TypeOrderConfirmed
+	case *OrderFailed:
+		return t == TypeOrderFailed
+	case *OrderRequeued:
+		return t == TypeOrderRequeued
 	}
 	return fmt.Sprintf("%T", want) == fmt.Sprintf("%T", data)
 }

@@ -12,7 +12,10 @@ package events
 
 import (
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // SchemaVersion is the version Encode writes. Decode refuses any other
@@ -53,7 +56,26 @@ const (
 	TypeQueueSeen           Type = "QueueSeen"   // the tickets of a QueueSeenRequested still waiting
 	TypeQueueLeft           Type = "QueueLeft"   // left, idle, unclaimed
 	TypeQueueClosed         Type = "QueueClosed" // sold out or closed: everyone still waiting is done
+
+	// Fulfilment: what became of an accepted purchase at the provider. The
+	// fulfilment worker appends them, one order's on its own subject
+	// (OrderSubject); their Request is the order id (the purchase request's
+	// id) and their Shopper the buyer. An older build meets them as
+	// ErrUnknownType, "too new".
+	TypeOrderAttemptFailed Type = "OrderAttemptFailed" // a call to the provider failed; it is retried
+	TypeOrderConfirmed     Type = "OrderConfirmed"     // the provider took the order: final, at most once an order
+	TypeOrderFailed        Type = "OrderFailed"        // given up: the order is in the dead-letter stream
+	TypeOrderRequeued      Type = "OrderRequeued"      // an operator sent a dead-lettered order back to the worker
 )
+
+// IsOrder reports whether t is a fulfilment outcome of an order.
+func (t Type) IsOrder() bool {
+	switch t {
+	case TypeOrderAttemptFailed, TypeOrderConfirmed, TypeOrderFailed, TypeOrderRequeued:
+		return true
+	}
+	return false
+}
 
 // Actions of a SaleUpdateRequested.
 const (
@@ -351,6 +373,44 @@ type SaleUpdated struct {
 	ClosesAt time.Time `json:"closesAt,omitzero"`
 }
 
+// OrderAttemptFailed records one failed call to the provider for an order.
+// Attempt counts the failures since the order was accepted or last
+// requeued, this one included; RetryAt is the earliest next try.
+type OrderAttemptFailed struct {
+	Attempt int       `json:"attempt"`
+	Status  int       `json:"status,omitempty"` // the provider's HTTP status; 0: no answer
+	Error   string    `json:"error"`
+	RetryAt time.Time `json:"retryAt"`
+}
+
+// OrderConfirmed records that the provider accepted an order. Reference is
+// the provider's id for it.
+type OrderConfirmed struct {
+	Reference string `json:"reference"`
+	Attempts  int    `json:"attempts"` // calls made since the order was accepted or last requeued, this one included
+}
+
+// Reasons an order is given up.
+const (
+	OrderFailedAttempts = "attempts" // too many failed calls
+	OrderFailedDeadline = "deadline" // not confirmed by its deadline
+	OrderFailedRejected = "rejected" // the provider refused it for good (a 4xx other than 401, 403, 408, 429)
+)
+
+// OrderFailed records that an order was given up and put in the dead-letter
+// stream.
+type OrderFailed struct {
+	Reason   string `json:"reason"`
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error,omitempty"` // the last failure
+}
+
+// OrderRequeued records an operator sending a failed order back to the
+// fulfilment worker; the attempts and the deadline start again.
+type OrderRequeued struct {
+	By string `json:"by"`
+}
+
 // RequestBatch is one message on a sale's request subject: the requests a
 // front appended together. Their order in the stream is the arrival order.
 type RequestBatch struct {
@@ -410,14 +470,21 @@ const (
 	SubjectSalePfx   = "fg.sale."
 	SubjectReqPfx    = "fg.req."
 	SubjectDecPfx    = "fg.dec."
+	SubjectOrdPfx    = "fg.ord." // fg.ord.<sale>.<order>: an order's fulfilment outcomes
 	SubjectAll       = "fg.>"
 	LeaseBucket      = "FLASHGATE_LEASES"
-	OnceBucket       = "FLASHGATE_ONCE"   // single-use values (puzzles, signature nonces), kept OnceTTL
-	LimitsBucket     = "FLASHGATE_LIMITS" // rate-limit policies set by operators, by policy name
-	NodesBucket      = "FLASHGATE_NODES"  // live flashgate processes, by node id, kept NodesTTL
+	OnceBucket       = "FLASHGATE_ONCE"     // single-use values (puzzles, signature nonces), kept OnceTTL
+	LimitsBucket     = "FLASHGATE_LIMITS"   // rate-limit policies set by operators, by policy name
+	NodesBucket      = "FLASHGATE_NODES"    // live flashgate processes, by node id, kept NodesTTL
+	ProviderBucket   = "FLASHGATE_PROVIDER" // the fulfilment provider's shared access token, its renewal lease, budget and ban
+	OrdersStream     = "FLASHGATE_ORDERS"   // fulfilment's work queue: one message per accepted order, removed when done
+	SubjectWorkPfx   = "fg.work."           // fg.work.<sale>: an order for the fulfilment worker
+	DLQStream        = "FLASHGATE_DLQ"      // orders given up, kept until an operator retries or purges them
+	SubjectDLQPfx    = "fg.dlq."            // fg.dlq.<sale>.<order>: one dead-lettered order
 	SubjectSaleAll   = SubjectSalePfx + "*"
 	SubjectDecAll    = SubjectDecPfx + "*"
 	SubjectReqAll    = SubjectReqPfx + "*"
+	SubjectOrdAll    = SubjectOrdPfx + "*.*"
 	maxSaleIDLen     = 64
 	saleIDPatternSrc = `^[a-z0-9][a-z0-9_-]{0,63}$` // the rule; ValidSaleID checks it by hand (tested against it)
 )
@@ -455,17 +522,52 @@ func RequestSubject(sale string) string { return SubjectReqPfx + sale }
 // DecisionSubject is where a sale's writer commits its decision batches.
 func DecisionSubject(sale string) string { return SubjectDecPfx + sale }
 
-// SaleOfSubject returns the sale id of a fg.*.<sale> subject.
+// OrderSubject is where the fulfilment outcomes of one order live. Orders
+// are ULIDs, safe as subject tokens.
+func OrderSubject(sale, order string) string { return SubjectOrdPfx + sale + "." + order }
+
+// WorkSubject is where accepted orders of a sale wait for the fulfilment
+// worker.
+func WorkSubject(sale string) string { return SubjectWorkPfx + sale }
+
+// DLQSubject is where a given-up order is kept.
+func DLQSubject(sale, order string) string { return SubjectDLQPfx + sale + "." + order }
+
+// SaleOfSubject returns the sale id of a fg.*.<sale> subject (or of an
+// order's fg.ord.<sale>.<order>).
 func SaleOfSubject(subject string) (string, error) {
-	for _, p := range []string{SubjectSalePfx, SubjectReqPfx, SubjectDecPfx} {
+	for _, p := range []string{SubjectSalePfx, SubjectReqPfx, SubjectDecPfx, SubjectOrdPfx} {
 		if len(subject) > len(p) && subject[:len(p)] == p {
 			sale := subject[len(p):]
+			if p == SubjectOrdPfx {
+				i := strings.IndexByte(sale, '.')
+				if i < 0 || !ValidOrderID(sale[i+1:]) {
+					break
+				}
+				sale = sale[:i]
+			}
 			if ValidSaleID(sale) {
 				return sale, nil
 			}
 		}
 	}
 	return "", fmt.Errorf("subject %q names no sale", subject)
+}
+
+// ValidOrderID reports whether id may name an order: a ULID in its
+// canonical upper-case form (orders are purchase request ids).
+func ValidOrderID(id string) bool {
+	if len(id) != ulid.EncodedSize {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	_, err := ulid.ParseStrict(id)
+	return err == nil
 }
 
 // DecisionMsgID is the Nats-Msg-Id of a decision batch: a retried commit of

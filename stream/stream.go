@@ -37,7 +37,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        events.StreamName,
 		Description: "flashgate: every sale, request and decision",
-		Subjects:    []string{events.SubjectSaleAll, events.SubjectReqAll, events.SubjectDecAll},
+		Subjects:    []string{events.SubjectSaleAll, events.SubjectReqAll, events.SubjectDecAll, events.SubjectOrdAll},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardNew,
@@ -47,6 +47,26 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	})
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", events.StreamName, err)
+	}
+	for _, sc := range []jetstream.StreamConfig{{
+		Name:        events.OrdersStream,
+		Description: "flashgate: accepted orders waiting for the fulfilment worker",
+		Subjects:    []string{events.SubjectWorkPfx + "*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  10 * time.Minute,
+	}, {
+		Name:              events.DLQStream,
+		Description:       "flashgate: orders given up by the fulfilment worker",
+		Subjects:          []string{events.SubjectDLQPfx + "*.*"},
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardNew,
+		MaxMsgsPerSubject: 1,
+	}} {
+		sc.Storage, sc.Replicas, sc.MaxMsgSize = jetstream.FileStorage, c.Replicas, 1<<20
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
 	}
 	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      events.LeaseBucket,
@@ -63,6 +83,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 		{Bucket: events.OnceBucket, Description: "flashgate: single-use puzzles and signature nonces already used", TTL: events.OnceTTL},
 		{Bucket: events.LimitsBucket, Description: "flashgate: rate-limit policies set by operators", History: 5},
 		{Bucket: events.NodesBucket, Description: "flashgate: live processes", TTL: events.NodesTTL},
+		{Bucket: events.ProviderBucket, Description: "flashgate: the fulfilment provider's shared token, renewal lease, budget and ban"},
 	} {
 		kc.Storage, kc.Replicas = jetstream.FileStorage, c.Replicas
 		if kc.History == 0 {
