@@ -221,7 +221,7 @@ type Broker struct {
 	lastLocal time.Time // the last renewal made without NATS
 	renewing  atomic.Bool
 	life      atomic.Pointer[context.Context] // Run's context: background renewals end with it
-	requests  atomic.Uint64 // token requests this process made
+	requests  atomic.Uint64                   // token requests this process made
 }
 
 // New returns a broker over the bucket kv. Call Run to keep it in step with
