@@ -162,7 +162,7 @@ type State struct {
 }
 
 // Usable reports whether the token may be handed out at now.
-func (s *State) Usable(now time.Time, margin time.Duration) bool {
+func (s State) Usable(now time.Time, margin time.Duration) bool {
 	if s.Token == "" || s.Invalid {
 		return false
 	}
@@ -171,9 +171,9 @@ func (s *State) Usable(now time.Time, margin time.Duration) bool {
 }
 
 // Banned reports whether the provider bans us at now.
-func (s *State) Banned(now time.Time) bool { return now.Before(s.BannedUntil) }
+func (s State) Banned(now time.Time) bool { return now.Before(s.BannedUntil) }
 
-func (s *State) leased(now time.Time) bool { return s.Renewer != "" && now.Before(s.LeaseUntil) }
+func (s State) leased(now time.Time) bool { return s.Renewer != "" && now.Before(s.LeaseUntil) }
 
 // budgetAt is the budget available at now.
 func (s *State) budgetAt(now time.Time, rate, burst float64) float64 {

@@ -1,0 +1,381 @@
+package fulfil
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/flashgate/flashgate/broker"
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/provider"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// WorkerConsumer is the durable consumer of the orders queue every process's
+// worker binds to.
+const WorkerConsumer = "fulfil"
+
+// Sender sends an order to the provider.
+type Sender interface {
+	SendOrder(ctx context.Context, token string, o provider.Order) (provider.Result, error)
+}
+
+// Tokens hands out the provider's shared token (a *broker.Broker).
+type Tokens interface {
+	Token(ctx context.Context) (broker.Token, error)
+	Invalidate(ctx context.Context, t broker.Token) error
+	Ban(ctx context.Context, d time.Duration, reason string) error
+}
+
+// Config tunes a worker. Zero values are the documented defaults.
+type Config struct {
+	Concurrency int           // orders handled at once by this process (default 16)
+	MaxAttempts int           // failed calls before an order is given up (default 8)
+	Backoff     time.Duration // the first retry's delay (default 1 s); it doubles, with full jitter
+	MaxBackoff  time.Duration // (default 1 minute)
+	AckWait     time.Duration // how long an order may be held without a sign of life (default 30 s)
+	// OnOutcome is told what became of each delivery, for metrics:
+	// confirmed, replayed (confirmed by a provider that had it already),
+	// attempt_failed, failed, delayed (held back by a ban), unauthorized.
+	OnOutcome func(outcome string)
+	Now       func() time.Time
+	Log       *slog.Logger
+
+	// crash, in tests, is asked after the provider accepted an order; true
+	// abandons the order as a process dying there would.
+	crash func(order string) bool
+}
+
+func (c *Config) defaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 16
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 8
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = time.Second
+	}
+	if c.MaxBackoff < c.Backoff {
+		c.MaxBackoff = max(time.Minute, c.Backoff)
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.AckWait < 3*time.Second {
+		c.AckWait = 3 * time.Second
+	}
+	if c.OnOutcome == nil {
+		c.OnOutcome = func(string) {}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Worker sends this process's share of the orders to the provider.
+type Worker struct {
+	js     jetstream.JetStream
+	st     jetstream.Stream // FLASHGATE: the outcome events
+	tokens Tokens
+	send   Sender
+	c      Config
+	ids    *events.IDs
+
+	rmu sync.Mutex
+	rnd *rand.Rand
+}
+
+// NewWorker returns a worker. st is the FLASHGATE stream.
+func NewWorker(js jetstream.JetStream, st jetstream.Stream, tokens Tokens, send Sender, c Config) *Worker {
+	c.defaults()
+	return &Worker{js: js, st: st, tokens: tokens, send: send, c: c, ids: events.NewIDs(), rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+}
+
+// Run binds to the orders queue and handles orders until ctx ends. Orders
+// in hand when ctx ends are left to be delivered again.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.js.CreateOrUpdateConsumer(ctx, events.OrdersStream, jetstream.ConsumerConfig{
+		Durable:       WorkerConsumer,
+		Description:   "flashgate: orders to the fulfilment provider",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.c.AckWait,
+		MaxDeliver:    -1, // attempts are counted in the order's events, not in deliveries
+		MaxAckPending: 10_000,
+	})
+	if err != nil {
+		return fmt.Errorf("fulfilment consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(w.c.Concurrency), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("fulfilment consumer: %w", err)
+	}
+	defer stream.Stop(it)
+	sem := make(chan struct{}, w.c.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if ctx.Err() != nil {
+			<-sem
+			return ctx.Err()
+		}
+		if err != nil {
+			<-sem
+			w.c.Log.Warn("fulfilment consumer", "err", err)
+			if err := sleep(ctx, time.Second); err != nil {
+				return err
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			w.handle(ctx, m)
+		}()
+	}
+}
+
+// handle settles one delivery of an order: it is acknowledged when the
+// order is confirmed or given up, and handed back with a delay otherwise.
+func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
+	work, err := decodeWork(m.Data())
+	if err != nil {
+		w.c.Log.Error("fulfilment: order message dropped", "subject", m.Subject(), "err", err)
+		_ = m.TermWithReason(err.Error())
+		return
+	}
+	// A sign of life while the order is held (a wait for a token, a slow
+	// provider), so it is not delivered to another process meanwhile.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(w.c.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	delay, err := w.settle(hctx, &work)
+	switch {
+	case errors.Is(err, errAbandoned):
+		return
+	case err != nil && ctx.Err() != nil:
+		return // shutting down: delivered again later
+	case err != nil:
+		w.c.Log.Warn("fulfilment: order handed back", "order", work.Order, "sale", work.Sale, "err", err, "retry_in", delay)
+		_ = m.NakWithDelay(max(delay, time.Second))
+	case delay > 0:
+		_ = m.NakWithDelay(delay)
+	default:
+		_ = m.Ack()
+	}
+}
+
+var errAbandoned = errors.New("abandoned")
+
+// settle does what the order needs now. It returns 0 when the order is
+// done with (confirmed or given up), or the delay after which it should be
+// tried again.
+func (w *Worker) settle(ctx context.Context, work *Work) (time.Duration, error) {
+	for range 8 { // bounded: each turn is a state another process moved
+		state, err := ReadState(ctx, w.st, work.Sale, work.Order)
+		if err != nil {
+			return time.Second, err
+		}
+		delay, err := w.step(ctx, work, state)
+		if errors.Is(err, errMoved) {
+			continue
+		}
+		return delay, err
+	}
+	return time.Second, errors.New("the order's state keeps moving")
+}
+
+func (w *Worker) step(ctx context.Context, work *Work, state State) (time.Duration, error) {
+	switch state.Status {
+	case StatusConfirmed:
+		return 0, nil
+	case StatusFailed:
+		// Given up before (a redelivery, or a restore that lost the
+		// dead-letter stream): make sure the entry is there.
+		return 0, w.dead(ctx, work, state.Reason, state.Attempts, state.Error)
+	}
+	now := w.c.Now()
+	if now.After(work.Deadline) {
+		return 0, w.giveUp(ctx, work, state, events.OrderFailedDeadline, state.Attempts, firstNonEmpty(state.Error, "not confirmed by its deadline"))
+	}
+	var last error
+	for refresh := 0; refresh < 2; refresh++ {
+		tok, err := w.tokens.Token(ctx)
+		var banned *broker.BannedError
+		if errors.As(err, &banned) {
+			w.c.OnOutcome("delayed")
+			// Back when the ban ends, or at the deadline if that comes first.
+			return min(banned.Until.Sub(now), work.Deadline.Sub(now)+time.Millisecond) + w.jitter(time.Second), nil
+		}
+		if err != nil {
+			return w.c.Backoff, fmt.Errorf("provider token: %w", err)
+		}
+		o := provider.Order{OrderID: work.Order, Sale: work.Sale, Shopper: work.Shopper, Units: work.Units, TokenID: work.TokenID}
+		res, err := w.send.SendOrder(ctx, tok.Value, o)
+		if err == nil {
+			if w.c.crash != nil && w.c.crash(work.Order) {
+				return 0, errAbandoned
+			}
+			return 0, w.confirm(ctx, work, state, res)
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		last = err
+		switch provider.KindOf(err) {
+		case provider.Unauthorized:
+			// The token is no good: one renewal for everyone who saw it,
+			// then one more try with the new one.
+			w.c.OnOutcome("unauthorized")
+			if err := w.tokens.Invalidate(ctx, tok); err != nil {
+				return w.c.Backoff, fmt.Errorf("invalidate provider token: %w", err)
+			}
+			continue
+		case provider.Banned:
+			if err := w.tokens.Ban(ctx, provider.RetryAfter(err), err.Error()); err != nil {
+				return w.c.Backoff, fmt.Errorf("record the provider's ban: %w", err)
+			}
+			w.c.OnOutcome("delayed")
+			return w.c.Backoff, nil // the next try finds the ban and waits for its end
+		case provider.Rejected:
+			return 0, w.giveUp(ctx, work, state, events.OrderFailedRejected, state.Attempts+1, err.Error())
+		}
+		return w.attemptFailed(ctx, work, state, err)
+	}
+	return w.attemptFailed(ctx, work, state, last)
+}
+
+// attemptFailed records a failed call and says when to try again, or gives
+// the order up after MaxAttempts.
+func (w *Worker) attemptFailed(ctx context.Context, work *Work, state State, err error) (time.Duration, error) {
+	n := state.Attempts + 1
+	if state.Status != StatusRetrying {
+		n = 1
+	}
+	if n >= w.c.MaxAttempts {
+		return 0, w.giveUp(ctx, work, state, events.OrderFailedAttempts, n, err.Error())
+	}
+	delay := w.backoff(n)
+	if ra := provider.RetryAfter(err); ra > delay {
+		delay = ra
+	}
+	now := w.c.Now()
+	delay = min(delay, work.Deadline.Sub(now)+time.Millisecond) // the deadline is not overslept
+	e := w.event(work, now, events.TypeOrderAttemptFailed, &events.OrderAttemptFailed{Attempt: n, Status: provider.StatusOf(err), Error: err.Error(), RetryAt: now.Add(delay)})
+	if _, aerr := appendOutcome(ctx, w.js, w.st, e, state.Seq); aerr != nil {
+		return time.Second, aerr
+	}
+	w.c.OnOutcome("attempt_failed")
+	return delay, nil
+}
+
+// confirm records the provider's acceptance. The provider has the order:
+// whatever else was recorded meanwhile, confirmed is the truth, once.
+func (w *Worker) confirm(ctx context.Context, work *Work, state State, res provider.Result) error {
+	attempts := 1
+	if state.Status == StatusRetrying {
+		attempts = state.Attempts + 1
+	}
+	e := w.event(work, w.c.Now(), events.TypeOrderConfirmed, &events.OrderConfirmed{Reference: res.Reference, Attempts: attempts})
+	for range 8 {
+		_, err := appendOutcome(ctx, w.js, w.st, e, state.Seq)
+		if !errors.Is(err, errMoved) {
+			if err == nil {
+				if res.Replayed {
+					w.c.OnOutcome("replayed")
+				}
+				w.c.OnOutcome("confirmed")
+			}
+			return err
+		}
+		if state, err = ReadState(ctx, w.st, work.Sale, work.Order); err != nil {
+			return err
+		}
+		if state.Status == StatusConfirmed {
+			return nil // another delivery confirmed it
+		}
+	}
+	return errors.New("could not record the confirmation: the order's state keeps moving")
+}
+
+// giveUp puts the order in the dead-letter stream, then records OrderFailed.
+func (w *Worker) giveUp(ctx context.Context, work *Work, state State, reason string, attempts int, why string) error {
+	if err := w.dead(ctx, work, reason, attempts, why); err != nil {
+		return err
+	}
+	e := w.event(work, w.c.Now(), events.TypeOrderFailed, &events.OrderFailed{Reason: reason, Attempts: attempts, Error: why})
+	if _, err := appendOutcome(ctx, w.js, w.st, e, state.Seq); err != nil {
+		return err
+	}
+	w.c.OnOutcome("failed")
+	w.c.Log.Warn("fulfilment: order given up, in the dead-letter stream", "order", work.Order, "sale", work.Sale, "reason", reason, "attempts", attempts, "err", why)
+	return nil
+}
+
+func (w *Worker) dead(ctx context.Context, work *Work, reason string, attempts int, why string) error {
+	b, err := json.Marshal(Dead{V: workVersion, Work: *work, Reason: reason, Attempts: attempts, Error: why, FailedAt: w.c.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	if _, err := w.js.Publish(ctx, events.DLQSubject(work.Sale, work.Order), b); err != nil {
+		return fmt.Errorf("dead-letter order %s: %w", work.Order, err)
+	}
+	return nil
+}
+
+func (w *Worker) event(work *Work, now time.Time, t events.Type, data any) events.Event {
+	return events.Event{ID: w.ids.New(now), Type: t, Version: events.SchemaVersion, Sale: work.Sale, Time: now.UTC(),
+		Shopper: work.Shopper, Request: work.Order, Data: data}
+}
+
+// backoff is the delay before try n+1: exponential, capped, with full
+// jitter (a random delay between half and all of it).
+func (w *Worker) backoff(n int) time.Duration {
+	d := w.c.Backoff << min(n-1, 20)
+	if d <= 0 || d > w.c.MaxBackoff {
+		d = w.c.MaxBackoff
+	}
+	return d/2 + w.jitter(d/2)
+}
+
+func (w *Worker) jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	w.rmu.Lock()
+	defer w.rmu.Unlock()
+	return time.Duration(w.rnd.Int64N(int64(d)))
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
