@@ -4,6 +4,12 @@
 // recorded requests with the recorded decision times: every decision must
 // come out byte for byte as recorded. Then it checks the invariants on the
 // replayed views and compares the replayed counters with the live heads.
+//
+// The fulfilment outcomes of the orders (the order events on
+// fg.ord.<sale>.<order>) are followed order by order: each must name an
+// order the sale's writer accepted, for its shopper, on that order's own
+// subject, and take a step the fulfilment worker can take (see
+// verifier.order); the replayed orders view must agree.
 package audit
 
 import (
@@ -14,6 +20,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/handlers"
@@ -26,6 +33,10 @@ import (
 // testHookAfterLiveHeads runs between reading the live heads and the
 // stream's end (tests commit a batch there).
 var testHookAfterLiveHeads func()
+
+// testHookAfterReplay runs between the replay and the checks of the views
+// (tests alter the views there).
+var testHookAfterReplay func(views *sql.DB)
 
 // maxListed caps the violations listed per kind; the count is always exact.
 const maxListed = 20
@@ -73,8 +84,42 @@ type SaleReport struct {
 	LiveHead        events.Head
 	LiveHeadVersion uint64
 	Queue           *QueueReport // the waiting room's figures; nil without one
+	Orders          OrderReport  // what became of the orders at the fulfilment provider
 	Violations      []string
 	violationCount  int
+}
+
+// OrderReport is what the audit proves of a sale's orders at the
+// fulfilment provider, from the order events alone: the figures at the end
+// of the stream, and the violations of each kind.
+type OrderReport struct {
+	Accepted       int64 // orders the writer accepted (PurchaseAccepted)
+	Confirmed      int64 // taken by the provider
+	Failed         int64 // given up, and still failed at the end
+	InFlight       int64 // neither confirmed nor failed at the end: the worker's to finish (Pending included)
+	Pending        int64 // of them requeued by an operator after failing
+	Events         int64 // messages on the sale's order subjects
+	AttemptsFailed int64 // OrderAttemptFailed events
+	GivenUp        int64 // OrderFailed events (an order requeued may fail again)
+	Requeued       int64 // OrderRequeued events
+	// Violations of each kind (each is also listed in the sale's).
+	Unmatched      int64 // events naming no order accepted for their sale and shopper, or on another order's subject
+	BadTransitions int64 // a second confirmation, anything after one, a requeue of an order not failed, attempts out of sequence
+	ViewsDiffer    int64 // orders whose row in the replayed view is not what their events make of them
+}
+
+// violations is the order violations counted.
+func (o *OrderReport) violations() int64 { return o.Unmatched + o.BadTransitions + o.ViewsDiffer }
+
+// orderState is an order as its events make it, followed by the audit
+// apart from the projections.
+type orderState struct {
+	shopper                         string
+	status                          string // as the orders view names it (projections.Status*)
+	attempts                        int    // failed calls since accepted or last requeued
+	reference, lastError, failedFor string
+	updated                         time.Time // the time of its last event folded
+	confirmedAt                     uint64    // stream sequence of its OrderConfirmed
 }
 
 // QueueReport is what the audit proves of a sale's waiting room: the
@@ -96,6 +141,13 @@ type QueueReport struct {
 	orderError string
 }
 
+// orderViolate records a violation about the orders and counts it in
+// kind, one of s.Orders' counters.
+func (s *SaleReport) orderViolate(kind *int64, format string, args ...any) {
+	*kind++
+	s.violate(format, args...)
+}
+
 func (s *SaleReport) violate(format string, args ...any) {
 	s.violationCount++
 	if len(s.Violations) < maxListed {
@@ -114,6 +166,7 @@ type verifier struct {
 	queue   []reqMsg // request messages not yet covered by a decision batch
 	version uint64
 	cursor  uint64
+	orders  map[string]*orderState // by order id: the orders accepted in the sale
 }
 
 type reqMsg struct {
@@ -186,6 +239,9 @@ func Run(ctx context.Context, js jetstream.JetStream, dbPath string) (*Report, e
 		return nil, fmt.Errorf("audit: replay: %w", err)
 	}
 
+	if testHookAfterReplay != nil {
+		testHookAfterReplay(store.DB())
+	}
 	if err := anomalies(ctx, store.DB(), rep); err != nil {
 		return nil, err
 	}
@@ -217,6 +273,10 @@ func Run(ctx context.Context, js jetstream.JetStream, dbPath string) (*Report, e
 		if err := checkViews(ctx, store.DB(), v.rep); err != nil {
 			return nil, err
 		}
+		v.orderFigures()
+		if err := v.checkOrderViews(ctx, store); err != nil {
+			return nil, err
+		}
 		rep.Sales = append(rep.Sales, v.rep)
 	}
 	return rep, nil
@@ -231,7 +291,7 @@ func verify(rep *Report, vs map[string]*verifier, live map[string]events.Decisio
 	v := vs[sale]
 	if v == nil {
 		v = &verifier{rep: &SaleReport{Sale: handlers.Sale{ID: sale}, Denied: map[string]int64{}, Refused: map[string]int64{}},
-			live: live[sale].Head.Version}
+			live: live[sale].Head.Version, orders: map[string]*orderState{}}
 		vs[sale] = v
 	}
 	switch {
@@ -259,6 +319,13 @@ func verify(rep *Report, vs map[string]*verifier, live map[string]events.Decisio
 		v.queue = append(v.queue, reqMsg{seq: m.Sequence, reqs: reqs})
 	case strings.HasPrefix(m.Subject, events.SubjectDecPfx):
 		v.batch(m)
+	case strings.HasPrefix(m.Subject, events.SubjectOrdPfx):
+		if v.state == nil {
+			// No sale report will hold it: the sale was never created.
+			rep.Violations = append(rep.Violations, fmt.Sprintf("order message %d on %s: sale %s was never created (before it)", m.Sequence, m.Subject, sale))
+			return
+		}
+		v.order(m)
 	}
 }
 
@@ -345,6 +412,10 @@ func (v *verifier) batch(m *jetstream.RawStreamMsg) {
 			r.Expired++
 		case *events.PurchaseAccepted:
 			r.Redeemed++
+			if v.orders[d.OrderID] == nil {
+				v.orders[d.OrderID] = &orderState{shopper: e.Shopper, status: projections.StatusAccepted}
+				r.Orders.Accepted++
+			}
 		case *events.TokenDenied:
 			r.Denied[d.Reason]++
 		case *events.PurchaseRefused:
@@ -479,6 +550,9 @@ func (r *Report) Write(w io.Writer) {
 			s.Issued, s.Reissued, s.Expired, s.Redeemed, s.Issued-s.Expired-s.Redeemed)
 		fmt.Fprintf(w, "  denied      %s\n", counts(s.Denied))
 		fmt.Fprintf(w, "  refused     %s\n", counts(s.Refused))
+		o := &s.Orders
+		fmt.Fprintf(w, "  orders      %d accepted: %d confirmed, %d failed, %d in flight (%d requeued); %d order events: %d attempts failed, %d given up, %d requeued\n",
+			o.Accepted, o.Confirmed, o.Failed, o.InFlight, o.Pending, o.Events, o.AttemptsFailed, o.GivenUp, o.Requeued)
 		check := func(ok bool, format string, args ...any) {
 			mark := "ok  "
 			if !ok {
@@ -489,8 +563,12 @@ func (r *Report) Write(w io.Writer) {
 		fmt.Fprintf(w, "  invariants:\n")
 		check(s.Redeemed <= sale.Stock, "no oversell: %d sold <= stock %d", s.Redeemed, sale.Stock)
 		check(s.MaxHeld <= sale.Quota, "quota: at most %d held (issued - expired) <= quota %d", s.MaxHeld, sale.Quota)
-		check(s.Reproduced == s.Decisions && s.violationCount == 0, "re-run: %d of %d recorded decisions reproduced exactly", s.Reproduced, s.Decisions)
-		check(s.violationCount == 0, "views: single use, own token, per-user limit, each request decided once, counters = live head")
+		others := int64(s.violationCount) - o.violations() // the orders' have lines of their own
+		check(s.Reproduced == s.Decisions && others == 0, "re-run: %d of %d recorded decisions reproduced exactly", s.Reproduced, s.Decisions)
+		check(others == 0, "views: single use, own token, per-user limit, each request decided once, counters = live head")
+		check(o.Unmatched == 0, "orders: each of the %d order events names an order accepted for its sale and shopper, on that order's subject", o.Events)
+		check(o.BadTransitions == 0, "fulfilment: each order confirmed at most once and nothing after it; requeued only after failing; attempts counted from 1")
+		check(o.ViewsDiffer == 0, "orders view: the status, attempts, reference and errors of each of the %d orders = its events", o.Accepted)
 		if q := s.Queue; q != nil {
 			fmt.Fprintf(w, "  queue       %d joined (%d before opening), %d admitted, %d idle, %d unclaimed, %d left", q.Joins, q.PreQueue, q.Admitted, q.Idle, q.Unclaimed, q.Left)
 			if q.Closed != "" {

@@ -24,7 +24,11 @@ const (
 	StatusOutstanding = "outstanding" // token issued, neither expired nor redeemed
 	StatusExpired     = "expired"     // token reclaimed unused
 	StatusRedeemed    = "redeemed"    // token used for an order
-	StatusAccepted    = "accepted"    // order accepted by the sale's writer
+	StatusAccepted    = "accepted"    // order accepted by the sale's writer, no outcome yet
+	StatusRetrying    = "retrying"    // a call to the provider failed; the worker retries it
+	StatusConfirmed   = "confirmed"   // the provider took the order: final
+	StatusFailed      = "failed"      // given up: the order is in the dead-letter stream
+	StatusPending     = "pending"     // requeued by an operator after it failed
 )
 
 // stmts are the statements Apply runs, prepared once on the writer's
@@ -35,6 +39,7 @@ type stmts struct {
 	maxVersion, insBatch         *sql.Stmt
 	requestOf                    *sql.Stmt
 	tokenOf, closeToken          *sql.Stmt
+	orderOf, updOrder            *sql.Stmt
 	insAnomaly                   *sql.Stmt
 	ins                          inserts // bound on first use
 	all                          []*sql.Stmt
@@ -60,6 +65,9 @@ func (st *stmts) prepare(db *sql.DB) error {
 			FROM requests r WHERE r.id = ?`},
 		{&st.tokenOf, `SELECT sale, shopper, status FROM tokens WHERE id = ?`},
 		{&st.closeToken, `UPDATE tokens SET status = ?, order_id = ?, closed_at = ? WHERE id = ?`},
+		{&st.orderOf, `SELECT sale, shopper, status, attempts, reference, last_error, failed_reason FROM orders WHERE id = ?`},
+		{&st.updOrder, `UPDATE orders SET status = ?, reference = ?, attempts = ?, last_error = ?, failed_reason = ?, updated_at = ?
+			WHERE id = ?`},
 		{&st.insAnomaly, `INSERT INTO anomalies (seq, sale, what) VALUES (?, ?, ?)`},
 	} {
 		s, err := db.Prepare(p.sql)
@@ -98,6 +106,8 @@ func (st *stmts) bind(ctx context.Context, tx *sql.Tx) stmts {
 		requestOf:  tx.StmtContext(ctx, st.requestOf),
 		tokenOf:    tx.StmtContext(ctx, st.tokenOf),
 		closeToken: tx.StmtContext(ctx, st.closeToken),
+		orderOf:    tx.StmtContext(ctx, st.orderOf),
+		updOrder:   tx.StmtContext(ctx, st.updOrder),
 		insAnomaly: tx.StmtContext(ctx, st.insAnomaly),
 	}
 }
@@ -135,7 +145,7 @@ func (s *Store) applyTx(ctx context.Context, msgs []Msg, exact bool) error {
 	}
 	defer tx.Rollback()
 	a := applier{ctx: ctx, tx: tx, exact: exact, st: s.stmts.bind(ctx, tx), ins: &s.stmts.ins,
-		reqs: make(map[string]*reqInfo), toks: make(map[string]*tokInfo),
+		reqs: make(map[string]*reqInfo), toks: make(map[string]*tokInfo), ords: make(map[string]*ordInfo),
 		sales: make(map[string]bool), versions: make(map[string]uint64)}
 	var v sql.NullString
 	if err := a.st.lastSeq.QueryRowContext(ctx).Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -188,10 +198,12 @@ type applier struct {
 	body  []byte // scratch for an audit trail body
 	// The caches below hold what this transaction read or wrote, so that
 	// a request decided soon after it arrived, a token redeemed soon after
-	// it was issued, the sale and its batch version cost no query. They
-	// hold no more than the ids of one Apply.
+	// it was issued, an order's outcome soon after it was accepted, the sale
+	// and its batch version cost no query. They hold no more than the ids
+	// of one Apply.
 	reqs     map[string]*reqInfo
 	toks     map[string]*tokInfo
+	ords     map[string]*ordInfo
 	sales    map[string]bool   // whether the sale was created
 	versions map[string]uint64 // the highest batch version of a sale
 }
@@ -225,6 +237,9 @@ func (a *applier) message(m Msg) error {
 		return a.requests(m, strings.TrimPrefix(m.Subject, events.SubjectReqPfx))
 	case strings.HasPrefix(m.Subject, events.SubjectDecPfx):
 		return a.decisions(m, strings.TrimPrefix(m.Subject, events.SubjectDecPfx))
+	case strings.HasPrefix(m.Subject, events.SubjectOrdPfx):
+		sale, order, _ := strings.Cut(strings.TrimPrefix(m.Subject, events.SubjectOrdPfx), ".")
+		return a.orderEvent(m, sale, order)
 	}
 	return a.anomaly("", "message on unknown subject %q", m.Subject)
 }
@@ -670,9 +685,22 @@ func (a *applier) redeem(sale, shopper string, e events.Event, x *events.Purchas
 	if err != nil {
 		return err
 	}
-	ok, err := a.insert(ordersTable, x.OrderID, e.Sale, shopper, x.TokenID, e.Request, x.Units, StatusAccepted, at)
+	// The cache entry goes first, as for a token (see issue).
+	prev, cached := a.ords[x.OrderID]
+	o := &ordInfo{orderState: orderState{status: StatusAccepted}, sale: e.Sale, shopper: shopper, found: true, row: -1}
+	if !a.exact {
+		o.row = len(a.bufs[ordersTable].vals) / tables[ordersTable].cols
+	}
+	a.ords[x.OrderID] = o
+	ok, err := a.insert(ordersTable, x.OrderID, e.Sale, shopper, x.TokenID, e.Request, x.Units, StatusAccepted, at,
+		nil, 0, nil, nil, nil)
 	if err != nil || ok {
 		return err
+	}
+	if cached {
+		a.ords[x.OrderID] = prev
+	} else {
+		delete(a.ords, x.OrderID)
 	}
 	return a.anomaly(sale, "PurchaseAccepted %s makes order %s again", e.ID, x.OrderID)
 }

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -100,10 +101,23 @@ func anomalyWorkload(t *testing.T) []Msg {
 	add(events.RequestSubject("s2"), b, err)
 	dec(h, s.issued(g))
 	add("fg.other.x", []byte("x"), nil)
-	// a normal tail
-	msgs2, _ := benchWorkload(t, 3)
+	// order events: honest, refused, and for an order never accepted
+	ord := func(e events.Event) uint64 {
+		b, err := events.EncodeEvent(e)
+		return add(events.OrderSubject(e.Sale, e.Request), b, err)
+	}
+	ord(s.attemptFailed(p1, 1))
+	ord(s.requeued(p1))
+	ord(s.confirmed(p1, "P-1", 2))
+	ord(s.confirmed(p1, "P-1", 2))
+	ord(s.failed(p2, events.OrderFailedRejected, 1, "provider: 400 \"bad\" <x>"))
+	ord(s.requeued(p2))
+	ord(s.confirmed(ghost, "P-2", 1))
+	// a normal tail: more orders in one transaction than a buffer holds,
+	// then their outcomes
+	msgs2, _ := benchWorkload(t, 4)
 	base := uint64(len(msgs))
-	for _, m := range msgs2 {
+	for _, m := range withOutcomes(t, msgs2) {
 		m.Seq += base
 		msgs = append(msgs, m)
 	}
@@ -142,6 +156,95 @@ func TestFastPathIsRowByRow(t *testing.T) {
 		}
 		if n := len(anomalies(t, fast)); n < 20 {
 			t.Errorf("transactions of %d messages: %d anomalies, want 20 or more", split, n)
+		}
+		// The outcomes of the tail's 160 orders are folded.
+		if c, err := fast.OrderCounts(ctx, "bench"); err != nil || c != (OrderCounts{Retrying: 40, Confirmed: 80, Pending: 40}) {
+			t.Errorf("transactions of %d messages: orders of the tail %+v, %v", split, c, err)
+		}
+	}
+}
+
+// withOutcomes is msgs followed by fulfilment events for every order they
+// accept: a quarter confirmed at once, a quarter retrying, a quarter
+// confirmed after a failure, a quarter failed and requeued.
+func withOutcomes(t *testing.T, msgs []Msg) []Msg {
+	var orders []events.Event
+	shoppers := map[string]string{}
+	for _, m := range msgs {
+		if rb, err := events.DecodeRequests(m.Data); err == nil {
+			for _, e := range rb.Requests {
+				shoppers[e.ID] = e.Shopper
+			}
+		}
+		if db, err := events.DecodeDecisions(m.Data); err == nil {
+			for _, e := range db.Events {
+				if x, ok := e.Data.(*events.PurchaseAccepted); ok {
+					orders = append(orders, events.Event{ID: x.OrderID, Sale: e.Sale, Shopper: shoppers[e.Request]})
+				}
+			}
+		}
+	}
+	out := slices.Clone(msgs)
+	ord := func(e events.Event) {
+		b, err := events.EncodeEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, Msg{Seq: uint64(len(out) + 1), Subject: events.OrderSubject(e.Sale, e.Request), Data: b})
+	}
+	for i, o := range orders {
+		s := newSale(o.Sale)
+		switch i % 4 {
+		case 0:
+			ord(s.confirmed(o, "R-"+o.ID, 1))
+		case 1:
+			ord(s.attemptFailed(o, 1))
+		case 2:
+			ord(s.attemptFailed(o, 1))
+			ord(s.confirmed(o, "R-"+o.ID, 2))
+		case 3:
+			ord(s.failed(o, events.OrderFailedDeadline, 0, ""))
+			ord(s.requeued(o))
+		}
+	}
+	return out
+}
+
+// TestOrderOutcomesFastPath folds the outcomes of more orders than a
+// buffer holds in the transaction that accepted them, on the fast path and
+// row by row: an outcome updates its order in the buffer or, once the
+// buffer was written, in the table.
+func TestOrderOutcomesFastPath(t *testing.T) {
+	ctx := context.Background()
+	msgs0, _ := benchWorkload(t, 4)
+	msgs := withOutcomes(t, msgs0)
+	var want string
+	for _, split := range []int{len(msgs), 9, 1} {
+		fast, _ := openStore(t)
+		exact, _ := openStore(t)
+		for i := 0; i < len(msgs); i += split {
+			batch := msgs[i:min(i+split, len(msgs))]
+			if err := fast.Apply(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			if err := exact.applyTx(ctx, batch, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := dump(t, fast)
+		if ex := dump(t, exact); got != ex {
+			t.Fatalf("transactions of %d messages: fast path\n%s\nrow by row\n%s", split, got, ex)
+		}
+		if want == "" {
+			want = got
+		} else if got != want {
+			t.Errorf("transactions of %d messages differ:\n%s\nwant\n%s", split, got, want)
+		}
+		if a := anomalies(t, fast); len(a) != 0 {
+			t.Errorf("anomalies: %v", a[:min(3, len(a))])
+		}
+		if c, err := fast.OrderCounts(ctx, "bench"); err != nil || c != (OrderCounts{Retrying: 40, Confirmed: 80, Pending: 40}) {
+			t.Errorf("transactions of %d messages: orders %+v, %v", split, c, err)
 		}
 	}
 }

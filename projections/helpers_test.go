@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/flashgate/flashgate/internal/fgtest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,43 @@ func (s *sale) refused(req events.Event, reason string) events.Event {
 	return s.decision(events.TypePurchaseRefused, &req, &events.PurchaseRefused{TokenID: p.TokenID, Reason: reason})
 }
 
+// order is a fulfilment event (its type follows data) of the order that
+// purchase request buy made.
+func (s *sale) order(buy events.Event, data any) events.Event {
+	var typ events.Type
+	switch data.(type) {
+	case *events.OrderAttemptFailed:
+		typ = events.TypeOrderAttemptFailed
+	case *events.OrderConfirmed:
+		typ = events.TypeOrderConfirmed
+	case *events.OrderFailed:
+		typ = events.TypeOrderFailed
+	case *events.OrderRequeued:
+		typ = events.TypeOrderRequeued
+	}
+	t := s.tick()
+	return events.Event{ID: s.ids.New(t), Type: typ, Sale: s.id, Time: t, Shopper: buy.Shopper, Request: buy.ID, Data: data}
+}
+
+// attemptFailed, confirmed, failed and requeued are order events of the
+// order buy made.
+func (s *sale) attemptFailed(buy events.Event, attempt int) events.Event {
+	return s.order(buy, &events.OrderAttemptFailed{Attempt: attempt, Status: 503, Error: "provider: 503 #" + strconv.Itoa(attempt),
+		RetryAt: s.now.Add(time.Second)})
+}
+
+func (s *sale) confirmed(buy events.Event, ref string, attempts int) events.Event {
+	return s.order(buy, &events.OrderConfirmed{Reference: ref, Attempts: attempts})
+}
+
+func (s *sale) failed(buy events.Event, reason string, attempts int, msg string) events.Event {
+	return s.order(buy, &events.OrderFailed{Reason: reason, Attempts: attempts, Error: msg})
+}
+
+func (s *sale) requeued(buy events.Event) events.Event {
+	return s.order(buy, &events.OrderRequeued{By: "operator"})
+}
+
 // batch is the next decision batch holding evs, all stamped with one
 // decision time.
 func (s *sale) batch(head events.Head, evs ...events.Event) events.DecisionBatch {
@@ -179,6 +217,16 @@ func (p pub) decisions(db events.DecisionBatch) uint64 {
 		p.t.Fatal(err)
 	}
 	return p.raw(events.DecisionSubject(db.Sale), b)
+}
+
+// order publishes an order event on its order's subject.
+func (p pub) order(e events.Event) uint64 {
+	p.t.Helper()
+	b, err := events.EncodeEvent(e)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return p.raw(events.OrderSubject(e.Sale, e.Request), b)
 }
 
 // count runs a COUNT query.

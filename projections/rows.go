@@ -32,8 +32,9 @@ var tables = [numTables]struct {
 		`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, ` ON CONFLICT DO NOTHING`, 14},
 	tokensTable: {`INSERT INTO tokens (id, sale, shopper, request, issued_at, expires_at, status, order_id, closed_at) VALUES `,
 		`(?, ?, ?, ?, ?, ?, ?, ?, ?)`, ` ON CONFLICT DO NOTHING`, 9},
-	ordersTable: {`INSERT INTO orders (id, sale, shopper, token_id, request, units, status, created_at) VALUES `,
-		`(?, ?, ?, ?, ?, ?, ?, ?)`, ` ON CONFLICT DO NOTHING`, 8},
+	ordersTable: {`INSERT INTO orders (id, sale, shopper, token_id, request, units, status, created_at,
+		reference, attempts, last_error, failed_reason, updated_at) VALUES `,
+		`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, ` ON CONFLICT DO NOTHING`, 13},
 	// An audit trail row cannot exist already (Apply skips every sequence
 	// it applied before), but ON CONFLICT spares SQLite the statement
 	// journal a multi-row insert that may fail half-way needs.
@@ -127,10 +128,18 @@ func (a *applier) flush(t int) (bool, error) {
 		changed += c
 		off += size
 	}
-	if t == tokensTable {
+	// Written: a change to a cached token or order is an UPDATE now.
+	switch t {
+	case tokensTable:
 		for i := 0; i < len(b.vals); i += cols {
 			if tok := a.toks[b.vals[i].(string)]; tok != nil {
-				tok.row = -1 // written: a change is an UPDATE now
+				tok.row = -1
+			}
+		}
+	case ordersTable:
+		for i := 0; i < len(b.vals); i += cols {
+			if o := a.ords[b.vals[i].(string)]; o != nil {
+				o.row = -1
 			}
 		}
 	}

@@ -41,7 +41,7 @@ const (
 )
 
 // subjects are the stream subjects the views are folded from.
-var subjects = []string{events.SubjectSaleAll, events.SubjectReqAll, events.SubjectDecAll}
+var subjects = []string{events.SubjectSaleAll, events.SubjectReqAll, events.SubjectDecAll, events.SubjectOrdAll}
 
 // follow opens an ordered consumer on the stream from seq on. The ordered
 // consumer recreates itself after a reconnect or a delivery gap and resumes

@@ -1,16 +1,16 @@
 // Package projections folds flashgate's event stream into SQLite views: the
 // sales, the requests and the decisions answering them, the token ledger, the
-// orders, a full audit trail, and the anomalies found on the way. The views
-// are derived: replaying the stream into an empty database rebuilds them
-// exactly, and the last applied stream sequence is stored in the same
-// transaction as the rows, so a replay of messages already applied changes
-// nothing.
+// orders and what became of them at the fulfilment provider, a full audit
+// trail, and the anomalies found on the way. The views are derived:
+// replaying the stream into an empty database rebuilds them exactly, and the
+// last applied stream sequence is stored in the same transaction as the
+// rows, so a replay of messages already applied changes nothing.
 package projections
 
 import (
 	"context"
 	"database/sql"
-	_ "embed" // schema.sql
+	_ "embed" // schema.sql, schema_v2.sql
 	"errors"
 	"fmt"
 	"runtime"
@@ -24,9 +24,15 @@ import (
 //go:embed schema.sql
 var schemaV1 string
 
+// schemaV2 adds the fulfilment outcomes to the orders.
+//
+//go:embed schema_v2.sql
+var schemaV2 string
+
 // migrations are the schema changes in order; migration i brings the
-// database to version i+1.
-var migrations = []string{schemaV1}
+// database to version i+1. A migration, once released, is never edited:
+// the schema is schema.sql with every later file applied on top.
+var migrations = []string{schemaV1, schemaV2}
 
 // ErrNotFound is returned by the queries for an id the views do not hold.
 var ErrNotFound = errors.New("not found")
@@ -152,25 +158,32 @@ func lastSeq(ctx context.Context, q queryRower) (uint64, error) {
 	return strconv.ParseUint(v, 10, 64)
 }
 
-// Order is one row of the orders view.
+// Order is one row of the orders view: the order the sale's writer
+// accepted and what became of it at the fulfilment provider.
 type Order struct {
-	ID, Sale, Shopper, TokenID, Status string
-	Units                              int64
-	CreatedAt                          time.Time
+	ID, Sale, Shopper, TokenID string
+	Status                     string // StatusAccepted, StatusRetrying, StatusConfirmed, StatusFailed or StatusPending
+	Units                      int64
+	CreatedAt                  time.Time
+	Reference                  string    // the provider's id, once confirmed
+	Attempts                   int       // failed calls since it was accepted or last requeued
+	LastError                  string    // the last failure reported, "" if none
+	FailedReason               string    // while failed: events.OrderFailedAttempts, ...Deadline or ...Rejected
+	UpdatedAt                  time.Time // the time of its last order event; zero before one
 }
 
 // Order reads an order by id (the id of the purchase request that made it).
 func (s *Store) Order(ctx context.Context, id string) (Order, error) {
 	var (
-		o       Order
-		created sql.NullString
-		shopper sql.NullString
-		token   sql.NullString
-		status  sql.NullString
-		units   sql.NullInt64
+		o                                   Order
+		created, shopper, token, status     sql.NullString
+		reference, lastErr, reason, updated sql.NullString
+		units, attempts                     sql.NullInt64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT id, sale, shopper, token_id, status, units, created_at FROM orders WHERE id = ?`, id).
-		Scan(&o.ID, &o.Sale, &shopper, &token, &status, &units, &created)
+	err := s.r.QueryRowContext(ctx, `SELECT id, sale, shopper, token_id, status, units, created_at,
+		reference, attempts, last_error, failed_reason, updated_at FROM orders WHERE id = ?`, id).
+		Scan(&o.ID, &o.Sale, &shopper, &token, &status, &units, &created,
+			&reference, &attempts, &lastErr, &reason, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
 	}
@@ -178,10 +191,73 @@ func (s *Store) Order(ctx context.Context, id string) (Order, error) {
 		return Order{}, fmt.Errorf("order %s: %w", id, err)
 	}
 	o.Shopper, o.TokenID, o.Status, o.Units = shopper.String, token.String, status.String, units.Int64
-	if o.CreatedAt, err = parseTime(created.String); err != nil {
+	o.Reference, o.Attempts, o.LastError, o.FailedReason = reference.String, int(attempts.Int64), lastErr.String, reason.String
+	var errs [2]error
+	o.CreatedAt, errs[0] = parseTime(created.String)
+	o.UpdatedAt, errs[1] = parseTime(updated.String)
+	if err := errors.Join(errs[:]...); err != nil {
 		return Order{}, fmt.Errorf("order %s: %w", id, err)
 	}
 	return o, nil
+}
+
+// OrderCounts are a sale's orders by status.
+type OrderCounts struct {
+	Accepted  int64 // accepted by the writer, no outcome yet
+	Retrying  int64 // a call to the provider failed; retried
+	Confirmed int64 // taken by the provider
+	Failed    int64 // given up, in the dead-letter stream
+	Pending   int64 // requeued by an operator after failing
+}
+
+// Total is the orders counted.
+func (c OrderCounts) Total() int64 {
+	return c.Accepted + c.Retrying + c.Confirmed + c.Failed + c.Pending
+}
+
+// InFlight is the orders neither confirmed nor failed: the fulfilment
+// worker's to finish.
+func (c OrderCounts) InFlight() int64 { return c.Accepted + c.Retrying + c.Pending }
+
+// OrderCounts counts the orders of a sale ("": of every sale) by status.
+func (s *Store) OrderCounts(ctx context.Context, sale string) (OrderCounts, error) {
+	q, args := `SELECT status, COUNT(*) FROM orders GROUP BY status`, []any(nil)
+	if sale != "" {
+		q, args = `SELECT status, COUNT(*) FROM orders WHERE sale = ? GROUP BY status`, []any{sale}
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return OrderCounts{}, fmt.Errorf("order counts of %q: %w", sale, err)
+	}
+	defer rows.Close()
+	var c OrderCounts
+	for rows.Next() {
+		var (
+			status sql.NullString
+			n      int64
+		)
+		if err := rows.Scan(&status, &n); err != nil {
+			return OrderCounts{}, fmt.Errorf("order counts of %q: %w", sale, err)
+		}
+		switch status.String {
+		case StatusAccepted:
+			c.Accepted = n
+		case StatusRetrying:
+			c.Retrying = n
+		case StatusConfirmed:
+			c.Confirmed = n
+		case StatusFailed:
+			c.Failed = n
+		case StatusPending:
+			c.Pending = n
+		default: // the fold writes no other status
+			return OrderCounts{}, fmt.Errorf("order counts of %q: %d orders have status %q", sale, n, status.String)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return OrderCounts{}, fmt.Errorf("order counts of %q: %w", sale, err)
+	}
+	return c, nil
 }
 
 // RequestStatus is a request and, once decided, the decision answering it.
