@@ -39,7 +39,7 @@ type Work struct {
 	TokenID    string    `json:"tokenId"`
 	Units      int64     `json:"units"`
 	AcceptedAt time.Time `json:"acceptedAt"`
-	Deadline   time.Time `json:"deadline"` // not confirmed by then: given up
+	Deadline   time.Time `json:"deadline"`          // not confirmed by then: given up
 	Requeue    int       `json:"requeue,omitempty"` // times an operator sent it back
 	From       uint64    `json:"from,omitempty"`    // the dead-letter entry it was sent back from
 }
