@@ -79,6 +79,9 @@ type Config struct {
 	PoW        *challenge.PoW
 	Captcha    *challenge.Captcha
 	Signatures *signing.Verifier
+	// Orders, if set, adds where each order stands at the fulfilment
+	// provider, the order event streams and the dead-letter endpoints.
+	Orders Orders
 }
 
 type api struct {
@@ -89,6 +92,7 @@ type api struct {
 	queueStreams chan struct{} // a slot per open waiting-room stream
 	// queueStreamsPer counts each shopper's open waiting-room streams.
 	queueStreamsPer perKey
+	orderStreamsPer perKey // each shopper's open order streams
 }
 
 // New returns the HTTP handler.
@@ -115,7 +119,8 @@ func New(c Config) http.Handler {
 		c.MaxQueueStreams = DefaultMaxQueueStreams
 	}
 	a := &api{Config: c, streams: make(chan struct{}, c.MaxStreams), queueStreams: make(chan struct{}, c.MaxQueueStreams),
-		captchaSlots: perKey{max: 2}, queueStreamsPer: perKey{max: MaxQueueStreamsPerShopper}}
+		captchaSlots: perKey{max: 2}, queueStreamsPer: perKey{max: MaxQueueStreamsPerShopper},
+		orderStreamsPer: perKey{max: MaxOrderStreamsPerShopper}}
 	if c.SessionRate > 0 {
 		a.sessions = rate.NewLimiter(rate.Limit(c.SessionRate), int(math.Max(1, c.SessionRate)))
 	}
@@ -136,6 +141,7 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("GET /api/v1/sales/{sale}/queue/{ticket}/events", a.shopper(ratelimit.GroupQueue, a.queueEvents))
 	mux.HandleFunc("DELETE /api/v1/sales/{sale}/queue/{ticket}", a.shopper(ratelimit.GroupQueue, a.queueLeave))
 	mux.HandleFunc("GET /api/v1/orders/{id}", a.shopper(ratelimit.GroupReads, a.order))
+	mux.HandleFunc("GET /api/v1/orders/{id}/events", a.shopper(ratelimit.GroupReads, a.orderEvents))
 	mux.HandleFunc("GET /api/v1/requests/{id}", a.shopper(ratelimit.GroupReads, a.request))
 	mux.HandleFunc("POST /api/v1/admin/sales", a.admin(a.createSale))
 	mux.HandleFunc("GET /api/v1/admin/sales", a.admin(a.listSales))
@@ -143,6 +149,8 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/open", a.admin(a.schedule(events.ActionOpen)))
 	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/close", a.admin(a.schedule(events.ActionClose)))
 	mux.HandleFunc("GET /api/v1/admin/events", a.admin(a.adminEvents))
+	mux.HandleFunc("GET /api/v1/admin/orders/dlq", a.admin(a.deadOrders))
+	mux.HandleFunc("POST /api/v1/admin/orders/dlq/{order}/retry", a.admin(a.requeueOrder))
 	mux.HandleFunc("GET /api/v1/admin/limits", a.admin(a.listLimits))
 	mux.HandleFunc("PUT /api/v1/admin/limits/{policy}", a.admin(a.putLimit))
 	mux.HandleFunc("DELETE /api/v1/admin/limits/{policy}", a.admin(a.deleteLimit))
@@ -754,19 +762,6 @@ func (a *api) decisionFromRow(rs projections.RequestStatus) events.Event {
 		d.Data = &events.QueueLeft{Reason: x.Reason}
 	}
 	return d
-}
-
-func (a *api) order(w http.ResponseWriter, r *http.Request, shopper string) error {
-	o, err := a.Store.Order(r.Context(), r.PathValue("id"))
-	if errors.Is(err, projections.ErrNotFound) || (err == nil && o.Shopper != shopper) {
-		return newError(http.StatusNotFound, "order_not_found", "no such order (yet)")
-	}
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"orderId": o.ID, "sale": o.Sale, "status": o.Status,
-		"tokenId": o.TokenID, "units": o.Units, "createdAt": o.CreatedAt.UTC().Format(time.RFC3339Nano)})
-	return nil
 }
 
 // SaleRequest is the body of POST /api/v1/admin/sales.

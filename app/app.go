@@ -20,6 +20,7 @@ import (
 	"github.com/flashgate/flashgate/embed"
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/front"
+	"github.com/flashgate/flashgate/fulfil"
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/identity"
 	"github.com/flashgate/flashgate/internal/natsurl"
@@ -91,6 +92,23 @@ type Config struct {
 	// human check; 0: the demo sale has none.
 	DemoDifficulty int
 
+	// Fulfilment: where accepted orders are sent (see the README).
+	// ProviderURL "" is an in-process fake provider with the embedded NATS
+	// server and "off" with --nats-url; ProviderFake and ProviderOff force
+	// either. The client secret comes from ProviderSecretFile or
+	// FLASHGATE_PROVIDER_CLIENT_SECRET.
+	ProviderURL        string
+	ProviderTokenURL   string // "" = ProviderURL + /oauth/token
+	ProviderClientID   string
+	ProviderSecretFile string
+	ProviderScopes     []string
+	ProviderBudget     float64       // token requests per second, all processes together (default 1)
+	ProviderPenalty    time.Duration // a ban without Retry-After lasts this (default 10m)
+	OrderAttempts      int           // failed calls before an order goes to the dead-letter stream (default 8)
+	OrderDeadline      time.Duration // an order not confirmed this long after acceptance goes there too (default 1h)
+	FulfilWorkers      int           // orders sent at once by this process (default 16)
+	MaxOrderStreams    int           // order event streams (SSE) open at once (default 10000)
+
 	// Pages serves the web pages; nil: a text page at / (cmd wires web.Handler()).
 	Pages http.Handler
 
@@ -114,6 +132,24 @@ func (c *Config) Defaults() {
 	}
 	if c.ReadyLag == 0 {
 		c.ReadyLag = DefaultReadyLag
+	}
+	if c.ProviderClientID == "" {
+		c.ProviderClientID = DefaultProviderClientID
+	}
+	if c.ProviderBudget <= 0 {
+		c.ProviderBudget = DefaultProviderBudget
+	}
+	if c.OrderAttempts <= 0 {
+		c.OrderAttempts = DefaultOrderAttempts
+	}
+	if c.OrderDeadline <= 0 {
+		c.OrderDeadline = fulfil.DefaultDeadline
+	}
+	if c.FulfilWorkers <= 0 {
+		c.FulfilWorkers = DefaultFulfilWorkers
+	}
+	if c.MaxOrderStreams <= 0 {
+		c.MaxOrderStreams = DefaultMaxOrderStreams
 	}
 	if c.ProjectionShare <= 0 || c.ProjectionShare > 1 {
 		c.ProjectionShare = DefaultProjectionShare
@@ -139,6 +175,7 @@ type App struct {
 	Front      *front.Front
 	Store      *projections.Store
 	JS         jetstream.JetStream
+	Provider   string // where orders are sent: a URL, the in-process fake, or off
 
 	cfg        Config
 	log        *slog.Logger
@@ -155,6 +192,7 @@ type App struct {
 	cancelP    context.CancelFunc // projections
 	cancelG    context.CancelFunc // the guard's background parts
 	guard      *guard
+	ful        *fulfilment
 	reconnects reconnects // closed at each reconnect to NATS: the watches start again
 	bg         sync.WaitGroup
 	served     chan error
@@ -302,6 +340,10 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		return float64(lag), err == nil
 	}, func() bool { return a.nc.IsConnected() }, a.Front.InFlight)
 	a.Metrics.Limiter(a.guard.limiter.Len, a.guard.limiter.Share, a.guard.degraded)
+	if a.ful, err = a.startFulfil(ctx, c, node, st); err != nil {
+		return nil, err
+	}
+	a.Provider = a.ful.Provider
 	handler := api.New(api.Config{
 		Front: a.Front, Store: a.Store, Identity: verifier, Sessions: sessions,
 		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
@@ -309,6 +351,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.ReadyCached, Stopping: a.stopping, Pages: c.Pages,
 		Limiter: a.guard.limiter, Proxies: a.guard.proxies, Limits: a.guard.limits, MaxQueueStreams: c.MaxQueueStreams,
 		PoW: a.guard.pow, Captcha: a.guard.captcha, Signatures: a.guard.signatures,
+		Orders: ordersAPI{f: a.ful, js: a.JS, st: st, deadline: c.OrderDeadline, now: time.Now},
 	})
 	if c.MetricsAddr != "" {
 		mux := http.NewServeMux()
@@ -489,6 +532,7 @@ func (a *App) teardown() {
 		a.cancelW()
 		a.manager.Wait()
 	}
+	a.ful.stop()
 	if a.cancelP != nil {
 		a.cancelP()
 	}

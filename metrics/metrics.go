@@ -262,3 +262,21 @@ func (c *saleCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// Fulfil registers the fulfilment metrics and returns the functions that
+// count: what became of each order delivery (confirmed, replayed,
+// attempt_failed, failed, delayed, unauthorized) and each token request this
+// process made (ok, banned, error). bannedUntil reports the provider's ban
+// (zero: none); watches the order event streams open.
+func (m *Metrics) Fulfil(bannedFor func() float64, watches func() int) (order func(outcome string), tokenRequest func(outcome string)) {
+	orders := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "orders_total",
+		Help: "Order deliveries handled by this process's fulfilment worker, by outcome."}, []string{"outcome"})
+	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "provider_token_requests_total",
+		Help: "Token requests this process made to the provider's token endpoint, by outcome."}, []string{"outcome"})
+	m.Registry.MustRegister(orders, tokens,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "provider_banned_seconds",
+			Help: "Seconds left of the provider's ban (0: not banned): orders wait meanwhile."}, bannedFor),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "order_streams",
+			Help: "Order event streams (SSE) open."}, func() float64 { return float64(watches()) }))
+	return func(o string) { orders.WithLabelValues(o).Inc() }, func(o string) { tokens.WithLabelValues(o).Inc() }
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -30,6 +31,7 @@ import (
 type serveConfig struct {
 	app.Config
 	TrustedProxies string // comma-separated; split into Config.TrustedProxies
+	ProviderScopes string // comma- or space-separated; split into Config.ProviderScopes
 	AdminTokenFile string
 	LogLevel       string
 	LogFormat      string
@@ -97,6 +99,17 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve pprof on this address (default: off)")
 	fs.Uint64Var(&c.ReadyLag, "ready-lag", defaultReadyLag, "not ready while the projections are more than this many messages behind")
 	fs.Float64Var(&c.ProjectionShare, "projection-share", app.DefaultProjectionShare, "share of a core the SQLite views may take while shoppers wait (0 < x <= 1; 1: no limit); they catch up after the flood")
+	fs.StringVar(&c.ProviderURL, "provider-url", "", "fulfilment provider's API base URL (orders go to URL/v1/orders); \"fake\": an in-process fake provider; \"off\": none (default: fake with the embedded NATS server, off with --nats-url)")
+	fs.StringVar(&c.ProviderTokenURL, "provider-token-url", "", "the provider's OAuth token endpoint (default: --provider-url + /oauth/token)")
+	fs.StringVar(&c.ProviderClientID, "provider-client-id", app.DefaultProviderClientID, "OAuth client id at the provider")
+	fs.StringVar(&c.ProviderSecretFile, "provider-client-secret-file", "", "file holding the OAuth client secret (or FLASHGATE_PROVIDER_CLIENT_SECRET)")
+	fs.StringVar(&c.ProviderScopes, "provider-scopes", "", "OAuth scopes to ask for, comma-separated (default: the provider's)")
+	fs.Float64Var(&c.ProviderBudget, "provider-token-budget", app.DefaultProviderBudget, "token requests per second to the provider, all processes together, retries included (keep it under the provider's quota)")
+	fs.DurationVar(&c.ProviderPenalty, "provider-ban-penalty", 10*time.Minute, "how long to stop calling the provider after a 403/429 that names no Retry-After")
+	fs.IntVar(&c.OrderAttempts, "order-attempts", app.DefaultOrderAttempts, "failed provider calls before an order goes to the dead-letter stream (1 to 100)")
+	fs.DurationVar(&c.OrderDeadline, "order-deadline", time.Hour, "an order not confirmed this long after acceptance goes to the dead-letter stream (at least 1m)")
+	fs.IntVar(&c.FulfilWorkers, "fulfil-workers", app.DefaultFulfilWorkers, "orders this process sends to the provider at once (1 to 1024)")
+	fs.IntVar(&c.MaxOrderStreams, "max-order-streams", app.DefaultMaxOrderStreams, "order event streams (SSE) open at once before 503")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
 	fs.Usage = func() {
@@ -144,6 +157,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if a.NATSPublic != "" {
 		fmt.Fprintf(stdout, "  nats tcp:    %s\n", a.NATSPublic)
 	}
+	fmt.Fprintf(stdout, "  provider:    %s\n", a.Provider)
 	fmt.Fprintf(stdout, "  metrics:     %s\n", a.MetricsURL)
 	if a.DebugURL != "" {
 		fmt.Fprintf(stdout, "  pprof:       %s\n", a.DebugURL)
@@ -317,6 +331,51 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 			}
 		}
 	}
+	// Fulfilment.
+	switch u := c.ProviderURL; {
+	case u == "" || u == app.ProviderFake || u == app.ProviderOff:
+		if c.ProviderTokenURL != "" {
+			bad("provider-token-url", "is only used with a provider URL in --provider-url")
+		}
+		if c.ProviderSecretFile != "" {
+			bad("provider-client-secret-file", "is only used with a provider URL in --provider-url")
+		}
+	default:
+		if err := httpURL(u); err != nil {
+			bad("provider-url", "%v (or fake, or off)", err)
+		}
+		if c.ProviderTokenURL != "" {
+			if err := httpURL(c.ProviderTokenURL); err != nil {
+				bad("provider-token-url", "%v", err)
+			}
+		}
+	}
+	c.Config.ProviderScopes = nil
+	for _, sc := range strings.FieldsFunc(c.ProviderScopes, func(r rune) bool { return r == ',' || r == ' ' }) {
+		c.Config.ProviderScopes = append(c.Config.ProviderScopes, sc)
+	}
+	if c.ProviderClientID == "" {
+		bad("provider-client-id", "must not be empty")
+	}
+	if r := c.ProviderBudget; math.IsNaN(r) || r <= 0 || r > 100 {
+		bad("provider-token-budget", "must be more than 0 and at most 100 per second")
+	}
+	if c.ProviderPenalty < time.Second {
+		bad("provider-ban-penalty", "must be at least 1s")
+	}
+	if c.OrderAttempts < 1 || c.OrderAttempts > 100 {
+		bad("order-attempts", "must be 1 to 100")
+	}
+	if c.OrderDeadline < time.Minute {
+		bad("order-deadline", "must be at least 1m")
+	}
+	if c.FulfilWorkers < 1 || c.FulfilWorkers > 1024 {
+		bad("fulfil-workers", "must be 1 to 1024")
+	}
+	if c.MaxOrderStreams <= 0 {
+		bad("max-order-streams", "must be more than 0")
+	}
+
 	if !slices.Contains(logLevels, strings.ToLower(c.LogLevel)) {
 		bad("log-level", "must be one of %s", strings.Join(logLevels, ", "))
 	}
@@ -359,7 +418,7 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	if c.AdminToken != "" && c.AdminTokenFile != "" {
 		bad("admin-token-file", "give the admin token once: --admin-token or --admin-token-file")
 	}
-	for _, name := range []string{"identity-public-key", "token-key-file", "session-key-file", "nats-creds", "admin-token-file"} {
+	for _, name := range []string{"identity-public-key", "token-key-file", "session-key-file", "nats-creds", "admin-token-file", "provider-client-secret-file"} {
 		if path := fs.Lookup(name).Value.String(); path != "" {
 			if err := readableFile(path); err != nil {
 				bad(name, "%v", err)
@@ -387,6 +446,15 @@ func listenPort(addr string) (int, error) {
 		return 0, fmt.Errorf("want host:port with a port number 0 to 65535, got port %q", port)
 	}
 	return int(n), nil
+}
+
+// httpURL checks that u is an absolute http(s) URL.
+func httpURL(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("want an http:// or https:// URL, got %q", u)
+	}
+	return nil
 }
 
 // readableFile checks that path is a file this process can open.
