@@ -129,7 +129,9 @@ func snapshot(ctx context.Context, nc *nats.Conn, name string, w io.Writer) (*sn
 	req, err := json.Marshal(struct {
 		DeliverSubject string `json:"deliver_subject"`
 		NoConsumers    bool   `json:"no_consumers"`
-	}{inbox, true}) // flashgate's consumers are ephemeral and ordered: nothing to keep
+	}{inbox, true}) // nothing to keep: the ordered consumers are ephemeral, and the fulfilment intake,
+	// re-created after a restore, reads the decisions from the start again (the orders queue is not
+	// in the backup; the worker skips orders already confirmed)
 	if err != nil {
 		return nil, err
 	}
