@@ -77,7 +77,7 @@ func (a *api) withState(o orderJSON, s fulfil.State) orderJSON {
 	o.Status, o.Reference, o.Attempts, o.Error, o.RetryAt, o.FailedReason = string(s.Status), s.Reference, s.Attempts, s.Error, s.RetryAt, s.Reason
 	o.DelayedUntil = time.Time{}
 	if a.Orders != nil && !s.Final() {
-		if until := a.Orders.BannedUntil(); until.After(a.Now()) {
+		if until := a.Orders.BannedUntil(); until.After(time.Now()) { // the provider's time: the wall clock
 			o.Status, o.DelayedUntil = string(fulfil.StatusDelayed), until.UTC()
 		}
 	}
