@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -410,6 +411,31 @@ func TestBrowser(t *testing.T) {
 		if r := s.adminSale(t, "q"); r.num("sold") != 1 {
 			t.Errorf("after the purchase: %s; want sold 1", r.Raw)
 		}
+		p.checkConsole()
+	})
+
+	// O: the order goes to the provider (the in-process fake): the page
+	// follows its stream and shows it confirmed with the provider's
+	// reference, the one the API gives.
+	t.Run("OrderConfirmed", func(t *testing.T) {
+		s.createSale(t, map[string]any{"id": "o", "stock": 3})
+		p := newTab(t, browser, 375, 812)
+		p.do("open the sale", chromedp.Navigate(s.pages+"/sales/o"), chromedp.WaitEnabled(chromedp.ID("buy")))
+		p.do("buy", chromedp.Click(chromedp.ID("buy")))
+		order := p.waitFor("the order", `document.getElementById('order-id').textContent.trim()`)
+		line := p.waitFor("the confirmation", orderState+`.startsWith('Confirmed') && `+orderState)
+		if !regexp.MustCompile(`^Confirmed — reference P-\d+$`).MatchString(line) {
+			t.Errorf("status line %q; want Confirmed — reference P-…", line)
+		}
+		session := p.eval("the session", `JSON.parse(localStorage.getItem('flashgate.session')).session`)
+		r := s.do(t, "GET", "/api/v1/orders/"+order, session, nil, nil)
+		if r.str("status") != "confirmed" || line != "Confirmed — reference "+r.str("reference") {
+			t.Errorf("the page shows %q; GET /api/v1/orders/%s: %d %s", line, order, r.Status, r.Raw)
+		}
+		if v := p.eval("details", `document.getElementById('order-detail').textContent`); !strings.HasPrefix(v, "1 unit · placed") {
+			t.Errorf("order details %q", v)
+		}
+		p.shot("shot-shop-order.png")
 		p.checkConsole()
 	})
 

@@ -19,7 +19,7 @@ import (
 // scenario; a script is a list of replies taken in turn (the last repeats).
 type fakeAPI struct {
 	mu      sync.Mutex
-	scripts map[string][]fakeReply // "sale tokens", "sale purchases", "GET requests id"
+	scripts map[string][]fakeReply // "sale tokens", "sale purchases", "requests id", "orders id", "events id"
 	calls   map[string][]time.Time
 }
 
@@ -28,6 +28,10 @@ type fakeReply struct {
 	header map[string]string
 	body   map[string]any
 	drop   bool // close the connection without an answer
+	// events makes the reply a 200 text/event-stream of "order" events,
+	// each sent as it comes; the stream ends when the channel closes or
+	// after a confirmed order.
+	events <-chan map[string]any
 }
 
 func (f *fakeAPI) next(key string) (fakeReply, bool) {
@@ -104,10 +108,62 @@ func (f *fakeAPI) handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/sales/{sale}/purchases", scripted("purchases"))
 	mux.HandleFunc("GET /api/v1/requests/{id}", scripted("requests"))
 	mux.HandleFunc("GET /api/v1/orders/{id}", func(w http.ResponseWriter, r *http.Request) {
-		writeReply(w, fakeReply{status: 200, body: map[string]any{"orderId": r.PathValue("id"), "sale": "x", "status": "accepted",
-			"tokenId": "t", "units": 1, "createdAt": time.Now().UTC().Format(time.RFC3339Nano)}})
+		rep, ok := f.next("orders " + r.PathValue("id"))
+		if !ok {
+			rep = fakeReply{status: 200, body: orderJSON(r.PathValue("id"), "accepted")}
+		}
+		writeReply(w, rep)
+	})
+	mux.HandleFunc("GET /api/v1/orders/{id}/events", func(w http.ResponseWriter, r *http.Request) {
+		rep, ok := f.next("events " + r.PathValue("id"))
+		if !ok {
+			rep = refused(http.StatusNotFound, "order_not_found")
+		}
+		if rep.events == nil {
+			writeReply(w, rep)
+			return
+		}
+		writeEvents(w, r, rep.events)
 	})
 	return mux
+}
+
+// writeEvents answers an order stream as the API does: "order" events with
+// the order's JSON, ending after a confirmed one (or when events closes, or
+// the page goes).
+func writeEvents(w http.ResponseWriter, r *http.Request, events <-chan map[string]any) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	for seq := 1; ; seq++ {
+		select {
+		case ev, open := <-events:
+			if !open {
+				return
+			}
+			b, _ := json.Marshal(ev)
+			if _, err := fmt.Fprintf(w, "event: order\nid: %d\ndata: %s\n\n", seq, b); err != nil || rc.Flush() != nil || ev["status"] == "confirmed" {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// orderJSON is an order as GET /api/v1/orders/{id} shows it, with status
+// and the fields in kv (key, value, ...).
+func orderJSON(id, status string, kv ...any) map[string]any {
+	o := map[string]any{"orderId": id, "sale": "x", "status": status, "tokenId": "t", "units": 1,
+		"createdAt": time.Now().UTC().Format(time.RFC3339Nano), "attempts": 0}
+	for i := 0; i+1 < len(kv); i += 2 {
+		o[kv[i].(string)] = kv[i+1]
+	}
+	return o
 }
 
 func issued() fakeReply {

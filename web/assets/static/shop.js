@@ -87,6 +87,7 @@ const S = {
   retry: false,      // the button reads "Try again"
   loadFailed: false, // the first load failed; the message says so
   order: null,       // the order shown
+  orderWatch: null,  // following the order shown: an AbortController
   openTimer: 0,
   tickTimer: 0,
   pollTimer: 0,
@@ -500,6 +501,54 @@ const STREAM_SILENCE_MS = 25_000;
 const NOT_FOUND_TRIES = 3;
 
 /**
+ * streamOnce reads one connection to the event stream at url + '/events'
+ * with the session (fetch: EventSource cannot send the header), from
+ * Last-Event-ID lastId. onEvent(name, data) gets each event's parsed JSON
+ * and returns true when it has what it waited for, which closes the
+ * connection. The connection also closes when signal aborts or it is silent
+ * for STREAM_SILENCE_MS. It resolves, never rejects, with {events, lastId,
+ * status, retryAfterMs}: how many events came, the last event id, and for a
+ * refused stream its HTTP status and the wait it asked for (status 0: the
+ * stream ended, was closed, or the network failed).
+ */
+async function streamOnce(url, { session, lastId, signal, onEvent }) {
+  const got = { events: 0, lastId, status: 0, retryAfterMs: 0 };
+  const conn = new AbortController();
+  const stop = () => conn.abort();
+  signal.addEventListener('abort', stop, { once: true });
+  let watchdog = 0;
+  const alive = () => {
+    clearTimeout(watchdog);
+    watchdog = setTimeout(stop, STREAM_SILENCE_MS); // silent: the caller reconnects with Last-Event-ID
+  };
+  alive();
+  try {
+    await readEvents(url + '/events', {
+      headers: { Authorization: 'Bearer ' + session, ...(got.lastId ? { 'Last-Event-ID': got.lastId } : {}) },
+      signal: conn.signal,
+      onOpen: alive,
+      onData: alive,
+      onEvent(ev) {
+        got.events++;
+        if (ev.id) got.lastId = ev.id;
+        let data;
+        try { data = JSON.parse(ev.data); } catch { return; }
+        if (onEvent(ev.event, data)) stop();
+      },
+    });
+  } catch (err) {
+    if (err.status) {
+      got.status = err.status;
+      got.retryAfterMs = 1_000 * (err.retryAfter || 1);
+    }
+  } finally {
+    clearTimeout(watchdog);
+    signal.removeEventListener('abort', stop);
+  }
+  return got;
+}
+
+/**
  * followTicket follows the ticket until its turn and resolves with the
  * admission ({token, tokenId, expiresAt, claimBy}); a final state throws
  * the Failure that explains it. It listens to the ticket's event stream
@@ -531,43 +580,18 @@ async function followTicket(ctx) {
       else if (name === 'position') showPosition(data);
     };
     if (!polling) {
-      const conn = new AbortController();
-      const stop = () => conn.abort();
-      out.signal.addEventListener('abort', stop, { once: true });
-      let gotEvent = false;
-      let watchdog = 0;
-      const alive = () => {
-        clearTimeout(watchdog);
-        watchdog = setTimeout(stop, STREAM_SILENCE_MS); // silent: reconnect with Last-Event-ID
-      };
-      alive();
-      try {
-        await readEvents(url + '/events', {
-          headers: { Authorization: 'Bearer ' + ctx.session, ...(lastId ? { 'Last-Event-ID': lastId } : {}) },
-          signal: conn.signal,
-          onOpen: alive,
-          onData: alive,
-          onEvent(ev) {
-            gotEvent = true;
-            if (ev.id) lastId = ev.id;
-            let data;
-            try { data = JSON.parse(ev.data); } catch { return; }
-            seen(ev.event, data);
-            if (outcome) conn.abort();
-          },
-        });
-      } catch (err) {
-        if (!outcome && !out.signal.aborted) {
-          if (err.status === 401) { forgetSession(); throw new Restart('session'); }
-          if (err.status === 404) notFound = true;
-          if (err.status === 429 || err.status === 503) asked = 1_000 * (err.retryAfter || 1);
-        }
-      } finally {
-        clearTimeout(watchdog);
-        out.signal.removeEventListener('abort', stop);
+      const got = await streamOnce(url, {
+        session: ctx.session, lastId, signal: out.signal,
+        onEvent(name, data) { seen(name, data); return !!outcome; },
+      });
+      lastId = got.lastId;
+      if (!outcome && !out.signal.aborted) {
+        if (got.status === 401) { forgetSession(); throw new Restart('session'); }
+        if (got.status === 404) notFound = true;
+        if (got.status === 429 || got.status === 503) asked = got.retryAfterMs;
       }
-      if (gotEvent) missing = 0;
-      failures = gotEvent ? 0 : failures + 1;
+      if (got.events) missing = 0;
+      failures = got.events ? 0 : failures + 1;
       if (failures >= 3 && !notFound) polling = true; // the stream does not get through (a proxy, a full server): poll
     } else {
       let r = null;
@@ -664,33 +688,14 @@ async function stepPurchase(ctx) {
 
 async function stepOrder(ctx) {
   rememberOrder(ctx.sale, ctx.shopper, ctx.orderId);
-  say('info', 'Order accepted — fetching its details…');
-  // The order is decided and stored; the read side may lag: 404 until
-  // visible. Whatever happens here, the order stands.
-  let order = null;
-  const deadline = Date.now() + 10_000;
-  try {
-    for (let delay = 150; Date.now() < deadline; delay = Math.min(2 * delay, 2000)) {
-      const r = await send('GET', `/api/v1/orders/${encodeURIComponent(ctx.orderId)}`, { bearer: ctx.session });
-      if (r.status === 200) { order = r.body; break; }
-      if (r.status !== 404) break;
-      await sleep(delay);
-    }
-  } catch { /* network or busy: show the order without its details */ }
-  showOrder(ctx.orderId, order);
+  // The order is decided and stored; from here on it stands, whatever
+  // happens to its trip to the provider (followed in the background).
+  showOrder(ctx.orderId, ctx.session);
   if (myOrders(ctx.sale, ctx.shopper).length >= (S.sale?.perUserLimit ?? 1)) S.final = 'limit_reached';
 }
 
-function showOrder(id, order) {
-  S.order = id;
-  $('order').hidden = false;
-  setText($('order-id'), id);
-  let detail = 'Its details will appear here shortly.';
-  if (order && order.status === 'accepted') {
-    const units = order.units === 1 ? '1 unit' : `${order.units} units`;
-    detail = `${units} · placed ${new Date(order.createdAt).toLocaleTimeString()}`;
-  }
-  setText($('order-detail'), detail);
+function showOrder(id, session) {
+  showOrderQuietly(id, session, true);
   say('ok', `Order placed — number ${id}.`, 'Keep this number. Buying again with the same token never charges twice.');
 }
 
@@ -819,7 +824,7 @@ function failed(err) {
       say('info', 'You have already bought the most this sale allows' +
         (S.sale ? ` (${S.sale.perUserLimit} per shopper).` : '.'),
         ids.length ? `Your order: ${ids.join(', ')}.` : 'Your earlier order stands.');
-      if (ids.length && !S.order) showOrderQuietly(ids[ids.length - 1]);
+      if (ids.length && !S.order) showOrderQuietly(ids[ids.length - 1], storedSession()?.session);
       return;
     }
     case 'token_expired':
@@ -871,11 +876,205 @@ function failed(err) {
   offerRetry(3);
 }
 
-function showOrderQuietly(id) {
+// ---------------------------------------------------------------- the order at the provider
+
+/**
+ * showOrderQuietly shows order id in the order box and follows it on its
+ * way to the provider with the session (none: the number only). bought: the
+ * shopper has just bought it, so it is accepted. An order already shown is
+ * left alone.
+ */
+function showOrderQuietly(id, session, bought = false) {
+  if (S.order === id) return;
   S.order = id;
   $('order').hidden = false;
   setText($('order-id'), id);
-  setText($('order-detail'), '');
+  setText($('order-detail'), bought ? 'Its details will appear here shortly.' : '');
+  const line = $('order-status');
+  line.hidden = true;
+  delete line.dataset.status;
+  if (bought) showOrderState({ orderId: id, status: 'accepted' });
+  watchOrder(id, session);
+}
+
+/** clockTime is an instant (an ISO time or Unix ms) as HH:MM:SS on this device's clock face. */
+function clockTime(t) {
+  const d = new Date(typeof t === 'number' ? t : Date.parse(t));
+  if (Number.isNaN(d.getTime())) return '—';
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+/** FAILED_BECAUSE says why the fulfilment gave up on an order (its failedReason). */
+const FAILED_BECAUSE = {
+  attempts: 'the provider did not take it after several tries',
+  deadline: 'it took too long to reach the provider',
+  rejected: 'the provider turned it down',
+};
+
+/**
+ * orderLine is the status line for an order's JSON: [text, next, ref], next
+ * being what it means for the shopper ('' if nothing to add) and ref the
+ * provider's reference, which ends the text.
+ */
+function orderLine(o) {
+  switch (o.status) {
+    case 'accepted':
+      return ['Order accepted — sending it to the provider…', ''];
+    case 'retrying':
+      return [`Retrying (attempt ${(o.attempts || 0) + 1})…`,
+        o.retryAt ? `The last try did not go through; the next is at ${clockTime(o.retryAt)}. Your order is safe.` : 'The last try did not go through. Your order is safe.'];
+    case 'delayed':
+      return [`Delayed — the provider asks us to wait until ${clockTime(o.delayedUntil)}; your order is safe and will be sent then.`, ''];
+    case 'confirmed':
+      return [o.reference ? 'Confirmed — reference ' : 'Confirmed', 'The provider has your order. There is nothing more to do.', o.reference || ''];
+    case 'failed':
+      return [`Failed — we could not place it (${FAILED_BECAUSE[o.failedReason] || 'the provider did not take it'}); support has been told.`,
+        'Your order stands: support will send it again, and this line will show when it goes through.'];
+    case 'pending':
+      return ['Pending — being sent again…', ''];
+    case 'lost':
+      return ['We cannot see where this order stands right now.', 'Your order stands. Reload the page later to see its progress.'];
+  }
+  return ['Order accepted — its progress will show here.', ''];
+}
+
+/** showOrderState shows an order's JSON (from its stream or GET) in the order box. */
+function showOrderState(o) {
+  if (!o || (o.orderId && o.orderId !== S.order)) return;
+  if (typeof o.units === 'number' && Date.parse(o.createdAt)) {
+    const units = o.units === 1 ? '1 unit' : `${num(o.units)} units`;
+    setText($('order-detail'), `${units} · placed ${new Date(o.createdAt).toLocaleTimeString()}`);
+  }
+  const [text, next, ref] = orderLine(o);
+  const line = $('order-status');
+  line.dataset.status = o.status;
+  line.hidden = false;
+  // Unchanged text is not set again, so the live region does not read it out again.
+  const state = $('order-state');
+  if (state.textContent !== text + (ref || '')) {
+    state.replaceChildren(text);
+    if (ref) {
+      const r = document.createElement('span');
+      r.className = 'ref'; // kept on one line
+      r.textContent = ref;
+      state.append(r);
+    }
+  }
+  setText($('order-next'), next);
+}
+
+/** ORDER_POLL_MS: how often an order is polled when its stream does not get through. */
+const ORDER_POLL_MS = 3_000;
+/** ORDER_NOT_FOUND_TRIES: an order stream answered 404 this many times in a row (0.5, 1, 2 s apart) is polled instead: right after buying, the order may not be visible to this server yet. */
+const ORDER_NOT_FOUND_TRIES = 4;
+/** ORDER_UNKNOWN_MS: an order still unknown (404) this long is not followed any more. */
+const ORDER_UNKNOWN_MS = 60_000;
+
+/** orderPollMs is how long to wait before polling an order again, given what it was last. */
+function orderPollMs(o) {
+  let ms = ORDER_POLL_MS;
+  if (o && o.status === 'failed') ms = 30_000; // nothing moves until support acts
+  if (o && o.status === 'delayed') { // nothing moves before the ban ends
+    const left = Date.parse(o.delayedUntil) - clock.now();
+    if (left > ms) ms = Math.min(15_000, left);
+  }
+  if (document.hidden) ms = Math.max(ms, 15_000);
+  return ms * (0.8 + 0.4 * Math.random());
+}
+
+/** watchOrder follows order id from now on, and stops following the order shown before. */
+function watchOrder(id, session) {
+  if (S.orderWatch) S.orderWatch.abort();
+  S.orderWatch = null;
+  if (!session) return;
+  const ctl = new AbortController();
+  S.orderWatch = ctl;
+  followOrder(id, session, ctl.signal).catch((err) => {
+    if (!ctl.signal.aborted) console.error(err);
+  });
+}
+
+/**
+ * followOrder shows order id's progress until it is confirmed (or signal
+ * aborts). It listens to the order's event stream (events "order", the
+ * order's JSON; the stream ends after "confirmed"), reconnecting after a
+ * pause that grows (1, 2, 4 … 30 s, with jitter). It polls GET
+ * /api/v1/orders/{id} instead, every few seconds, when the stream is
+ * refused (429, 503: too many streams), or fails three times in a row, or
+ * the order is still not found after a few tries with back-off; polls honour
+ * Retry-After. An order unknown for a minute, or a session that has ended,
+ * is not followed any more: the order stands, the line says to reload later.
+ */
+async function followOrder(id, session, signal) {
+  const url = `/api/v1/orders/${encodeURIComponent(id)}`;
+  let last = null; // the order as last seen
+  const seen = (o) => {
+    last = o;
+    showOrderState(o);
+    return o.status === 'confirmed';
+  };
+  let lastId = '';
+  let failures = 0; // streams in a row that brought no event
+  let missing = 0; // 404s in a row
+  let unknownSince = 0; // Date.now() of the first of those 404s
+  let offline = 0; // polls in a row that got no answer
+  let polling = typeof TextDecoderStream === 'undefined';
+  for (;;) {
+    let status = 0; // the HTTP status, when the answer was not the order
+    let known = false; // the answer was the order
+    let asked = 0; // ms the server asked to wait (Retry-After)
+    let pause;
+    if (!polling) {
+      const got = await streamOnce(url, {
+        session, lastId, signal,
+        onEvent: (name, data) => name === 'order' && seen(data),
+      });
+      lastId = got.lastId;
+      status = got.status;
+      known = got.events > 0;
+      failures = known ? 0 : failures + 1;
+      if (known) missing = 0;
+      if (status === 429 || status === 503) {
+        polling = true; // the server has too many streams, and says to poll
+        pause = 0;
+      } else if (status === 404) {
+        if (++missing >= ORDER_NOT_FOUND_TRIES) polling = true;
+        pause = polling ? orderPollMs(last) : 500 * 2 ** (missing - 1);
+      } else if (failures >= 3) {
+        polling = true; // the stream does not get through (a proxy, a full server)
+        pause = 0;
+      } else {
+        pause = Math.min(30_000, 1_000 * 2 ** Math.min(failures, 5)) * (0.75 + 0.5 * Math.random());
+      }
+    } else {
+      let r = null;
+      try { r = await call('GET', url, { bearer: session, signal }); } catch { /* offline, or stopped */ }
+      if (r && r.status === 200) {
+        known = true;
+        seen(r.body);
+      } else if (r) {
+        status = r.status;
+      }
+      if (r && (r.status === 429 || r.status === 503)) asked = 1_000 * (r.retryAfter ?? 1);
+      offline = r ? 0 : offline + 1;
+      pause = Math.max(offline ? Math.min(30_000, ORDER_POLL_MS * 2 ** offline) : orderPollMs(last), asked);
+    }
+    if (signal.aborted || (last && last.status === 'confirmed')) return;
+    if (status === 401) { // the session has ended: the order stands, this page cannot follow it
+      showOrderState({ orderId: id, status: 'lost' });
+      return;
+    }
+    if (status === 404) {
+      unknownSince ||= Date.now();
+      if (Date.now() - unknownSince >= ORDER_UNKNOWN_MS) {
+        showOrderState({ orderId: id, status: 'lost' });
+        return;
+      }
+    } else if (known || status) {
+      unknownSince = 0;
+    }
+    try { await sleep(pause, signal); } catch { return; }
+  }
 }
 
 // ---------------------------------------------------------------- the sale list
@@ -951,7 +1150,7 @@ async function showSale(id) {
     const s = storedSession();
     const ids = s ? myOrders(id, s.shopper) : [];
     if (ids.length) {
-      showOrderQuietly(ids[ids.length - 1]);
+      showOrderQuietly(ids[ids.length - 1], s.session);
       if (ids.length >= (S.sale.perUserLimit ?? 1)) S.final = 'limit_reached';
       say('ok', `You bought in this sale: order ${ids.join(', ')}.`, S.final ? 'That is the most one shopper can buy here.' : 'You may buy another.');
       render();
