@@ -236,11 +236,15 @@ func (a *api) requeueOrder(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusNotFound, "not_found", "fulfilment is not served here")
 	}
 	work, err := a.Orders.Requeue(r.Context(), r.PathValue("order"), "operator")
-	if errors.Is(err, fulfil.ErrNotDead) {
+	switch {
+	case errors.Is(err, fulfil.ErrBadOrder):
+		return invalid("order", "not an order id")
+	case errors.Is(err, fulfil.ErrNotDead):
 		return newError(http.StatusNotFound, "order_not_dead", "the order is not in the dead-letter stream")
-	}
-	if err != nil {
+	case errors.Is(err, fulfil.ErrNotFailed):
 		return newError(http.StatusConflict, "not_requeued", err.Error())
+	case err != nil:
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"orderId": work.Order, "sale": work.Sale, "requeued": work.Requeue, "deadline": work.Deadline})
 	return nil

@@ -75,8 +75,12 @@ type Config struct {
 	// 2 s, at most a quarter of the lifetime).
 	Margin time.Duration
 	// LocalRenewEvery bounds the renewals a process makes on its own while
-	// NATS is unreachable (default 3 minutes).
+	// NATS is unreachable (default 3 minutes). LocalAfter is how long NATS
+	// must have been unreachable first (default 5 s, plus a random share of
+	// it drawn per process): a reconnect's blip, or every process at once
+	// when NATS restarts, must not send a burst outside the shared budget.
 	LocalRenewEvery time.Duration
+	LocalAfter      time.Duration
 	// KVTimeout bounds each KV call (default 2 s).
 	KVTimeout time.Duration
 	// Connected reports whether NATS is reachable; nil: always.
@@ -122,6 +126,9 @@ func (c *Config) defaults() {
 	}
 	if c.LocalRenewEvery <= 0 {
 		c.LocalRenewEvery = 3 * time.Minute
+	}
+	if c.LocalAfter <= 0 {
+		c.LocalAfter = 5 * time.Second
 	}
 	if c.KVTimeout <= 0 {
 		c.KVTimeout = 2 * time.Second
@@ -192,6 +199,7 @@ type Token struct {
 	Value   string
 	Gen     uint64
 	Expires time.Time
+	Local   bool // renewed by this process without NATS: not the shared token
 }
 
 // BannedError says the provider bans us until Until.
@@ -212,16 +220,20 @@ type Broker struct {
 	c   Config
 	rnd *rand.Rand
 
-	mu        sync.Mutex
-	st        State
-	rev       uint64
-	changed   chan struct{} // closed and replaced at every change of st
-	jitter    time.Duration // this process's extra wait past RenewAt for st.Gen
-	jitterGen uint64
-	lastLocal time.Time // the last renewal made without NATS
-	renewing  atomic.Bool
-	life      atomic.Pointer[context.Context] // Run's context: background renewals end with it
-	requests  atomic.Uint64                   // token requests this process made
+	mu          sync.Mutex
+	st          State
+	local       bool // st.Token was renewed by this process without NATS
+	dirty       bool // st was changed by this process without NATS
+	rev         uint64
+	changed     chan struct{} // closed and replaced at every change of st
+	jitter      time.Duration // this process's extra wait past RenewAt for st.Gen
+	jitterGen   uint64
+	lastLocal   time.Time // the last renewal made without NATS
+	renewing    atomic.Bool
+	downSince   atomic.Pointer[time.Time] // when NATS was first seen unreachable; nil: reachable
+	localJitter time.Duration
+	life        atomic.Pointer[context.Context] // Run's context: background renewals end with it
+	requests    atomic.Uint64                   // token requests this process made
 }
 
 // New returns a broker over the bucket kv. Call Run to keep it in step with
@@ -232,7 +244,9 @@ func New(kv jetstream.KeyValue, f Fetcher, c Config) *Broker {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	return &Broker{kv: kv, f: f, c: c, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), changed: make(chan struct{})}
+	b := &Broker{kv: kv, f: f, c: c, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), changed: make(chan struct{})}
+	b.localJitter = time.Duration(b.rnd.Float64() * float64(c.LocalAfter))
+	return b
 }
 
 // State is the last state this process knows.
@@ -251,7 +265,7 @@ func (b *Broker) Requests() uint64 { return b.requests.Load() }
 func (b *Broker) Token(ctx context.Context) (Token, error) {
 	for {
 		b.mu.Lock()
-		st, ch := b.st, b.changed
+		st, ch, local := b.st, b.changed, b.local
 		b.mu.Unlock()
 		now := b.c.Now()
 		if st.Banned(now) {
@@ -261,12 +275,14 @@ func (b *Broker) Token(ctx context.Context) (Token, error) {
 			if b.due(&st, now) {
 				b.kick()
 			}
-			return Token{Value: st.Token, Gen: st.Gen, Expires: st.Expires}, nil
+			return Token{Value: st.Token, Gen: st.Gen, Expires: st.Expires, Local: local}, nil
 		}
-		if !b.c.Connected() {
+		switch {
+		case !b.connected(now):
 			return b.localToken(ctx)
+		case b.c.Connected():
+			b.kick()
 		}
-		b.kick()
 		t := time.NewTimer(250 * time.Millisecond) // a change is pushed; this is a safety net
 		select {
 		case <-ch:
@@ -316,23 +332,26 @@ func (b *Broker) kick() {
 }
 
 // set records a state read from or written to the bucket, if it is newer
-// than the one known.
-func (b *Broker) set(st State, rev uint64) {
+// than the one known. read marks a state just read from the bucket: it also
+// replaces a state this process changed on its own without NATS.
+func (b *Broker) set(st State, rev uint64, read bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if rev != 0 && rev <= b.rev {
+	if rev != 0 && rev < b.rev || rev == b.rev && !(read && b.dirty) {
 		return
 	}
-	b.st, b.rev = st, rev
+	b.st, b.rev, b.local, b.dirty = st, rev, false, false
 	close(b.changed)
 	b.changed = make(chan struct{})
 }
 
-// setLocal records a state this process made without NATS.
+// setLocal records a state this process made without NATS. The bucket's
+// entry, read again or changed, wins over it.
 func (b *Broker) setLocal(fn func(*State)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	fn(&b.st)
+	b.dirty = true
 	close(b.changed)
 	b.changed = make(chan struct{})
 }
@@ -374,7 +393,7 @@ func (b *Broker) cas(ctx context.Context, st State, rev uint64) (newRev uint64, 
 	if err != nil {
 		return 0, false, err
 	}
-	b.set(st, newRev)
+	b.set(st, newRev, true)
 	return newRev, true, nil
 }
 
@@ -386,7 +405,7 @@ func (b *Broker) update(ctx context.Context, fn func(st *State, now time.Time) b
 		if err != nil {
 			return err
 		}
-		b.set(st, rev)
+		b.set(st, rev, true)
 		if !fn(&st, b.c.Now()) {
 			return nil
 		}
@@ -407,7 +426,7 @@ func (b *Broker) renew(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		b.set(st, rev)
+		b.set(st, rev, true)
 		now := b.c.Now()
 		switch {
 		case st.Banned(now):
@@ -432,14 +451,18 @@ func (b *Broker) renew(ctx context.Context) error {
 		}
 		taken := st
 		taken.Renewer, taken.LeaseUntil = b.c.Node, now.Add(b.c.LeaseTTL)
-		taken.Budget, taken.BudgetAt = avail-1, now
+		taken.Budget, taken.BudgetAt = avail-1, maxTime(now, st.BudgetAt) // a process behind in time gains nothing
 		taken.Requests++
 		if _, ok, err := b.cas(ctx, taken, rev); err != nil {
 			return err
 		} else if !ok {
 			continue
 		}
-		return b.fetch(ctx, taken.Gen, now)
+		// The lease is ours and a unit of the budget spent: see the request
+		// through even if the caller gives up.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.c.FetchTimeout+4*b.c.KVTimeout)
+		defer cancel()
+		return b.fetch(fctx, taken.Gen, now)
 	}
 }
 
@@ -474,6 +497,20 @@ func (b *Broker) fetch(ctx context.Context, gen uint64, leased time.Time) error 
 		}
 		return true
 	})
+	if err != nil {
+		// The entry could not be written: keep what we learnt here at least.
+		switch {
+		case ferr == nil:
+			b.setLocal(func(st *State) {
+				st.Token, st.Issued, st.Expires, st.RenewAt, st.Invalid = tok.Value, leased.Round(0), tok.Expires.Round(0), renewAt.Round(0), false
+			})
+			b.mu.Lock()
+			b.local = true
+			b.mu.Unlock()
+		case outcome == "banned":
+			b.setLocal(func(st *State) { st.BannedUntil = maxTime(st.BannedUntil, b.c.Now().Add(b.banFor(ferr))) })
+		}
+	}
 	if ferr != nil {
 		return ferr
 	}
@@ -510,9 +547,9 @@ func (b *Broker) renewAt(issued, expires time.Time) time.Time {
 // only if it is still the current generation, so that many 401s for one
 // token cause one renewal.
 func (b *Broker) Invalidate(ctx context.Context, t Token) error {
-	if !b.c.Connected() {
+	if t.Local || !b.c.Connected() {
 		b.setLocal(func(st *State) {
-			if st.Gen == t.Gen {
+			if st.Token == t.Value {
 				st.Invalid = true
 			}
 		})
@@ -554,6 +591,21 @@ func (b *Broker) Ban(ctx context.Context, d time.Duration, reason string) error 
 	})
 }
 
+// connected reports whether the shared entry may be used: NATS is
+// reachable, or it was lost less than LocalAfter (+ jitter) ago.
+func (b *Broker) connected(now time.Time) bool {
+	if b.c.Connected() {
+		b.downSince.Store(nil)
+		return true
+	}
+	since := b.downSince.Load()
+	if since == nil {
+		b.downSince.CompareAndSwap(nil, &now)
+		return true
+	}
+	return now.Sub(*since) < b.c.LocalAfter+b.localJitter
+}
+
 // localToken renews without NATS, at most once per LocalRenewEvery.
 func (b *Broker) localToken(ctx context.Context) (Token, error) {
 	b.mu.Lock()
@@ -579,9 +631,12 @@ func (b *Broker) localToken(ctx context.Context) (Token, error) {
 	renewAt := b.renewAt(now, tok.Expires)
 	var t Token
 	b.setLocal(func(st *State) {
-		st.Token, st.Gen, st.Issued, st.Expires, st.RenewAt, st.Invalid = tok.Value, st.Gen+1, now.Round(0), tok.Expires.Round(0), renewAt.Round(0), false
-		t = Token{Value: st.Token, Gen: st.Gen, Expires: st.Expires}
+		st.Token, st.Issued, st.Expires, st.RenewAt, st.Invalid = tok.Value, now.Round(0), tok.Expires.Round(0), renewAt.Round(0), false
+		t = Token{Value: st.Token, Gen: st.Gen, Expires: st.Expires, Local: true}
 	})
+	b.mu.Lock()
+	b.local = true
+	b.mu.Unlock()
 	b.c.Log.Warn("provider token renewed without NATS (unreachable): the other processes do not share it", "next_local_renewal_after", b.c.LocalRenewEvery)
 	return t, nil
 }
@@ -631,7 +686,7 @@ func (b *Broker) follow(ctx context.Context, w jetstream.KeyWatcher, tick <-chan
 					continue
 				}
 			}
-			b.set(st, e.Revision())
+			b.set(st, e.Revision(), false)
 		case <-tick:
 			st := b.State()
 			now := b.c.Now()

@@ -326,7 +326,7 @@ func TestWithoutNATS(t *testing.T) {
 	f := &fetcher{ttl: time.Hour}
 	var up atomic.Bool
 	up.Store(true)
-	bs, _ := brokers(t, 1, f, Config{Connected: up.Load, LocalRenewEvery: time.Hour})
+	bs, _ := brokers(t, 1, f, Config{Connected: up.Load, LocalRenewEvery: time.Hour, LocalAfter: 100 * time.Millisecond})
 	b := bs[0]
 	ctx := tokenCtx(t, 10*time.Second)
 	tok, err := b.Token(ctx)
@@ -338,9 +338,14 @@ func TestWithoutNATS(t *testing.T) {
 		t.Fatalf("cached token: %+v %v", again, err)
 	}
 	_ = b.Invalidate(ctx, tok)
+	// Not at once: a blip of the connection is waited out (here 100-200 ms).
+	start := time.Now()
 	local, err := b.Token(ctx)
-	if err != nil || local.Value == tok.Value {
+	if err != nil || local.Value == tok.Value || !local.Local {
 		t.Fatalf("local renewal: %+v %v", local, err)
+	}
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Fatalf("renewed on its own after %v without NATS", waited)
 	}
 	_ = b.Invalidate(ctx, local)
 	if _, err := b.Token(ctx); !errors.Is(err, ErrUnavailable) {
@@ -349,4 +354,17 @@ func TestWithoutNATS(t *testing.T) {
 	if n := f.calls.Load(); n != 2 {
 		t.Fatalf("%d token requests", n)
 	}
+	// NATS is back: the shared entry wins over the local state.
+	up.Store(true)
+	if err := b.Ban(ctx, time.Millisecond, "nudge"); err != nil { // any write brings the entry back
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	fgtest.WaitFor(t, 5*time.Second, func() error {
+		tk, err := b.Token(ctx)
+		if err != nil || tk.Local {
+			return fmt.Errorf("after NATS came back: %+v %v", tk, err)
+		}
+		return nil
+	})
 }

@@ -20,9 +20,12 @@ type DeadOrder struct {
 	State State  `json:"state"`
 }
 
-// ErrNotDead is returned by Requeue for an order that is not in the
-// dead-letter stream.
-var ErrNotDead = errors.New("order is not in the dead-letter stream")
+// Errors of Requeue.
+var (
+	ErrNotDead   = errors.New("order is not in the dead-letter stream")
+	ErrBadOrder  = errors.New("not an order id")
+	ErrNotFailed = errors.New("order is not failed")
+)
 
 // ListDead returns the dead-lettered orders of sale ("" = every sale),
 // oldest first, at most limit of them (0: 1000), and how many there are.
@@ -50,9 +53,18 @@ func ListDead(ctx context.Context, js jetstream.JetStream, sale string, limit in
 	if total == 0 {
 		return nil, 0, nil
 	}
+	// Read up to the filter's own last entry: the stream's last sequence may
+	// be another sale's entry, or one deleted by a requeue.
+	last, err := dlq.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("dead-letter stream: %w", err)
+	}
 	var out []DeadOrder
 	errEnough := errors.New("enough")
-	err = stream.Read(ctx, dlq, filter, info.State.FirstSeq, info.State.LastSeq, func(m *jetstream.RawStreamMsg) error {
+	err = stream.Read(ctx, dlq, filter, info.State.FirstSeq, last.Sequence, func(m *jetstream.RawStreamMsg) error {
 		var d Dead
 		if err := json.Unmarshal(m.Data, &d); err != nil {
 			return fmt.Errorf("dead-letter entry %d: %w", m.Sequence, err)
@@ -79,7 +91,7 @@ func ListDead(ctx context.Context, js jetstream.JetStream, sale string, limit in
 // its entry still there) is finished by calling Requeue again.
 func Requeue(ctx context.Context, js jetstream.JetStream, order, by string, deadline time.Duration, now time.Time) (Work, error) {
 	if !events.ValidOrderID(order) {
-		return Work{}, fmt.Errorf("%w: %q is not an order id", ErrNotDead, order)
+		return Work{}, fmt.Errorf("%w: %q", ErrBadOrder, order)
 	}
 	if deadline <= 0 {
 		deadline = DefaultDeadline
@@ -117,17 +129,15 @@ func Requeue(ctx context.Context, js jetstream.JetStream, order, by string, dead
 			Version: events.SchemaVersion, Sale: w.Sale, Time: now.UTC(), Shopper: w.Shopper, Request: w.Order, Data: &events.OrderRequeued{By: by}}
 		if _, err := appendOutcome(ctx, js, st, e, state.Seq); err != nil {
 			if errors.Is(err, errMoved) {
-				return Work{}, fmt.Errorf("requeue order %s: its state changed meanwhile; try again", order)
+				return Work{}, fmt.Errorf("%w: requeue order %s: its state changed meanwhile; try again", ErrNotFailed, order)
 			}
 			return Work{}, err
 		}
 	case StatusPending:
-		// An earlier requeue stopped after recording it: finish it.
-		if r, ok := state.Last.Data.(*events.OrderRequeued); ok && r != nil {
-			w.Deadline = state.Last.Time.Add(deadline)
-		}
+		// An earlier requeue stopped after recording it: finish it (the
+		// deadline counts from now).
 	default:
-		return Work{}, fmt.Errorf("order %s is %s, not failed: not requeued", order, state.Status)
+		return Work{}, fmt.Errorf("%w: order %s is %s: not requeued", ErrNotFailed, order, state.Status)
 	}
 	b, err := json.Marshal(w)
 	if err != nil {

@@ -434,3 +434,33 @@ func TestHubPassesOutcomes(t *testing.T) {
 		t.Fatalf("%d watches after stop", hub.Watches())
 	}
 }
+
+// TestDeadlineDuringRetries: an order whose calls keep failing is given up
+// at its deadline, not left retrying with nothing queued.
+func TestDeadlineDuringRetries(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, fake.Config{})
+	s := &sender{}
+	down := error(&provider.Error{Op: "order", Status: http.StatusBadGateway})
+	s.fail.Store(&down)
+	r.start(t, "a", Config{MaxAttempts: 1000, Backoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, broker.Config{}, s)
+	now := time.Now().UTC()
+	w := Work{V: workVersion, Order: r.ids.New(now), Sale: "s1", Shopper: "u", TokenID: "t", Units: 1, AcceptedAt: now, Deadline: now.Add(700 * time.Millisecond)}
+	b, _ := json.Marshal(w)
+	if _, err := r.env.JS.Publish(context.Background(), events.WorkSubject("s1"), b); err != nil {
+		t.Fatal(err)
+	}
+	r.waitStatus(t, 20*time.Second, "s1", []string{w.Order}, StatusFailed)
+	st, _ := ReadState(context.Background(), r.env.Stream, "s1", w.Order)
+	if st.Reason != events.OrderFailedDeadline || st.Attempts < 2 {
+		t.Fatalf("given up as %+v", st)
+	}
+	if _, total, err := ListDead(context.Background(), r.env.JS, "s1", 0); err != nil || total != 1 {
+		t.Fatalf("dead letters: %d %v", total, err)
+	}
+	// The list of another sale's dead letters ends too (its last entry is
+	// not the stream's).
+	if _, total, err := ListDead(context.Background(), r.env.JS, "other", 0); err != nil || total != 0 {
+		t.Fatalf("another sale's dead letters: %d %v", total, err)
+	}
+}

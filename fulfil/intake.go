@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -67,6 +68,9 @@ func RunIntake(ctx context.Context, js jetstream.JetStream, c IntakeConfig) erro
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			return fmt.Errorf("fulfilment intake: %w", err) // bound again by the caller
+		}
 		if err != nil {
 			c.Log.Warn("fulfilment intake", "err", err)
 			if err := sleep(ctx, time.Second); err != nil {
@@ -82,6 +86,10 @@ func RunIntake(ctx context.Context, js jetstream.JetStream, c IntakeConfig) erro
 		_ = m.Ack()
 	}
 }
+
+// intakeAckWait bounds the wait for the queue's acknowledgements of one
+// batch's orders.
+const intakeAckWait = 10 * time.Second
 
 var purchaseAccepted = []byte(`"` + events.TypePurchaseAccepted + `"`)
 
@@ -120,11 +128,15 @@ func intake(ctx context.Context, js jetstream.JetStream, data []byte, c IntakeCo
 		}
 		acks = append(acks, f)
 	}
+	wait := time.NewTimer(intakeAckWait)
+	defer wait.Stop()
 	for _, f := range acks {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
 			return err
+		case <-wait.C:
+			return errors.New("no acknowledgement for the queued orders") // the batch is retried; duplicates are dropped
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -44,8 +44,17 @@ type Work struct {
 	From       uint64    `json:"from,omitempty"`    // the dead-letter entry it was sent back from
 }
 
+// newerError says a message was written by a newer build.
+type newerError struct{ v int }
+
+func (e *newerError) Error() string {
+	return fmt.Sprintf("order message version %d, this build knows 1..%d", e.v, workVersion)
+}
+
 func (w *Work) check() error {
 	switch {
+	case w.V > workVersion:
+		return &newerError{w.V}
 	case w.V != workVersion:
 		return fmt.Errorf("order message version %d, this build knows %d", w.V, workVersion)
 	case !events.ValidOrderID(w.Order) || !events.ValidSaleID(w.Sale) || w.Shopper == "" || w.Units < 1 || w.Deadline.IsZero():

@@ -134,6 +134,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			<-sem
 			return ctx.Err()
 		}
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			<-sem
+			return fmt.Errorf("fulfilment consumer: %w", err) // bound again by the caller
+		}
 		if err != nil {
 			<-sem
 			w.c.Log.Warn("fulfilment consumer", "err", err)
@@ -154,10 +158,21 @@ func (w *Worker) Run(ctx context.Context) error {
 // order is confirmed or given up, and handed back with a delay otherwise.
 func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 	work, err := decodeWork(m.Data())
-	if err != nil {
-		w.c.Log.Error("fulfilment: order message dropped", "subject", m.Subject(), "err", err)
+	var newer *newerError
+	switch {
+	case errors.As(err, &newer):
+		// Written by a newer build: leave it to a process that knows it.
+		w.c.Log.Warn("fulfilment: order message from a newer build, handed back", "subject", m.Subject(), "err", err)
+		_ = m.NakWithDelay(time.Minute)
+		return
+	case err != nil:
+		w.c.Log.Error("fulfilment: malformed order message dropped", "subject", m.Subject(), "err", err)
 		_ = m.TermWithReason(err.Error())
 		return
+	}
+	delivered := uint64(1)
+	if md, err := m.Metadata(); err == nil {
+		delivered = md.NumDelivered
 	}
 	// A sign of life while the order is held (a wait for a token, a slow
 	// provider), so it is not delivered to another process meanwhile.
@@ -175,77 +190,105 @@ func (w *Worker) handle(ctx context.Context, m jetstream.Msg) {
 			}
 		}
 	}()
-	delay, err := w.settle(hctx, &work)
+	v, err := w.settle(hctx, &work, delivered)
 	switch {
 	case errors.Is(err, errAbandoned):
 		return
 	case err != nil && ctx.Err() != nil:
 		return // shutting down: delivered again later
 	case err != nil:
-		w.c.Log.Warn("fulfilment: order handed back", "order", work.Order, "sale", work.Sale, "err", err, "retry_in", delay)
-		_ = m.NakWithDelay(max(delay, time.Second))
-	case delay > 0:
-		_ = m.NakWithDelay(delay)
-	default:
+		w.c.Log.Warn("fulfilment: order handed back", "order", work.Order, "sale", work.Sale, "err", err, "retry_in", v.delay)
+		_ = m.NakWithDelay(max(v.delay, time.Second))
+	case v.done:
 		_ = m.Ack()
+	default:
+		_ = m.NakWithDelay(max(v.delay, 10*time.Millisecond))
 	}
 }
 
 var errAbandoned = errors.New("abandoned")
 
-// settle does what the order needs now. It returns 0 when the order is
-// done with (confirmed or given up), or the delay after which it should be
-// tried again.
-func (w *Worker) settle(ctx context.Context, work *Work) (time.Duration, error) {
+// verdict is what becomes of a delivery: done (acknowledged: the order is
+// confirmed or given up), or handed back to be tried after delay.
+type verdict struct {
+	done  bool
+	delay time.Duration
+}
+
+var finished = verdict{done: true}
+
+func later(d time.Duration) verdict { return verdict{delay: d} }
+
+// settle does what the order needs now.
+func (w *Worker) settle(ctx context.Context, work *Work, delivered uint64) (verdict, error) {
 	for range 8 { // bounded: each turn is a state another process moved
 		state, err := ReadState(ctx, w.st, work.Sale, work.Order)
 		if err != nil {
-			return time.Second, err
+			return later(time.Second), err
 		}
-		delay, err := w.step(ctx, work, state)
+		v, err := w.step(ctx, work, state, delivered)
 		if errors.Is(err, errMoved) {
 			continue
 		}
-		return delay, err
+		return v, err
 	}
-	return time.Second, errors.New("the order's state keeps moving")
+	return later(time.Second), errors.New("the order's state keeps moving")
 }
 
-func (w *Worker) step(ctx context.Context, work *Work, state State) (time.Duration, error) {
+// maxTokenWait bounds one delivery's wait for a token, so that an order
+// whose provider cannot give tokens still reaches its deadline.
+const maxTokenWait = 30 * time.Second
+
+func (w *Worker) step(ctx context.Context, work *Work, state State, delivered uint64) (verdict, error) {
 	switch state.Status {
 	case StatusConfirmed:
-		return 0, nil
+		return finished, nil
 	case StatusFailed:
 		// Given up before (a redelivery, or a restore that lost the
 		// dead-letter stream): make sure the entry is there.
-		return 0, w.dead(ctx, work, state.Reason, state.Attempts, state.Error)
+		return finished, w.dead(ctx, work, state.Reason, state.Attempts, state.Error)
 	}
 	now := w.c.Now()
-	if now.After(work.Deadline) {
-		return 0, w.giveUp(ctx, work, state, events.OrderFailedDeadline, state.Attempts, firstNonEmpty(state.Error, "not confirmed by its deadline"))
+	late := !now.Before(work.Deadline)
+	if late && state.Status != StatusRetrying && delivered <= 1 {
+		// Never sent: give it up without a call.
+		return w.giveUp(ctx, work, state, events.OrderFailedDeadline, state.Attempts, firstNonEmpty(state.Error, "not confirmed by its deadline"))
 	}
+	// (Late, but a call was made before — it may have reached the provider
+	// — the last try below asks once more: a provider that has the order
+	// answers its first result, and the order is confirmed, not failed.)
 	var last error
 	for refresh := 0; refresh < 2; refresh++ {
-		tok, err := w.tokens.Token(ctx)
+		tctx, cancel := context.WithTimeout(ctx, min(maxTokenWait, max(work.Deadline.Sub(now), time.Second)))
+		tok, err := w.tokens.Token(tctx)
+		cancel()
 		var banned *broker.BannedError
-		if errors.As(err, &banned) {
+		switch {
+		case errors.As(err, &banned) && late:
+			return w.giveUp(ctx, work, state, events.OrderFailedDeadline, state.Attempts, "not confirmed by its deadline: the provider bans us")
+		case errors.As(err, &banned):
 			w.c.OnOutcome("delayed")
 			// Back when the ban ends, or at the deadline if that comes first.
-			return min(banned.Until.Sub(now), work.Deadline.Sub(now)+time.Millisecond) + w.jitter(time.Second), nil
-		}
-		if err != nil {
-			return w.c.Backoff, fmt.Errorf("provider token: %w", err)
+			return later(min(banned.Until.Sub(now), work.Deadline.Sub(now)) + w.jitter(time.Second)), nil
+		case err != nil && ctx.Err() != nil:
+			return later(0), ctx.Err()
+		case err != nil && late:
+			return w.giveUp(ctx, work, state, events.OrderFailedDeadline, state.Attempts, "not confirmed by its deadline: no provider token: "+err.Error())
+		case err != nil:
+			// No call was made: nothing to count. The next delivery
+			// looks at the deadline again.
+			return later(w.c.Backoff), fmt.Errorf("provider token: %w", err)
 		}
 		o := provider.Order{OrderID: work.Order, Sale: work.Sale, Shopper: work.Shopper, Units: work.Units, TokenID: work.TokenID}
 		res, err := w.send.SendOrder(ctx, tok.Value, o)
 		if err == nil {
 			if w.c.crash != nil && w.c.crash(work.Order) {
-				return 0, errAbandoned
+				return verdict{}, errAbandoned
 			}
-			return 0, w.confirm(ctx, work, state, res)
+			return finished, w.confirm(ctx, work, state, res)
 		}
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return later(0), ctx.Err()
 		}
 		last = err
 		switch provider.KindOf(err) {
@@ -254,54 +297,63 @@ func (w *Worker) step(ctx context.Context, work *Work, state State) (time.Durati
 			// then one more try with the new one.
 			w.c.OnOutcome("unauthorized")
 			if err := w.tokens.Invalidate(ctx, tok); err != nil {
-				return w.c.Backoff, fmt.Errorf("invalidate provider token: %w", err)
+				return later(w.c.Backoff), fmt.Errorf("invalidate provider token: %w", err)
 			}
 			continue
 		case provider.Banned:
-			if err := w.tokens.Ban(ctx, provider.RetryAfter(err), err.Error()); err != nil {
-				return w.c.Backoff, fmt.Errorf("record the provider's ban: %w", err)
+			if ra := provider.RetryAfter(err); ra > 0 {
+				// A ban (the fake provider, a carrier): nobody calls until
+				// it ends. A 403 naming no end is this order's problem.
+				if err := w.tokens.Ban(ctx, ra, err.Error()); err != nil {
+					return later(w.c.Backoff), fmt.Errorf("record the provider's ban: %w", err)
+				}
+				w.c.OnOutcome("delayed")
+				return later(w.c.Backoff), nil // the next try finds the ban and waits for its end
 			}
-			w.c.OnOutcome("delayed")
-			return w.c.Backoff, nil // the next try finds the ban and waits for its end
 		case provider.Rejected:
-			return 0, w.giveUp(ctx, work, state, events.OrderFailedRejected, state.Attempts+1, err.Error())
+			return w.giveUp(ctx, work, state, events.OrderFailedRejected, attemptsAfter(state), err.Error())
 		}
 		return w.attemptFailed(ctx, work, state, err)
 	}
 	return w.attemptFailed(ctx, work, state, last)
 }
 
-// attemptFailed records a failed call and says when to try again, or gives
-// the order up after MaxAttempts.
-func (w *Worker) attemptFailed(ctx context.Context, work *Work, state State, err error) (time.Duration, error) {
-	n := state.Attempts + 1
+// attemptsAfter is the failed calls counted once one more failed.
+func attemptsAfter(state State) int {
 	if state.Status != StatusRetrying {
-		n = 1
+		return 1
 	}
-	if n >= w.c.MaxAttempts {
-		return 0, w.giveUp(ctx, work, state, events.OrderFailedAttempts, n, err.Error())
+	return state.Attempts + 1
+}
+
+// attemptFailed records a failed call and says when to try again, or gives
+// the order up after MaxAttempts or past its deadline.
+func (w *Worker) attemptFailed(ctx context.Context, work *Work, state State, err error) (verdict, error) {
+	n := attemptsAfter(state)
+	now := w.c.Now()
+	switch {
+	case n >= w.c.MaxAttempts:
+		return w.giveUp(ctx, work, state, events.OrderFailedAttempts, n, err.Error())
+	case !now.Before(work.Deadline):
+		return w.giveUp(ctx, work, state, events.OrderFailedDeadline, n, err.Error())
 	}
 	delay := w.backoff(n)
 	if ra := provider.RetryAfter(err); ra > delay {
 		delay = ra
 	}
-	now := w.c.Now()
 	delay = min(delay, work.Deadline.Sub(now)+time.Millisecond) // the deadline is not overslept
 	e := w.event(work, now, events.TypeOrderAttemptFailed, &events.OrderAttemptFailed{Attempt: n, Status: provider.StatusOf(err), Error: err.Error(), RetryAt: now.Add(delay)})
 	if _, aerr := appendOutcome(ctx, w.js, w.st, e, state.Seq); aerr != nil {
-		return time.Second, aerr
+		return later(time.Second), aerr
 	}
 	w.c.OnOutcome("attempt_failed")
-	return delay, nil
+	return later(delay), nil
 }
 
 // confirm records the provider's acceptance. The provider has the order:
 // whatever else was recorded meanwhile, confirmed is the truth, once.
 func (w *Worker) confirm(ctx context.Context, work *Work, state State, res provider.Result) error {
-	attempts := 1
-	if state.Status == StatusRetrying {
-		attempts = state.Attempts + 1
-	}
+	attempts := attemptsAfter(state)
 	e := w.event(work, w.c.Now(), events.TypeOrderConfirmed, &events.OrderConfirmed{Reference: res.Reference, Attempts: attempts})
 	for range 8 {
 		_, err := appendOutcome(ctx, w.js, w.st, e, state.Seq)
@@ -324,18 +376,20 @@ func (w *Worker) confirm(ctx context.Context, work *Work, state State, res provi
 	return errors.New("could not record the confirmation: the order's state keeps moving")
 }
 
-// giveUp puts the order in the dead-letter stream, then records OrderFailed.
-func (w *Worker) giveUp(ctx context.Context, work *Work, state State, reason string, attempts int, why string) error {
-	if err := w.dead(ctx, work, reason, attempts, why); err != nil {
-		return err
-	}
+// giveUp records OrderFailed, then puts the order in the dead-letter
+// stream (a crash between the two: the redelivery finds the order failed
+// and writes the entry).
+func (w *Worker) giveUp(ctx context.Context, work *Work, state State, reason string, attempts int, why string) (verdict, error) {
 	e := w.event(work, w.c.Now(), events.TypeOrderFailed, &events.OrderFailed{Reason: reason, Attempts: attempts, Error: why})
 	if _, err := appendOutcome(ctx, w.js, w.st, e, state.Seq); err != nil {
-		return err
+		return later(time.Second), err
+	}
+	if err := w.dead(ctx, work, reason, attempts, why); err != nil {
+		return later(time.Second), err
 	}
 	w.c.OnOutcome("failed")
 	w.c.Log.Warn("fulfilment: order given up, in the dead-letter stream", "order", work.Order, "sale", work.Sale, "reason", reason, "attempts", attempts, "err", why)
-	return nil
+	return finished, nil
 }
 
 func (w *Worker) dead(ctx context.Context, work *Work, reason string, attempts int, why string) error {

@@ -53,8 +53,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 		Description: "flashgate: accepted orders waiting for the fulfilment worker",
 		Subjects:    []string{events.SubjectWorkPfx + "*"},
 		Retention:   jetstream.WorkQueuePolicy,
-		Discard:     jetstream.DiscardNew,
+		Discard:     jetstream.DiscardNew, // full: the intake retries, nothing is lost
 		Duplicates:  10 * time.Minute,
+		MaxMsgs:     10_000_000,
+		MaxBytes:    4 << 30,
 	}, {
 		Name:              events.DLQStream,
 		Description:       "flashgate: orders given up by the fulfilment worker",
@@ -62,6 +64,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardNew,
 		MaxMsgsPerSubject: 1,
+		MaxMsgs:           1_000_000,
+		MaxBytes:          1 << 30,
 	}} {
 		sc.Storage, sc.Replicas, sc.MaxMsgSize = jetstream.FileStorage, c.Replicas, 1<<20
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
