@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/wait"
 	"github.com/flashgate/flashgate/provider"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -340,6 +341,9 @@ func (b *Broker) set(st State, rev uint64, read bool) {
 	if rev != 0 && rev < b.rev || rev == b.rev && !(read && b.dirty) {
 		return
 	}
+	if b.dirty && !b.c.Connected() {
+		return // a message still in flight from before NATS was lost: this process's own state stands
+	}
 	b.st, b.rev, b.local, b.dirty = st, rev, false, false
 	close(b.changed)
 	b.changed = make(chan struct{})
@@ -436,15 +440,15 @@ func (b *Broker) renew(ctx context.Context) error {
 		case st.leased(now):
 			// Another process asks; its token is pushed by the watch. Look
 			// again when its lease would run out.
-			if err := sleep(ctx, min(st.LeaseUntil.Sub(now)+10*time.Millisecond, 500*time.Millisecond)); err != nil {
+			if err := wait.Sleep(ctx, min(st.LeaseUntil.Sub(now)+10*time.Millisecond, 500*time.Millisecond)); err != nil {
 				return err
 			}
 			continue
 		}
 		avail := st.budgetAt(now, b.c.Budget, b.c.Burst)
 		if avail < 1 {
-			wait := time.Duration((1 - avail) / b.c.Budget * float64(time.Second))
-			if err := sleep(ctx, wait+time.Millisecond); err != nil {
+			refill := time.Duration((1 - avail) / b.c.Budget * float64(time.Second))
+			if err := wait.Sleep(ctx, refill+time.Millisecond); err != nil {
 				return err
 			}
 			continue
@@ -655,7 +659,7 @@ func (b *Broker) Run(ctx context.Context) error {
 				break
 			}
 			b.c.Log.Warn("watch provider token", "err", err)
-			if err := sleep(ctx, time.Second); err != nil {
+			if err := wait.Sleep(ctx, time.Second); err != nil {
 				break
 			}
 			continue
@@ -694,17 +698,6 @@ func (b *Broker) follow(ctx context.Context, w jetstream.KeyWatcher, tick <-chan
 				b.kick()
 			}
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

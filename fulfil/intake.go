@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/internal/wait"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -73,7 +74,7 @@ func RunIntake(ctx context.Context, js jetstream.JetStream, c IntakeConfig) erro
 		}
 		if err != nil {
 			c.Log.Warn("fulfilment intake", "err", err)
-			if err := sleep(ctx, time.Second); err != nil {
+			if err := wait.Sleep(ctx, time.Second); err != nil {
 				return err
 			}
 			continue
@@ -142,17 +143,6 @@ func intake(ctx context.Context, js jetstream.JetStream, data []byte, c IntakeCo
 		}
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flashgate/flashgate/broker"
 	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/internal/wait"
 	"github.com/flashgate/flashgate/provider"
 	"github.com/flashgate/flashgate/stream"
 	"github.com/nats-io/nats.go/jetstream"
@@ -141,7 +142,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err != nil {
 			<-sem
 			w.c.Log.Warn("fulfilment consumer", "err", err)
-			if err := sleep(ctx, time.Second); err != nil {
+			if err := wait.Sleep(ctx, time.Second); err != nil {
 				return err
 			}
 			continue

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/internal/wait"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -140,7 +141,7 @@ func (m *Manager) own(ctx context.Context, sale string) {
 			if !errors.Is(err, errLeaseHeld) && ctx.Err() == nil {
 				m.log.Warn("lease not acquired", "sale", sale, "err", err)
 			}
-			sleep(ctx, retry)
+			wait.Sleep(ctx, retry)
 			continue
 		}
 		wctx, cancel := context.WithCancel(ctx)
@@ -174,7 +175,7 @@ func (m *Manager) own(ctx context.Context, sale string) {
 			// fails, within TTL/3). Keep the lease and try again; releasing
 			// it here would hand the sale back to that zombie.
 			m.log.Warn("writer stopped", "sale", sale, "err", err, "retry in", backoff)
-			sleep(ctx, backoff)
+			wait.Sleep(ctx, backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
@@ -234,13 +235,4 @@ func (m *Manager) release(sale string) {
 		return
 	}
 	_ = m.leases.Delete(ctx, sale, jetstream.LastRevision(e.Revision()))
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
