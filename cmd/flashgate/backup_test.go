@@ -52,6 +52,21 @@ func TestBackupRestoreInstallation(t *testing.T) {
 		}
 		s.order = r.str("orderId")
 	}
+	// The orders go to the in-process fake provider; their outcomes are
+	// events too. Wait for them: the backups below must see one history.
+	for _, s := range shoppers[:3] {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			r := bkDo(t, "GET", a.URL+"/api/v1/orders/"+s.order, s.session, nil, nil)
+			if r.status == http.StatusOK && r.str("status") == "confirmed" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("order %s not confirmed: %d %s", s.order, r.status, r.raw)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	holder := shoppers[3] // holds a token, has not bought yet
 	if holder.token == "" {
 		t.Fatal("the fourth shopper got no token")
