@@ -82,6 +82,9 @@ type Config struct {
 	// Orders, if set, adds where each order stands at the fulfilment
 	// provider, the order event streams and the dead-letter endpoints.
 	Orders Orders
+	// Cluster, if set, answers GET /api/v1/admin/cluster: the live
+	// processes and the sales' writer leases.
+	Cluster func(ctx context.Context) (any, error)
 }
 
 type api struct {
@@ -149,6 +152,7 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/open", a.admin(a.schedule(events.ActionOpen)))
 	mux.HandleFunc("POST /api/v1/admin/sales/{sale}/close", a.admin(a.schedule(events.ActionClose)))
 	mux.HandleFunc("GET /api/v1/admin/events", a.admin(a.adminEvents))
+	mux.HandleFunc("GET /api/v1/admin/cluster", a.admin(a.clusterStatus))
 	mux.HandleFunc("GET /api/v1/admin/orders/dlq", a.admin(a.deadOrders))
 	mux.HandleFunc("POST /api/v1/admin/orders/dlq/{order}/retry", a.admin(a.requeueOrder))
 	mux.HandleFunc("GET /api/v1/admin/limits", a.admin(a.listLimits))
@@ -762,6 +766,19 @@ func (a *api) decisionFromRow(rs projections.RequestStatus) events.Event {
 		d.Data = &events.QueueLeft{Reason: x.Reason}
 	}
 	return d
+}
+
+// clusterStatus answers GET /api/v1/admin/cluster.
+func (a *api) clusterStatus(w http.ResponseWriter, r *http.Request) error {
+	if a.Cluster == nil {
+		return newError(http.StatusNotFound, "not_found", "cluster status is not served here")
+	}
+	v, err := a.Cluster(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
 }
 
 // SaleRequest is the body of POST /api/v1/admin/sales.

@@ -198,8 +198,10 @@ type App struct {
 	served     chan error
 	stopping   chan struct{} // closed when shutdown begins: streams end
 	draining   atomic.Bool
-	lastReq    atomic.Int64                // unix nanos of the last request that arrived
-	liveFront  atomic.Pointer[front.Front] // Front, for the views' pacing (they start before it)
+	lastReq    atomic.Int64                     // unix nanos of the last request that arrived
+	liveFront  atomic.Pointer[front.Front]      // Front, for the views' pacing (they start before it)
+	httpURL    atomic.Pointer[string]           // URL, for the heartbeat (it starts before the listener)
+	liveMgr    atomic.Pointer[handlers.Manager] // manager, for the heartbeat (it starts before the writers)
 	stopOnce   sync.Once
 	stopErr    error
 }
@@ -307,6 +309,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	deliver := func(db *events.DecisionBatch, prev, seq uint64) { a.Front.Committed(db, prev, seq) }
 	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log,
 		OnCommit: onCommit, Deliver: deliver})
+	a.liveMgr.Store(a.manager)
 	wctx, cancelW := context.WithCancel(context.Background())
 	a.cancelW = cancelW
 	a.manager.Start(wctx)
@@ -351,7 +354,8 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.ReadyCached, Stopping: a.stopping, Pages: c.Pages,
 		Limiter: a.guard.limiter, Proxies: a.guard.proxies, Limits: a.guard.limits, MaxQueueStreams: c.MaxQueueStreams,
 		PoW: a.guard.pow, Captcha: a.guard.captcha, Signatures: a.guard.signatures,
-		Orders: ordersAPI{f: a.ful, js: a.JS, st: st, deadline: c.OrderDeadline, now: time.Now},
+		Orders:  ordersAPI{f: a.ful, js: a.JS, st: st, deadline: c.OrderDeadline, now: time.Now},
+		Cluster: func(ctx context.Context) (any, error) { return a.Cluster(ctx) },
 	})
 	if c.MetricsAddr != "" {
 		mux := http.NewServeMux()
@@ -374,6 +378,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		return nil, fmt.Errorf("listen on %s: %w", c.HTTP, err)
 	}
 	a.URL = "http://" + ln.Addr().String()
+	a.httpURL.Store(&a.URL)
 	if a.MetricsURL == "" {
 		a.MetricsURL = a.URL + "/metrics"
 	}

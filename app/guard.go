@@ -149,6 +149,7 @@ func (a *App) newGuard(ctx context.Context, c Config, node string, purchaseKeys 
 	}
 	g.presence = cluster.New(nodesKV, cluster.Config{Self: cluster.Member{Node: node, Started: c.Now().UTC()}, Now: c.Now, Log: a.log,
 		Resync: a.reconnects.next,
+		Update: a.describe,
 		OnChange: func(live int, degraded bool) {
 			g.limiter.SetShare(live)
 			a.log.Info("rate limits: shared by live processes", "processes", live, "degraded", degraded)

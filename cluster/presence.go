@@ -23,7 +23,9 @@ type Member struct {
 	Node    string    `json:"node"`
 	HTTP    string    `json:"http,omitempty"` // its API's base URL
 	Started time.Time `json:"started"`
-	Beat    time.Time `json:"beat"` // when this heartbeat was written (the writer's clock)
+	Beat    time.Time `json:"beat"`              // when this heartbeat was written (the writer's clock)
+	Applied uint64    `json:"applied,omitempty"` // the last stream sequence its projections applied
+	Owns    []string  `json:"owns,omitempty"`    // the sales whose writer it runs
 }
 
 // Config configures a Presence.
@@ -36,6 +38,9 @@ type Config struct {
 	Now      func() time.Time
 	Log      *slog.Logger
 	OnChange func(live int, degraded bool) // called when either changes
+	// Update, if set, fills the changing fields of each heartbeat (the
+	// projections' progress, the sales owned).
+	Update func(*Member)
 	// Resync, if set, returns a channel closed at the next reconnect to
 	// NATS: the watch starts again at once (a server restart loses its
 	// consumer; the client would notice only after missed heartbeats).
@@ -142,6 +147,9 @@ func (p *Presence) Run(ctx context.Context) error {
 // beat writes the heartbeat and recounts.
 func (p *Presence) beat(ctx context.Context) {
 	m := p.cfg.Self
+	if p.cfg.Update != nil {
+		p.cfg.Update(&m)
+	}
 	m.Beat = p.cfg.Now().UTC()
 	b, _ := json.Marshal(m)
 	bctx, cancel := context.WithTimeout(ctx, p.cfg.Interval)

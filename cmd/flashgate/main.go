@@ -32,6 +32,7 @@ Usage:
   flashgate restore --in FILE           restore a backup into a fresh data directory
   flashgate config print [flags]        show the effective serve configuration, secrets redacted
   flashgate bench  [flags]              load-test a server: tokens, purchase, queue or mixed (with abusive clients)
+  flashgate cluster status [--json]     the processes, the sales each writes for, lease ages, view lag
   flashgate orders dlq list|retry ...   orders the fulfilment gave up: list them, send them back
   flashgate provider fake [flags]       a stand-in fulfilment provider with a carrier's token quota, for development
   flashgate version
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = sale(ctx, args[1:], getenv, stdout, stderr)
 	case "solve":
 		err = solveCmd(ctx, args[1:], stdinReader, stdout, stderr)
+	case "cluster":
+		err = clusterCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "orders":
 		err = ordersCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "provider":
