@@ -4,7 +4,7 @@ BIN      ?= bin/flashgate
 DATA     ?= data
 # The race detector runs over every package (most start goroutines).
 
-.PHONY: all build run test deps vet fmt-check unit race bench bench-deps clean
+.PHONY: all build run test deps vet fmt-check unit race bench bench-deps clean nats-server cluster
 
 all: build
 
@@ -13,6 +13,17 @@ build:
 
 run: build
 	./$(BIN) serve --data $(DATA)
+
+# The nats-server the Go module already pins (the embedded one's version),
+# for a real cluster: see README "Beyond one machine".
+nats-server:
+	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+
+# A three-node NATS cluster on this machine (deploy/nats-cluster), for
+# trying several flashgate processes; Ctrl-C stops it.
+cluster: nats-server
+	cd deploy/nats-cluster && trap 'kill 0' INT TERM EXIT; \
+	for i in 1 2 3; do ../../bin/nats-server -c n$$i.conf & done; wait
 
 # The whole suite: formatting, vet, unit tests (fuzz seeds included), the
 # race detector on the concurrent packages, and the end-to-end tests (a real

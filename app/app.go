@@ -255,7 +255,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := stream.Ensure(ctx, a.JS, stream.Config{Replicas: c.Replicas, LeaseTTL: c.LeaseTTL}); err != nil {
+	if err := a.ensure(ctx, c); err != nil {
 		return nil, err
 	}
 	st, err := a.JS.Stream(ctx, events.StreamName)
@@ -391,6 +391,28 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		a.served <- err
 	}()
 	return a, nil
+}
+
+// ensureFor bounds how long Start waits for the stream layout: a cluster
+// just started may need a while to place replicated streams.
+const ensureFor = time.Minute
+
+// ensure creates or checks the stream layout, trying again on a timeout.
+func (a *App) ensure(ctx context.Context, c Config) error {
+	deadline := time.Now().Add(ensureFor)
+	for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := stream.Ensure(ctx, a.JS, stream.Config{Replicas: c.Replicas, LeaseTTL: c.LeaseTTL})
+		if err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+			errors.Is(err, jetstream.ErrJetStreamNotEnabled)) || time.Now().After(deadline) {
+			return err
+		}
+		a.log.Warn("stream layout not ready, trying again", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
 }
 
 func loadKeys(given, inData string) (*tokens.KeySet, error) {
