@@ -34,6 +34,25 @@ type Manager struct {
 	owned   map[string]bool  // sales whose lease this process holds
 	wg      sync.WaitGroup
 	stopped bool
+	fewer   func(owned int) bool // whether a live process writes for fewer sales than owned; nil: none
+}
+
+// SpreadOver makes the manager hold back, for one lease TTL, from a free
+// lease while another live process writes for fewer sales (fewer says so):
+// that process takes it first, and sales spread over the processes. Sales
+// already owned are not handed over.
+func (m *Manager) SpreadOver(fewer func(owned int) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fewer = fewer
+}
+
+// overShare reports whether another process should take a free lease first.
+func (m *Manager) overShare() bool {
+	m.mu.Lock()
+	fewer, owned := m.fewer, len(m.owned)
+	m.mu.Unlock()
+	return fewer != nil && fewer(owned)
 }
 
 // NewManager returns a manager for the process node. node must be stable
@@ -133,6 +152,10 @@ func (m *Manager) own(ctx context.Context, sale string) {
 	retry := m.ttl / 4
 	backoff := 50 * time.Millisecond // after a writer failure; doubles to 5 s
 	for ctx.Err() == nil {
+		if m.overShare() && m.leaseFree(ctx, sale) {
+			// Give the process with fewer sales a lease TTL to take it.
+			wait.Sleep(ctx, m.ttl)
+		}
 		rev, err := m.acquire(ctx, sale)
 		if errors.Is(err, errLeaseHeld) {
 			m.setFailing(sale, nil) // another process writes it: nothing of ours fails
@@ -184,6 +207,12 @@ func (m *Manager) own(ctx context.Context, sale string) {
 }
 
 var errLeaseHeld = errors.New("lease held by another process")
+
+// leaseFree reports whether nobody holds sale's lease now.
+func (m *Manager) leaseFree(ctx context.Context, sale string) bool {
+	_, err := m.leases.Get(ctx, sale)
+	return errors.Is(err, jetstream.ErrKeyNotFound)
+}
 
 func (m *Manager) acquire(ctx context.Context, sale string) (uint64, error) {
 	rev, err := m.leases.Create(ctx, sale, []byte(m.node))
