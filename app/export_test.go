@@ -1,0 +1,13 @@
+package app
+
+// Crash stops the process as abruptly as one process can stop a part of
+// itself, for the tests of what the other processes do then: the HTTP
+// listener and every connection on it close at once (answers not yet
+// written are lost), and the NATS connection closes without draining, so
+// nothing more goes out — no lease release, no last batch, no goodbye. The
+// writers' and the front's next calls fail with a closed connection.
+// Shutdown afterwards releases what is left in the process.
+func (a *App) Crash() {
+	_ = a.srv.Close()
+	a.nc.Close()
+}
