@@ -141,6 +141,7 @@ type State struct {
 	tokens   map[string]*token        // outstanding and redeemed tokens
 	shoppers map[string]*shopperState // shoppers holding a token or having bought
 	expiry   expiryHeap               // outstanding tokens, soonest first
+	redeemed []*token                 // redeemed tokens in the order of their purchase (append only: a snapshot shares it)
 	q        *queueState              // the waiting room; nil without one
 	seed     func() uint64            // the shuffle's seed source; nil: crypto/rand
 }
@@ -407,13 +408,22 @@ func (s *State) decidePurchase(now time.Time, r events.Event, d *events.Purchase
 	case s.Head.StockLeft() <= 0:
 		return refuse(events.ReasonSoldOut, "")
 	}
-	t.orderID = r.ID
+	s.redeem(t, r.ID)
+	return decision(now, r, events.TypePurchaseAccepted, &events.PurchaseAccepted{TokenID: t.id, OrderID: r.ID, Units: 1})
+}
+
+// redeem records the purchase of an outstanding token: the one place a
+// token is used, for Decide and Apply alike. A shopper's purchases are
+// exactly their redeemed tokens (a snapshot rebuilds the shoppers from the
+// tokens).
+func (s *State) redeem(t *token, orderID string) {
+	t.orderID = orderID
 	heap.Remove(&s.expiry, t.heapIdx)
-	sh := s.shoppers[r.Shopper]
+	sh := s.shoppers[t.shopper]
 	sh.token = nil
 	sh.bought++
 	s.Head.Redeemed++
-	return decision(now, r, events.TypePurchaseAccepted, &events.PurchaseAccepted{TokenID: t.id, OrderID: r.ID, Units: 1})
+	s.redeemed = append(s.redeemed, t)
 }
 
 // decideUpdate opens or closes the sale at now. Opening moves a later
@@ -488,12 +498,7 @@ func (s *State) Apply(db events.DecisionBatch) error {
 			if t == nil || t.orderID != "" {
 				return fmt.Errorf("sale %s batch %d: purchase with token %s that is not outstanding", s.Sale.ID, db.Head.Version, d.TokenID)
 			}
-			t.orderID = d.OrderID
-			heap.Remove(&s.expiry, t.heapIdx)
-			sh := s.shoppers[t.shopper]
-			sh.token = nil
-			sh.bought++
-			s.Head.Redeemed++
+			s.redeem(t, d.OrderID)
 		}
 	}
 	if s.q != nil {

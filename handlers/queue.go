@@ -38,6 +38,23 @@ type queueState struct {
 	interval  int64 // 1e9 / rate
 	tolerance int64 // (burst - 1) x interval, burst = max(1, rate) (one second's worth)
 	tat       int64 // theoretical arrival time of the next admission (unix nanos)
+	// Every ticket in the order it joined (the room does not list them):
+	// a snapshot copies the room from it. The first preJoins joined the
+	// pre-queue.
+	tickets  []*queue.Ticket
+	preJoins int
+}
+
+// joined notes the ticket a QueueJoined (not Already) just placed in the room.
+func (q *queueState) joined(d *events.QueueJoined) {
+	t, ok := q.room.Ticket(d.Ticket)
+	if !ok {
+		return
+	}
+	q.tickets = append(q.tickets, t)
+	if d.Place < 0 {
+		q.preJoins++
+	}
 }
 
 // SetSeed sets where the shuffle's seed comes from; the default is
@@ -219,7 +236,9 @@ func (s *State) decideJoin(now time.Time, r events.Event) events.Event {
 		d.PreIndex = int64(q.room.PreQueue())
 	}
 	e := decision(now, r, events.TypeQueueJoined, d)
-	_ = q.room.Apply(e, now)
+	if q.room.Apply(e, now) == nil {
+		q.joined(d)
+	}
 	return e
 }
 
@@ -309,6 +328,9 @@ func (s *State) applyQueueBatch(db events.DecisionBatch) error {
 	for _, e := range db.Events {
 		if err := q.room.Apply(e, db.DecidedAt); err != nil {
 			return err
+		}
+		if d, ok := e.Data.(*events.QueueJoined); ok && !d.Already {
+			q.joined(d)
 		}
 		if d, ok := e.Data.(*events.QueueAdmitted); ok {
 			t, _ := q.room.Ticket(d.Ticket)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
@@ -37,6 +38,22 @@ type WriterConfig struct {
 	// keep or modify db beyond what events.Event values allow, and must be
 	// quick: the next batch waits for it.
 	Deliver func(db *events.DecisionBatch, prevSeq, seq uint64)
+
+	// Snapshots (see snapshot.go): the writer saves its state in the
+	// snapshot bucket (stream.SnapshotBucket) once SnapshotEvery decisions
+	// were committed since the last one (default 100,000; negative: never by
+	// count) or, if any was, SnapshotInterval passed (default 5 minutes;
+	// negative: never by time); never within SnapshotMinGap of the last one
+	// (default 10 s). The copy is made between two batches; encoding and
+	// upload run in the background, one at a time: a snapshot due while the
+	// last one is still uploading is skipped. A new owner loads the latest
+	// and replays only the batches after it.
+	SnapshotEvery    int
+	SnapshotInterval time.Duration
+	SnapshotMinGap   time.Duration
+	// NoSnapshots makes the writer neither read nor save snapshots: Load
+	// replays the sale's whole history.
+	NoSnapshots bool
 }
 
 func (c *WriterConfig) defaults() {
@@ -51,6 +68,15 @@ func (c *WriterConfig) defaults() {
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = 100_000
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 5 * time.Minute
+	}
+	if c.SnapshotMinGap <= 0 {
+		c.SnapshotMinGap = 10 * time.Second
 	}
 }
 
@@ -67,12 +93,22 @@ type Writer struct {
 	state   *State
 	headSeq uint64    // stream sequence of the last committed batch (0: none)
 	lastAt  time.Time // decision time of the last committed batch
+	last    []byte    // the last committed batch as stored (a snapshot records its digest)
+	loaded  uint64    // the stream sequence of the snapshot Load started from (0: none)
+
+	snaps     jetstream.ObjectStore // the snapshot bucket; nil: no snapshots
+	sinceSnap int                   // decisions committed (or replayed) since the last snapshot
+	lastSnap  time.Time             // when the last snapshot was taken (or the sale loaded)
+	snapIdle  chan struct{}         // holds a token while no snapshot is being saved
+	snapWG    sync.WaitGroup
 }
 
 // NewWriter returns a writer for sale. Run loads the sale and decides.
 func NewWriter(js jetstream.JetStream, st jetstream.Stream, sale string, cfg WriterConfig) *Writer {
 	cfg.defaults()
-	return &Writer{js: js, st: st, sale: sale, cfg: cfg}
+	w := &Writer{js: js, st: st, sale: sale, cfg: cfg, snapIdle: make(chan struct{}, 1)}
+	w.snapIdle <- struct{}{}
+	return w
 }
 
 // State returns the writer's state (for tests and benchmarks: do not call
@@ -80,8 +116,10 @@ func NewWriter(js jetstream.JetStream, st jetstream.Stream, sale string, cfg Wri
 func (w *Writer) State() *State { return w.state }
 
 // Load rebuilds the sale's state from its configuration and its decision
-// history.
+// history: from the latest snapshot and the batches after it if there is a
+// snapshot that matches the stream, else from the first batch.
 func (w *Writer) Load(ctx context.Context) error {
+	start := time.Now()
 	ev, _, err := stream.Sale(ctx, w.st, w.sale)
 	if err != nil {
 		return err
@@ -90,14 +128,24 @@ func (w *Writer) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	state := NewState(sale)
+	state, snapSeq, lastAt, last := NewState(sale), uint64(0), time.Time{}, []byte(nil)
+	if !w.cfg.NoSnapshots {
+		if snap, seq, at, batch := w.loadSnapshot(ctx, sale); snap != nil {
+			state, snapSeq, lastAt, last = snap, seq, at, batch
+		}
+	}
 	_, lastSeq, ok, err := stream.LastDecision(ctx, w.st, w.sale)
 	if err != nil {
 		return err
 	}
-	var lastAt time.Time
-	if ok {
-		err = stream.Read(ctx, w.st, events.DecisionSubject(w.sale), 1, lastSeq, func(m *jetstream.RawStreamMsg) error {
+	if snapSeq > 0 && (!ok || lastSeq < snapSeq) {
+		// The batch was there a moment ago: the stream was rewritten under us.
+		w.cfg.Log.Warn("snapshot ignored: the sale's decisions end before it", "sale", w.sale, "snapshot_seq", snapSeq, "last_seq", lastSeq)
+		state, snapSeq, lastAt, last = NewState(sale), 0, time.Time{}, nil
+	}
+	replayed, batches := 0, 0
+	if ok && lastSeq > snapSeq {
+		err = stream.Read(ctx, w.st, events.DecisionSubject(w.sale), snapSeq+1, lastSeq, func(m *jetstream.RawStreamMsg) error {
 			db, err := events.DecodeDecisions(m.Data)
 			if err != nil {
 				return fmt.Errorf("decision batch at %d: %w", m.Sequence, err)
@@ -105,14 +153,21 @@ func (w *Writer) Load(ctx context.Context) error {
 			if db.Head.Version != state.Head.Version+1 {
 				return fmt.Errorf("decision batch at %d has version %d after %d", m.Sequence, db.Head.Version, state.Head.Version)
 			}
-			lastAt = db.DecidedAt
+			lastAt, last = db.DecidedAt, m.Data
+			replayed += len(db.Events)
+			batches++
 			return state.Apply(db)
 		})
 		if err != nil {
 			return fmt.Errorf("rebuild sale %s: %w", w.sale, err)
 		}
 	}
-	w.state, w.headSeq, w.lastAt = state, lastSeq, lastAt
+	w.state, w.headSeq, w.lastAt, w.last, w.loaded = state, lastSeq, lastAt, last, snapSeq
+	w.sinceSnap, w.lastSnap = replayed, time.Now()
+	if snapSeq > 0 || batches > 1000 {
+		w.cfg.Log.Info("sale loaded", "sale", w.sale, "version", state.Head.Version, "snapshot_seq", snapSeq,
+			"batches_replayed", batches, "took", time.Since(start).Round(time.Millisecond))
+	}
 	return nil
 }
 
@@ -123,6 +178,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	if err := w.Load(ctx); err != nil {
 		return err
 	}
+	defer w.snapWG.Wait() // after cancel: a snapshot still uploading gets snapshotGrace to finish
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	in := make(chan jetstream.Msg, w.cfg.MaxBatch)
@@ -178,6 +234,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		if err := w.decideAndCommit(ctx, &b); err != nil {
 			return err
 		}
+		w.maybeSnapshot(cctx)
 	}
 }
 
@@ -256,6 +313,7 @@ func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
 	}
 	w.state.Head = head
 	w.lastAt = now
+	w.sinceSnap += len(decisions)
 	if w.cfg.Deliver != nil {
 		w.cfg.Deliver(db, prevSeq, w.headSeq)
 	}
@@ -297,7 +355,7 @@ func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch) error {
 			}
 		}
 		if err == nil {
-			w.headSeq = ack.Sequence
+			w.headSeq, w.last = ack.Sequence, data
 			return nil
 		}
 		if stream.IsWrongLastSequence(err) {
@@ -306,7 +364,7 @@ func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch) error {
 			// before the dedup window): look for our own batch.
 			last, seq, ok, lerr := stream.LastDecision(context.WithoutCancel(ctx), w.st, w.sale)
 			if lerr == nil && ok && last.Writer == w.cfg.ID && last.Head.Version == db.Head.Version {
-				w.headSeq = seq
+				w.headSeq, w.last = seq, data // our batch, as we encoded it
 				return nil
 			}
 			w.cfg.Log.Warn("writer lost the sale: commit refused", "sale", w.sale, "writer", w.cfg.ID, "version", db.Head.Version)

@@ -25,6 +25,11 @@ type Config struct {
 // DefaultLeaseTTL is the lease TTL when Config leaves it zero.
 const DefaultLeaseTTL = 5 * time.Second
 
+// SnapshotBucket is the object store where each sale's writer keeps the
+// latest snapshot of the sale's state (one object per sale, named by the
+// sale id), so that a new owner need not replay the whole history.
+const SnapshotBucket = "FLASHGATE_SNAPSHOTS"
+
 // Ensure creates the stream and the buckets, or checks that they exist
 // with a compatible configuration.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
@@ -96,6 +101,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
 		}
+	}
+	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      SnapshotBucket,
+		Description: "flashgate: the latest snapshot of each sale's state (derived: the stream is the truth)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure bucket %s: %w", SnapshotBucket, err)
 	}
 	return nil
 }
