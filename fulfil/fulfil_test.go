@@ -418,7 +418,6 @@ func TestHubPassesOutcomes(t *testing.T) {
 	if _, _, _, err := hub.Watch(ctx, "s1", orders[0]); !errors.Is(err, ErrTooManyWatches) {
 		t.Fatalf("a second watch over the bound: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond) // the hub's consumer is in place
 	r.start(t, "a", Config{}, broker.Config{}, nil)
 	select {
 	case s := <-changes:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/stream"
@@ -16,6 +17,9 @@ import (
 // maximum of orders already.
 var ErrTooManyWatches = errors.New("too many order watches")
 
+// readyWait bounds a watch's wait for the hub to follow the events.
+const readyWait = 5 * time.Second
+
 // Hub follows every order's outcome events from now on, with one consumer
 // per process, and passes each to whoever watches that order.
 type Hub struct {
@@ -23,6 +27,9 @@ type Hub struct {
 	st  jetstream.Stream
 	max int
 	log *slog.Logger
+
+	ready     chan struct{} // closed once the consumer follows the events
+	readyOnce sync.Once
 
 	mu   sync.Mutex
 	subs map[string]map[chan State]struct{}
@@ -34,7 +41,7 @@ func NewHub(js jetstream.JetStream, st jetstream.Stream, max int, log *slog.Logg
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Hub{js: js, st: st, max: max, log: log, subs: make(map[string]map[chan State]struct{})}
+	return &Hub{js: js, st: st, max: max, log: log, ready: make(chan struct{}), subs: make(map[string]map[chan State]struct{})}
 }
 
 // Run follows the outcome events until ctx ends.
@@ -50,6 +57,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("order watch: %w", err)
 	}
+	h.readyOnce.Do(func() { close(h.ready) })
 	<-ctx.Done()
 	stream.Stop(cc)
 	return ctx.Err()
@@ -81,6 +89,17 @@ func (h *Hub) handle(m jetstream.Msg) {
 // (a state may be skipped for a newer one; ignore any whose Seq is not past
 // the last seen). Call stop when done.
 func (h *Hub) Watch(ctx context.Context, sale, order string) (now State, changes <-chan State, stop func(), err error) {
+	// The consumer delivers only events after it began: a watch before
+	// that would miss the changes between its read and the consumer's start.
+	wait := time.NewTimer(readyWait)
+	defer wait.Stop()
+	select {
+	case <-h.ready:
+	case <-wait.C:
+		return State{}, nil, nil, errors.New("order watch: not following the events yet")
+	case <-ctx.Done():
+		return State{}, nil, nil, ctx.Err()
+	}
 	ch := make(chan State, 1)
 	h.mu.Lock()
 	if h.n >= h.max {
