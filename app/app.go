@@ -309,15 +309,12 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	deliver := func(db *events.DecisionBatch, prev, seq uint64) { a.Front.Committed(db, prev, seq) }
 	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log,
 		OnCommit: onCommit, Deliver: deliver})
-	a.manager.SpreadOver(func(owned int) bool {
-		// A live process (heard within the last 3 s: a dead one's heartbeat is
-		// older by the time its lease runs out) writing for fewer sales.
+	a.manager.SpreadOver(func() []string {
+		var live []string
 		for _, m := range a.guard.presence.Members() {
-			if m.Node != node && c.Now().Sub(m.Beat) < 3*time.Second && len(m.Owns) < owned {
-				return true
-			}
+			live = append(live, m.Node)
 		}
-		return false
+		return live
 	})
 	a.liveMgr.Store(a.manager)
 	wctx, cancelW := context.WithCancel(context.Background())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
@@ -34,25 +35,69 @@ type Manager struct {
 	owned   map[string]bool  // sales whose lease this process holds
 	wg      sync.WaitGroup
 	stopped bool
-	fewer   func(owned int) bool // whether a live process writes for fewer sales than owned; nil: none
+	peers   func() []string // the other live processes' node ids; nil: none known
+	holding atomic.Int32    // sales whose free lease this process is leaving to another
 }
 
-// SpreadOver makes the manager hold back, for one lease TTL, from a free
-// lease while another live process writes for fewer sales (fewer says so):
-// that process takes it first, and sales spread over the processes. Sales
-// already owned are not handed over.
-func (m *Manager) SpreadOver(fewer func(owned int) bool) {
+// SpreadOver makes the manager hold back, for one lease TTL, from the free
+// lease of a sale it has not competed for before while another live process
+// (peers names them) holds fewer leases: that process takes it first, and
+// new sales spread over the processes. The counts are read from the lease
+// bucket itself, not from heartbeats, so they are current. A lease that
+// lapses later (its owner died) is taken at once: holding back there would
+// add a TTL to every failover. Sales already owned are not handed over.
+func (m *Manager) SpreadOver(peers func() []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.fewer = fewer
+	m.peers = peers
 }
 
-// overShare reports whether another process should take a free lease first.
-func (m *Manager) overShare() bool {
+// overShare reports whether another live process holds fewer leases than
+// this one and should take a free lease first.
+func (m *Manager) overShare(ctx context.Context) bool {
 	m.mu.Lock()
-	fewer, owned := m.fewer, len(m.owned)
+	peers := m.peers
 	m.mu.Unlock()
-	return fewer != nil && fewer(owned)
+	if peers == nil {
+		return false
+	}
+	others := peers()
+	if len(others) == 0 {
+		return false
+	}
+	held, err := m.leaseCounts(ctx)
+	if err != nil {
+		return false // no figures: take it; the race for the lease stays safe
+	}
+	for _, n := range others {
+		if n != m.node && held[n] < held[m.node] {
+			return true
+		}
+	}
+	return false
+}
+
+// leaseCounts reads how many leases each process holds.
+func (m *Manager) leaseCounts(ctx context.Context) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.ttl)
+	defer cancel()
+	w, err := m.leases.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	held := map[string]int{}
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil { // the current values are all in
+				return held, nil
+			}
+			held[string(e.Value())]++
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // NewManager returns a manager for the process node. node must be stable
@@ -151,10 +196,9 @@ func (m *Manager) launch(sale string) {
 func (m *Manager) own(ctx context.Context, sale string) {
 	retry := m.ttl / 4
 	backoff := 50 * time.Millisecond // after a writer failure; doubles to 5 s
-	for ctx.Err() == nil {
-		if m.overShare() && m.leaseFree(ctx, sale) {
-			// Give the process with fewer sales a lease TTL to take it.
-			wait.Sleep(ctx, m.ttl)
+	for first := true; ctx.Err() == nil; first = false {
+		if first && m.leaseFree(ctx, sale) && m.overShare(ctx) {
+			m.holdBack(ctx, sale, retry)
 		}
 		rev, err := m.acquire(ctx, sale)
 		if errors.Is(err, errLeaseHeld) {
@@ -207,6 +251,16 @@ func (m *Manager) own(ctx context.Context, sale string) {
 }
 
 var errLeaseHeld = errors.New("lease held by another process")
+
+// holdBack gives the process with fewer sales a lease TTL to take a new
+// sale's lease, looking every step whether it has.
+func (m *Manager) holdBack(ctx context.Context, sale string, step time.Duration) {
+	m.holding.Add(1)
+	defer m.holding.Add(-1)
+	for end := time.Now().Add(m.ttl); time.Now().Before(end) && m.leaseFree(ctx, sale); {
+		wait.Sleep(ctx, min(step, time.Until(end)))
+	}
+}
 
 // leaseFree reports whether nobody holds sale's lease now.
 func (m *Manager) leaseFree(ctx context.Context, sale string) bool {
