@@ -191,7 +191,13 @@ func (f *Front) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("front: follow decisions: %w", err)
 	}
-	cc, err := cons.Consume(f.handle, jetstream.PullMaxMessagesWithBytesLimit(1024, 32<<20))
+	// A heartbeat every second: when the NATS server holding this consumer
+	// is lost, the client notices after two missed ones and starts over on
+	// another. With the default 5 s that takes up to 10 s, during which the
+	// shoppers of sales written by other processes get no answer here.
+	// handle never blocks for long.
+	cc, err := cons.Consume(f.handle, jetstream.PullMaxMessagesWithBytesLimit(1024, 32<<20),
+		jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("front: follow decisions: %w", err)
 	}
