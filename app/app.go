@@ -107,7 +107,11 @@ type Config struct {
 	OrderAttempts      int           // failed calls before an order goes to the dead-letter stream (default 8)
 	OrderDeadline      time.Duration // an order not confirmed this long after acceptance goes there too (default 1h)
 	FulfilWorkers      int           // orders sent at once by this process (default 16)
-	MaxOrderStreams    int           // order event streams (SSE) open at once (default 10000)
+	// FulfilFloodRate is the most orders a second this process sends while
+	// it serves a flood (FloodInFlight requests or more waiting for
+	// decisions): 0 is the default (100), negative no limit.
+	FulfilFloodRate float64
+	MaxOrderStreams int // order event streams (SSE) open at once (default 10000)
 
 	// Pages serves the web pages; nil: a text page at / (cmd wires web.Handler()).
 	Pages http.Handler
@@ -147,6 +151,9 @@ func (c *Config) Defaults() {
 	}
 	if c.FulfilWorkers <= 0 {
 		c.FulfilWorkers = DefaultFulfilWorkers
+	}
+	if c.FulfilFloodRate == 0 {
+		c.FulfilFloodRate = DefaultFulfilFloodRate
 	}
 	if c.MaxOrderStreams <= 0 {
 		c.MaxOrderStreams = DefaultMaxOrderStreams

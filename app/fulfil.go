@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashgate/flashgate/broker"
@@ -30,8 +31,17 @@ const (
 	DefaultProviderBudget   = 1.0
 	DefaultOrderAttempts    = 8
 	DefaultFulfilWorkers    = 16
+	DefaultFulfilFloodRate  = 100.0
 	DefaultMaxOrderStreams  = 10000
 )
+
+// FloodInFlight is how many requests waiting for decisions in a process make
+// a flood, during which fulfilment keeps to Config.FulfilFloodRate.
+const FloodInFlight = 8
+
+// floodLinger is how long a flood is taken to last after the last sight of
+// FloodInFlight waiting requests.
+const floodLinger = time.Second
 
 // fulfilment is the running fulfilment: the shared token, the worker, the
 // intake and the hub that feeds the shoppers' order streams.
@@ -114,8 +124,21 @@ func (a *App) startFulfil(ctx context.Context, c Config, node string, st jetstre
 	}, f.Hub.Watches)
 	f.Broker = broker.New(kv, client, broker.Config{Node: node, Budget: c.ProviderBudget, Penalty: c.ProviderPenalty,
 		Connected: a.nc.IsConnected, OnRequest: tokenOutcome, Log: a.log})
+	// A sale's decisions come first: during a flood the orders wait in
+	// their queue and go out at FulfilFloodRate; after it, at full speed.
+	// A flood lasts until a second has passed without one: the requests
+	// waiting come and go within it.
+	var floodSeen atomic.Int64 // unix nanoseconds
+	pace := &fulfil.FloodPace{Rate: c.FulfilFloodRate, Busy: func() bool {
+		now := time.Now().UnixNano()
+		if fr := a.liveFront.Load(); fr != nil && fr.InFlight() >= FloodInFlight {
+			floodSeen.Store(now)
+			return true
+		}
+		return now-floodSeen.Load() < int64(floodLinger)
+	}}
 	worker := fulfil.NewWorker(a.JS, st, f.Broker, client, fulfil.Config{Concurrency: c.FulfilWorkers, MaxAttempts: c.OrderAttempts,
-		OnOutcome: orderOutcome, Log: a.log})
+		OnOutcome: orderOutcome, Pace: pace.Wait, Log: a.log})
 	f.run(a, "provider token", func() error { return f.Broker.Run(rctx) })
 	f.run(a, "fulfilment worker", func() error { return worker.Run(rctx) })
 	f.run(a, "fulfilment intake", func() error {

@@ -45,8 +45,11 @@ type Config struct {
 	// confirmed, replayed (confirmed by a provider that had it already),
 	// attempt_failed, failed, delayed (held back by a ban), unauthorized.
 	OnOutcome func(outcome string)
-	Now       func() time.Time
-	Log       *slog.Logger
+	// Pace, if set, is waited for before each order is taken (the app
+	// holds fulfilment back during a flood: see FloodPace).
+	Pace func(ctx context.Context) error
+	Now  func() time.Time
+	Log  *slog.Logger
 
 	// crash, in tests, is asked after the provider accepted an order; true
 	// abandons the order as a process dying there would.
@@ -129,6 +132,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		if w.c.Pace != nil {
+			if err := w.c.Pace(ctx); err != nil {
+				<-sem
+				return err
+			}
 		}
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {

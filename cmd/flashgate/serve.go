@@ -109,6 +109,7 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.OrderAttempts, "order-attempts", app.DefaultOrderAttempts, "failed provider calls before an order goes to the dead-letter stream (1 to 100)")
 	fs.DurationVar(&c.OrderDeadline, "order-deadline", time.Hour, "an order not confirmed this long after acceptance goes to the dead-letter stream (at least 1m)")
 	fs.IntVar(&c.FulfilWorkers, "fulfil-workers", app.DefaultFulfilWorkers, "orders this process sends to the provider at once (1 to 1024)")
+	fs.Float64Var(&c.FulfilFloodRate, "fulfil-flood-rate", app.DefaultFulfilFloodRate, fmt.Sprintf("most orders a second this process sends while it serves a flood (%d or more requests waiting for decisions); the rest wait in the queue and go out after it (-1: no limit)", app.FloodInFlight))
 	fs.IntVar(&c.MaxOrderStreams, "max-order-streams", app.DefaultMaxOrderStreams, "order event streams (SSE) open at once before 503")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
@@ -371,6 +372,9 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 	if c.FulfilWorkers < 1 || c.FulfilWorkers > 1024 {
 		bad("fulfil-workers", "must be 1 to 1024")
+	}
+	if r := c.FulfilFloodRate; math.IsNaN(r) || (r != -1 && (r < 1 || r > 100000)) {
+		bad("fulfil-flood-rate", "must be 1 to 100000 orders a second, or -1 for no limit")
 	}
 	if c.MaxOrderStreams <= 0 {
 		bad("max-order-streams", "must be more than 0")
