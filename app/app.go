@@ -317,9 +317,14 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log,
 		OnCommit: onCommit, Deliver: deliver})
 	a.manager.SpreadOver(func() []string {
+		// The other processes heard within the last 3 s: a dead one's
+		// heartbeat is older by the time its leases run out, and a new sale
+		// is not held back for it.
 		var live []string
 		for _, m := range a.guard.presence.Members() {
-			live = append(live, m.Node)
+			if m.Node != node && c.Now().Sub(m.Beat) < 3*time.Second {
+				live = append(live, m.Node)
+			}
 		}
 		return live
 	})

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/flashgate/flashgate/broker"
@@ -38,10 +37,6 @@ const (
 // FloodInFlight is how many requests waiting for decisions in a process make
 // a flood, during which fulfilment keeps to Config.FulfilFloodRate.
 const FloodInFlight = 8
-
-// floodLinger is how long a flood is taken to last after the last sight of
-// FloodInFlight waiting requests.
-const floodLinger = time.Second
 
 // fulfilment is the running fulfilment: the shared token, the worker, the
 // intake and the hub that feeds the shoppers' order streams.
@@ -126,16 +121,11 @@ func (a *App) startFulfil(ctx context.Context, c Config, node string, st jetstre
 		Connected: a.nc.IsConnected, OnRequest: tokenOutcome, Log: a.log})
 	// A sale's decisions come first: during a flood the orders wait in
 	// their queue and go out at FulfilFloodRate; after it, at full speed.
-	// A flood lasts until a second has passed without one: the requests
-	// waiting come and go within it.
-	var floodSeen atomic.Int64 // unix nanoseconds
-	pace := &fulfil.FloodPace{Rate: c.FulfilFloodRate, Busy: func() bool {
-		now := time.Now().UnixNano()
-		if fr := a.liveFront.Load(); fr != nil && fr.InFlight() >= FloodInFlight {
-			floodSeen.Store(now)
-			return true
+	pace := &fulfil.FloodPace{Threshold: FloodInFlight, Rate: c.FulfilFloodRate, Waiting: func() int64 {
+		if fr := a.liveFront.Load(); fr != nil {
+			return fr.InFlight()
 		}
-		return now-floodSeen.Load() < int64(floodLinger)
+		return 0
 	}}
 	worker := fulfil.NewWorker(a.JS, st, f.Broker, client, fulfil.Config{Concurrency: c.FulfilWorkers, MaxAttempts: c.OrderAttempts,
 		OnOutcome: orderOutcome, Pace: pace.Wait, Log: a.log})

@@ -20,12 +20,13 @@ func (c *pacedClock) sleep(ctx context.Context, d time.Duration) error {
 }
 
 // TestFloodPaceRate: during a flood, orders are taken at the configured
-// rate; outside one, at once.
+// rate; it lasts a second after the last sight of one; outside one, and
+// with no limit, the pace never waits.
 func TestFloodPaceRate(t *testing.T) {
 	clk := &pacedClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	var busy atomic.Bool
-	busy.Store(true)
-	p := &FloodPace{Busy: busy.Load, Rate: 20, now: clk.now, sleep: clk.sleep}
+	var waiting atomic.Int64
+	waiting.Store(8)
+	p := &FloodPace{Waiting: waiting.Load, Rate: 20, now: clk.now, sleep: clk.sleep}
 	ctx := context.Background()
 	start := clk.t
 	taken := 0
@@ -35,11 +36,22 @@ func TestFloodPaceRate(t *testing.T) {
 		}
 		taken++
 	}
-	// 20 a second for 10 s, plus the one the limiter starts with.
+	// 20 a second for 10 s, plus the burst the limiter starts with (1).
 	if taken < 199 || taken > 202 {
 		t.Fatalf("%d orders taken in 10 s of a flood at 20/s", taken)
 	}
-	busy.Store(false)
+	// Fewer waiting than the threshold: the flood lingers for a second,
+	// then the pace lets everything through.
+	waiting.Store(7)
+	seenAt := clk.t
+	for p.Flood() {
+		if err := p.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if over := clk.t.Sub(seenAt); over < time.Second-50*time.Millisecond || over > time.Second+50*time.Millisecond {
+		t.Fatalf("the flood ended %v after its last sight, want 1 s", over)
+	}
 	before := clk.t
 	for range 1000 {
 		if err := p.Wait(ctx); err != nil {
@@ -50,8 +62,8 @@ func TestFloodPaceRate(t *testing.T) {
 		t.Fatalf("outside a flood the pace waited %v", clk.t.Sub(before))
 	}
 	// No limit: never waits, even in a flood.
-	busy.Store(true)
-	free := &FloodPace{Busy: busy.Load, Rate: 0, now: clk.now, sleep: clk.sleep}
+	waiting.Store(100)
+	free := &FloodPace{Waiting: waiting.Load, Rate: 0, now: clk.now, sleep: clk.sleep}
 	for range 1000 {
 		if err := free.Wait(ctx); err != nil {
 			t.Fatal(err)
@@ -60,10 +72,22 @@ func TestFloodPaceRate(t *testing.T) {
 	if clk.t != before {
 		t.Fatalf("with no limit the pace waited %v", clk.t.Sub(before))
 	}
+	// A high rate is not capped by the waits' granularity.
+	fast := &FloodPace{Waiting: waiting.Load, Rate: 5000, now: clk.now, sleep: clk.sleep}
+	start, taken = clk.t, 0
+	for clk.t.Sub(start) < time.Second {
+		if err := fast.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		taken++
+	}
+	if taken < 4900 || taken > 5300 {
+		t.Fatalf("%d orders taken in 1 s of a flood at 5000/s", taken)
+	}
 	// A held-back worker leaves when its context ends.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	slow := &FloodPace{Busy: busy.Load, Rate: 1, now: clk.now, sleep: clk.sleep}
+	slow := &FloodPace{Waiting: waiting.Load, Rate: 1, now: clk.now, sleep: clk.sleep}
 	_ = slow.Wait(ctx) // spends the first
 	if err := slow.Wait(cctx); err == nil {
 		t.Fatal("a cancelled wait returned no error")

@@ -35,12 +35,13 @@ type Manager struct {
 	owned   map[string]bool  // sales whose lease this process holds
 	wg      sync.WaitGroup
 	stopped bool
-	peers   func() []string // the other live processes' node ids; nil: none known
+	peers   func() []string // the other live processes' node ids (this one's is ignored); nil: none known
 	holding atomic.Int32    // sales whose free lease this process is leaving to another
 }
 
-// SpreadOver makes the manager hold back, for one lease TTL, from the free
-// lease of a sale it has not competed for before while another live process
+// SpreadOver makes the manager hold back, for at most one lease TTL, from
+// the free lease of a sale it has not competed for before (a new sale, or
+// any sale just after this process started) while another live process
 // (peers names them) holds fewer leases: that process takes it first, and
 // new sales spread over the processes. The counts are read from the lease
 // bucket itself, not from heartbeats, so they are current. A lease that
@@ -61,16 +62,21 @@ func (m *Manager) overShare(ctx context.Context) bool {
 	if peers == nil {
 		return false
 	}
-	others := peers()
+	var others []string // peers() may be shared: not filtered in place
+	for _, n := range peers() {
+		if n != m.node {
+			others = append(others, n)
+		}
+	}
 	if len(others) == 0 {
-		return false
+		return false // nobody to leave it to: no need to count
 	}
 	held, err := m.leaseCounts(ctx)
 	if err != nil {
 		return false // no figures: take it; the race for the lease stays safe
 	}
 	for _, n := range others {
-		if n != m.node && held[n] < held[m.node] {
+		if held[n] < held[m.node] {
 			return true
 		}
 	}

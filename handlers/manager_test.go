@@ -152,10 +152,11 @@ func TestNewSalesSpread(t *testing.T) {
 		return nil
 	})
 	// node-a stops (its leases are released); node-b, now holding more than
-	// node-a, takes them within its retry period (TTL/4), not after a TTL.
+	// node-a, takes them within its retry period (TTL/4), not after a hold-
+	// back of a TTL.
 	stops["node-a"]()
 	mgrs["node-a"].Wait()
-	fgtest.WaitFor(t, ttl/2, func() error {
+	fgtest.WaitFor(t, ttl-500*time.Millisecond, func() error {
 		for _, sale := range held["node-a"] {
 			if o := owner(sale); o != "node-b" {
 				return fmt.Errorf("%s held by %q", sale, o)

@@ -71,6 +71,7 @@ func TestValidate(t *testing.T) {
 		{name: "fulfil-flood-rate no limit", args: []string{"--fulfil-flood-rate=-1"}},
 		{name: "fulfil-flood-rate 0", args: []string{"--fulfil-flood-rate=0"}, want: []string{"--fulfil-flood-rate=0", "-1 for no limit"}},
 		{name: "fulfil-flood-rate NaN", args: []string{"--fulfil-flood-rate=NaN"}, want: []string{"--fulfil-flood-rate=NaN"}},
+		{name: "fulfil-flood-rate below workers/10", args: []string{"--fulfil-workers=64", "--fulfil-flood-rate=2"}, want: []string{"--fulfil-flood-rate=2", "--fulfil-workers / 10 (7)"}},
 		{name: "log-level", args: []string{"--log-level=loud"}, want: []string{"--log-level=loud", "debug, info, warn, error"}},
 		{name: "log-format", env: map[string]string{"FLASHGATE_LOG_FORMAT": "xml"}, want: []string{"FLASHGATE_LOG_FORMAT=xml", "auto, text, json"}},
 		{name: "http no port", args: []string{"--http=localhost"}, want: []string{"--http=localhost", "host:port"}},

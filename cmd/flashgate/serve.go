@@ -375,6 +375,10 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 	if r := c.FulfilFloodRate; math.IsNaN(r) || (r != -1 && (r < 1 || r > 100000)) {
 		bad("fulfil-flood-rate", "must be 1 to 100000 orders a second, or -1 for no limit")
+	} else if r != -1 && float64(c.FulfilWorkers)/r > 10 {
+		// The worker fetches --fulfil-workers orders ahead; held back by the
+		// pace, each must still be taken well within the 30 s ack wait.
+		bad("fulfil-flood-rate", "must be at least --fulfil-workers / 10 (%d): the orders a worker fetches ahead must go out within 10 s", (c.FulfilWorkers+9)/10)
 	}
 	if c.MaxOrderStreams <= 0 {
 		bad("max-order-streams", "must be more than 0")
