@@ -611,3 +611,77 @@ func TestTextFormat(t *testing.T) {
 		t.Errorf("text:\n%s", got)
 	}
 }
+
+// TestOrderEvents: the orders' outcomes are read like every other event, by
+// sale and by type, with their order id.
+func TestOrderEvents(t *testing.T) {
+	env := fgtest.New(t)
+	ids := events.NewIDs()
+	t1 := t0.Add(time.Second)
+	for _, sale := range []string{"a", "b"} {
+		e := events.Event{ID: ids.New(t0), Type: events.TypeSaleCreated, Version: events.SchemaVersion, Sale: sale, Time: t0,
+			Data: &events.SaleCreated{Stock: 10, QuotaBuffer: 1.2, Quota: 12, PerUserLimit: 1, TokenTTL: events.Duration(5 * time.Minute), OpensAt: t0}}
+		b, err := events.EncodeEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(t, env, events.SaleSubject(sale), b)
+	}
+	order := func(sale, id string, e events.Event) {
+		t.Helper()
+		e.ID, e.Version, e.Sale, e.Time, e.Shopper, e.Request = ids.New(t1), events.SchemaVersion, sale, t1, "s1", id
+		b, err := events.EncodeEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(t, env, events.OrderSubject(sale, id), b)
+	}
+	oa, ob := ids.New(t1), ids.New(t1)
+	order("a", oa, events.Event{Type: events.TypeOrderAttemptFailed, Data: &events.OrderAttemptFailed{Attempt: 1, Status: 503, Error: "busy", RetryAt: t1.Add(time.Second)}})
+	order("a", oa, events.Event{Type: events.TypeOrderConfirmed, Data: &events.OrderConfirmed{Reference: "P-1", Attempts: 2}})
+	order("b", ob, events.Event{Type: events.TypeOrderFailed, Data: &events.OrderFailed{Reason: events.OrderFailedAttempts, Attempts: 8, Error: "busy"}})
+	// An order event on a subject naming another order is malformed.
+	bad, err := events.EncodeEvent(events.Event{ID: ids.New(t1), Type: events.TypeOrderConfirmed, Version: events.SchemaVersion, Sale: "a", Time: t1,
+		Shopper: "s1", Request: oa, Data: &events.OrderConfirmed{Reference: "P-2", Attempts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, env, events.OrderSubject("a", ob), bad)
+
+	for _, tc := range []struct {
+		name string
+		o    eventlog.Options
+		want []string // type order_id reason, one per record after the sales
+	}{
+		{"everything", eventlog.Options{}, []string{"OrderAttemptFailed " + oa + " ", "OrderConfirmed " + oa + " ", "OrderFailed " + ob + " attempts", "undecodable  "}},
+		{"sale a", eventlog.Options{Sale: "a"}, []string{"OrderAttemptFailed " + oa + " ", "OrderConfirmed " + oa + " ", "undecodable  "}},
+		{"failed ones", eventlog.Options{Types: []events.Type{events.TypeOrderFailed}}, []string{"OrderFailed " + ob + " attempts", "undecodable  "}},
+		{"confirmed of b", eventlog.Options{Sale: "b", Types: []events.Type{events.TypeOrderConfirmed}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _ := export(t, env, tc.o, "csv")
+			recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			col := map[string]int{}
+			for i, c := range recs[0] {
+				col[c] = i
+			}
+			var got []string
+			for _, r := range recs[1:] {
+				if r[col["type"]] == "SaleCreated" {
+					continue
+				}
+				got = append(got, r[col["type"]]+" "+r[col["order_id"]]+" "+r[col["reason"]])
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("records %q, want %q", got, tc.want)
+			}
+		})
+	}
+	types, err := eventlog.ParseTypes([]string{"orderconfirmed,QueueAdmitted"})
+	if err != nil || !reflect.DeepEqual(types, []events.Type{events.TypeOrderConfirmed, events.TypeQueueAdmitted}) {
+		t.Errorf("ParseTypes: %v %v", types, err)
+	}
+}

@@ -24,8 +24,9 @@ type Options struct {
 	Sale string
 	// Types keeps events of these types. The server is asked only for the
 	// subjects that can hold them (SaleCreated: fg.sale.*, requests:
-	// fg.req.*, decisions: fg.dec.*). A message that does not decode is
-	// always yielded, whatever the types, if its subject is read.
+	// fg.req.*, decisions: fg.dec.*, orders' outcomes: fg.ord.*.*). A
+	// message that does not decode is always yielded, whatever the types, if
+	// its subject is read.
 	Types []events.Type
 
 	// FromSeq starts at this stream sequence.
@@ -76,6 +77,7 @@ type Reader struct {
 	s        jetstream.Stream
 	o        Options
 	subjects []string
+	all      bool // the subjects are every subject of the stream: read it unfiltered
 	types    map[events.Type]bool
 	stats    Stats
 	sales    map[string]bool
@@ -108,19 +110,21 @@ func NewReader(s jetstream.Stream, o Options) (*Reader, error) {
 		o.BatchBytes = max(o.BatchBytes, 2*int(info.Config.MaxMsgSize))
 	}
 	r := &Reader{s: s, o: o, sales: map[string]bool{}}
-	var sale, req, dec bool
+	var sale, req, dec, ord bool
 	if len(o.Types) == 0 {
-		sale, req, dec = true, true, true
+		sale, req, dec, ord = true, true, true, true
 	} else {
 		r.types = map[events.Type]bool{}
 		for _, t := range o.Types {
 			switch {
 			case t == TypeUndecodable:
-				sale, req, dec = true, true, true
+				sale, req, dec, ord = true, true, true, true
 			case t == events.TypeSaleCreated:
 				sale = true
 			case t.IsRequest():
 				req = true
+			case t.IsOrder():
+				ord = true
 			case slices.Contains(Types, t):
 				dec = true
 			default:
@@ -142,6 +146,14 @@ func NewReader(s jetstream.Stream, o Options) (*Reader, error) {
 	if dec {
 		r.subjects = append(r.subjects, events.SubjectDecPfx+tok)
 	}
+	if ord {
+		r.subjects = append(r.subjects, events.SubjectOrdPfx+tok+".*")
+	}
+	// Every subject of every sale: no filter, which selects the same
+	// messages. With several filters the server would walk every subject of
+	// a message block for each message it looks up, and each order has a
+	// subject of its own.
+	r.all = tok == "*" && sale && req && dec && ord
 	return r, nil
 }
 
@@ -305,6 +317,9 @@ func (r *Reader) scan(ctx context.Context, start uint64, since time.Time, end sc
 		return nil
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.subjects}
+	if r.all {
+		cfg.FilterSubjects = nil
+	}
 	if since.IsZero() {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = max(start, 1)

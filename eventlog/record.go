@@ -31,6 +31,22 @@ var Types = []events.Type{
 	events.TypePurchaseRefused,
 	events.TypeSaleUpdateRequested,
 	events.TypeSaleUpdated,
+	events.TypeQueueJoinRequested,
+	events.TypeQueueJoined,
+	events.TypeQueueJoinDenied,
+	events.TypeQueueShuffled,
+	events.TypeQueueSeenRequested,
+	events.TypeQueueSeen,
+	events.TypeQueueAdmitted,
+	events.TypeQueueClaimRequested,
+	events.TypeQueueClaimed,
+	events.TypeQueueLeaveRequested,
+	events.TypeQueueLeft,
+	events.TypeQueueClosed,
+	events.TypeOrderAttemptFailed,
+	events.TypeOrderConfirmed,
+	events.TypeOrderFailed,
+	events.TypeOrderRequeued,
 }
 
 // Record is one event and where it is stored. A message that does not decode
@@ -66,8 +82,8 @@ func (r Record) Sale() string {
 }
 
 // Flatten decodes one stream message into its records, in order: a sale's
-// event, the requests of a request batch, or the decisions of a decision
-// batch. A message that does not decode is one record with Err set. A
+// event, the requests of a request batch, the decisions of a decision batch,
+// or an order's outcome. A message that does not decode is one record with Err set. A
 // decision batch with no events yields nothing.
 func Flatten(m *jetstream.RawStreamMsg) []Record {
 	bad := func(err error) []Record {
@@ -104,6 +120,15 @@ func Flatten(m *jetstream.RawStreamMsg) []Record {
 				Batch: db.Head.Version, Writer: db.Writer}
 		}
 		return recs
+	case strings.HasPrefix(m.Subject, events.SubjectOrdPfx):
+		e, err := events.DecodeEvent(m.Data)
+		if err != nil {
+			return bad(err)
+		}
+		if !e.Type.IsOrder() || m.Subject != events.OrderSubject(e.Sale, e.Request) {
+			return bad(fmt.Errorf("%w: %s of %s on %s", events.ErrMalformed, e.Type, e.Request, m.Subject))
+		}
+		return []Record{{Seq: m.Sequence, Subject: m.Subject, Stored: m.Time, Event: e}}
 	}
 	return bad(fmt.Errorf("%w: subject %s is not flashgate's", events.ErrMalformed, m.Subject))
 }

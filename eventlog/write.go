@@ -252,6 +252,11 @@ func Row(r Record, row []string) error {
 		f(cTokenID, d.TokenID)
 		f(cOrderID, d.OrderID)
 		f(cReason, d.Reason)
+	case *events.OrderAttemptFailed, *events.OrderConfirmed, *events.OrderRequeued:
+		f(cOrderID, e.Request)
+	case *events.OrderFailed:
+		f(cOrderID, e.Request)
+		f(cReason, d.Reason)
 	}
 	data, err := json.Marshal(e.Data)
 	if err != nil {
