@@ -330,11 +330,16 @@ func TestDeadLetterAdmin(t *testing.T) {
 		}
 		return nil
 	})
-	r := c.do("GET", "/api/v1/admin/orders/dlq?sale=s", a.AdminToken, nil, nil)
-	list, _ := r.Body["orders"].([]any)
-	if r.Status != http.StatusOK || r.Body["total"] != 1.0 || len(list) != 1 || list[0].(map[string]any)["orderId"] != order {
-		t.Fatalf("dead letters: %d %s", r.Status, r.Raw)
-	}
+	// OrderFailed is recorded before the dead-letter entry is written: the
+	// entry may follow the status by a moment.
+	waitFor(t, 10*time.Second, func() error {
+		r := c.do("GET", "/api/v1/admin/orders/dlq?sale=s", a.AdminToken, nil, nil)
+		list, _ := r.Body["orders"].([]any)
+		if r.Status != http.StatusOK || r.Body["total"] != 1.0 || len(list) != 1 || list[0].(map[string]any)["orderId"] != order {
+			return fmt.Errorf("dead letters: %d %s", r.Status, r.Raw)
+		}
+		return nil
+	})
 	if r := c.do("GET", "/api/v1/admin/orders/dlq?limit=0", a.AdminToken, nil, nil); r.Status != http.StatusBadRequest {
 		t.Fatalf("limit 0: %d %s", r.Status, r.Raw)
 	}

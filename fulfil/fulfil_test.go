@@ -340,10 +340,18 @@ func TestDeadLetterAndRequeue(t *testing.T) {
 	orders := r.accept(t, "s1", 2)
 	r.waitStatus(t, 20*time.Second, "s1", orders, StatusFailed)
 	ctx := context.Background()
-	dead, total, err := ListDead(ctx, r.env.JS, "s1", 0)
-	if err != nil || total != 2 || len(dead) != 2 {
-		t.Fatalf("dead letters: %d/%d %v", len(dead), total, err)
-	}
+	// OrderFailed is recorded before the dead-letter entry is written: the
+	// second order's entry may follow its status by a moment.
+	var dead []DeadOrder
+	fgtest.WaitFor(t, 10*time.Second, func() error {
+		var total int
+		var err error
+		dead, total, err = ListDead(ctx, r.env.JS, "s1", 0)
+		if err != nil || total != 2 || len(dead) != 2 {
+			return fmt.Errorf("dead letters: %d/%d %v", len(dead), total, err)
+		}
+		return nil
+	})
 	if d := dead[0]; d.Reason != events.OrderFailedAttempts || d.Attempts != 3 || d.State.Status != StatusFailed {
 		t.Fatalf("dead letter %+v", d)
 	}
@@ -454,9 +462,12 @@ func TestDeadlineDuringRetries(t *testing.T) {
 	if st.Reason != events.OrderFailedDeadline || st.Attempts < 2 {
 		t.Fatalf("given up as %+v", st)
 	}
-	if _, total, err := ListDead(context.Background(), r.env.JS, "s1", 0); err != nil || total != 1 {
-		t.Fatalf("dead letters: %d %v", total, err)
-	}
+	fgtest.WaitFor(t, 10*time.Second, func() error { // the entry follows OrderFailed
+		if _, total, err := ListDead(context.Background(), r.env.JS, "s1", 0); err != nil || total != 1 {
+			return fmt.Errorf("dead letters: %d %v", total, err)
+		}
+		return nil
+	})
 	// The list of another sale's dead letters ends too (its last entry is
 	// not the stream's).
 	if _, total, err := ListDead(context.Background(), r.env.JS, "other", 0); err != nil || total != 0 {
