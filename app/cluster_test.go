@@ -966,7 +966,14 @@ func TestClusterZombieWriter(t *testing.T) {
 		t.Errorf("the zombie's commit was not refused by the stream (it had none in flight?); its log: %q", zlog.find("writer"))
 	}
 	// It keeps serving as a front: its shoppers get their tokens again.
-	time.Sleep(2 * time.Second)
+	waitFor(t, 30*time.Second, func() error {
+		rep.mu.Lock()
+		defer rep.mu.Unlock()
+		if rep.counts["zombie token 201 (after)"] == 0 {
+			return errors.New("the zombie has issued no token since it woke")
+		}
+		return nil
+	})
 	close(stop)
 	waitGroup(t, &wg, 3*time.Minute)
 	t.Logf("zombie resumed %v ago; answers:\n%s", time.Since(resumedAt).Round(time.Millisecond), rep.summary())
