@@ -1033,6 +1033,22 @@ type servedToken struct {
 	err     error    // no token within the bound
 }
 
+// serveEach has every process serve a token at once (serveToken).
+func serveEach(t *testing.T, hc *http.Client, sh *shoppers, rep *replies, ps []*proc, sale string, bound time.Duration) []servedToken {
+	t.Helper()
+	var wg sync.WaitGroup
+	out := make([]servedToken, len(ps))
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = serveToken(t, hc, sh, rep, ps, p, sale, bound)
+		}()
+	}
+	waitGroup(t, &wg, 3*time.Minute)
+	return out
+}
+
 // serveToken asks p for a fresh shopper's token, again and again (250 ms
 // apart; a 202 pending is polled) until one is issued or bound passes.
 func serveToken(t *testing.T, hc *http.Client, sh *shoppers, rep *replies, ps []*proc, p *proc, sale string, bound time.Duration) servedToken {
@@ -1142,16 +1158,7 @@ func TestClusterNodeLossAndQuorum(t *testing.T) {
 	cl.stop(first)
 	t.Logf("node %s lost: it served the writer's (%s) request consumer; the stream leader was %s", reader, owner.name, info.Cluster.Leader)
 	// Each process serves again: how long after the loss?
-	var wg sync.WaitGroup
-	back := make([]servedToken, len(ps))
-	for i, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			back[i] = serveToken(t, hc, sh, rep, ps, p, sale, 30*time.Second)
-		}()
-	}
-	waitGroup(t, &wg, 3*time.Minute)
+	back := serveEach(t, hc, sh, rep, ps, sale, 30*time.Second)
 	batches := decisionBatches(t, js, sale)
 	for i, p := range ps {
 		if back[i].err != nil {
@@ -1181,7 +1188,10 @@ func TestClusterNodeLossAndQuorum(t *testing.T) {
 	t.Logf("node %s lost too: quorum gone", cl.names[second])
 	time.Sleep(500 * time.Millisecond)
 	const bound = 7 * time.Second
-	var slowest atomic.Int64
+	var (
+		wg      sync.WaitGroup
+		slowest atomic.Int64
+	)
 	for i := range 12 {
 		wg.Add(1)
 		go func() {
@@ -1212,14 +1222,7 @@ func TestClusterNodeLossAndQuorum(t *testing.T) {
 	restarted := time.Now()
 	cl.restart(t, first)
 	cl.restart(t, second)
-	for i, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			back[i] = serveToken(t, hc, sh, rep, ps, p, sale, 60*time.Second)
-		}()
-	}
-	waitGroup(t, &wg, 3*time.Minute)
+	back = serveEach(t, hc, sh, rep, ps, sale, 60*time.Second)
 	for i, p := range ps {
 		if back[i].err != nil {
 			t.Errorf("nodes back: %v", back[i].err)

@@ -83,8 +83,8 @@ func (r Record) Sale() string {
 
 // Flatten decodes one stream message into its records, in order: a sale's
 // event, the requests of a request batch, the decisions of a decision batch,
-// or an order's outcome. A message that does not decode is one record with Err set. A
-// decision batch with no events yields nothing.
+// or an order's outcome. A message that does not decode is one record with
+// Err set. A decision batch with no events yields nothing.
 func Flatten(m *jetstream.RawStreamMsg) []Record {
 	bad := func(err error) []Record {
 		return []Record{{Seq: m.Sequence, Subject: m.Subject, Stored: m.Time, Err: err, Raw: m.Data}}
