@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -111,6 +112,12 @@ func TestFulfilmentStormTwoProcesses(t *testing.T) {
 	b := startPeer(t, a, ns.ClientURL(), cfg)
 	ca, cb := newClient(t, a), newClient(t, b)
 	ca.createSale(a.AdminToken, map[string]any{"id": "storm", "stock": 500, "tokenTTL": "10m"})
+	waitFor(t, 10*time.Second, func() error { // b learns of the sale from the stream
+		if _, ok := b.Front.Sale("storm"); !ok {
+			return errors.New("b does not know the sale yet")
+		}
+		return nil
+	})
 	start := time.Now()
 	const n = 500
 	orders := make([]string, n)
