@@ -810,9 +810,25 @@ func TestClusterZombieWriter(t *testing.T) {
 		}
 		return nil
 	})
-	ps := []*proc{z,
-		newProc(t, "p2", startPeer(t, za, cl.URLs(), clusterConfig(cl.URLs()))),
-		newProc(t, "p3", startPeer(t, za, cl.URLs(), clusterConfig(cl.URLs())))}
+	ps := []*proc{z}
+	for _, name := range []string{"p2", "p3"} {
+		cfg := clusterConfig(cl.URLs())
+		rec := &logRecorder{}
+		cfg.Log = slog.New(rec)
+		p := newProc(t, name, startPeer(t, za, cl.URLs(), cfg))
+		p.log = rec
+		ps = append(ps, p)
+	}
+	z.log = zlog
+	defer func() {
+		if t.Failed() {
+			for _, p := range ps {
+				for _, l := range p.log.find("") {
+					t.Logf("%s: %s", p.name, l)
+				}
+			}
+		}
+	}()
 	if owner := waitSaleEverywhere(t, js, ps, sale); owner != z {
 		t.Fatalf("the owner is %s, not the zombie", owner.name)
 	}
@@ -950,19 +966,36 @@ func TestClusterZombieWriter(t *testing.T) {
 	time.Sleep(time.Until(pausedAt.Add(clusterLeaseTTL + 2500*time.Millisecond)))
 
 	// Wake the zombie: what it sent while blocked reaches the cluster now.
+	// Its commit retries for about 10 s (5 tries of 2 s) from the block.
+	// When the cluster itself took nearly that long to commit the takeover
+	// batch (a loaded runner once took 12 s), the zombie may give up its
+	// commit before it meets the refusal, and the stream's CAS is not put to
+	// the test here (handlers' writer tests do it, on one server and on R3).
+	// The rest holds either way: it commits nothing after the takeover and
+	// serves as a front again.
 	phase.Store(2) // before the bytes flow: an answer counted "blocked" left while blocked
 	px.hold(false, false)
 	resumedAt := time.Now()
+	late := resumedAt.Sub(pausedAt) > 9*time.Second
+	var gaveUp []string
 	waitFor(t, 15*time.Second, func() error {
-		if len(zlog.find("writer lost the sale")) == 0 {
-			return errors.New("the zombie has not noticed it lost the sale")
+		if len(zlog.find("writer lost the sale")) > 0 {
+			return nil
 		}
-		return nil
+		if gaveUp = zlog.find("outcome unknown"); late && len(gaveUp) > 0 {
+			return nil
+		}
+		return errors.New("the zombie has not noticed it lost the sale")
 	})
 	for _, l := range zlog.find("writer lost the sale") {
 		t.Logf("zombie: %s", l)
 	}
-	if len(zlog.find("commit refused")) == 0 {
+	switch {
+	case len(zlog.find("commit refused")) > 0:
+	case late && len(gaveUp) > 0:
+		t.Logf("woken %v after the block, the zombie had given up its commit, so its refusal is not exercised in this run: %s",
+			resumedAt.Sub(pausedAt).Round(time.Millisecond), gaveUp[0])
+	default:
 		t.Errorf("the zombie's commit was not refused by the stream (it had none in flight?); its log: %q", zlog.find("writer"))
 	}
 	// It keeps serving as a front: its shoppers get their tokens again.
