@@ -264,9 +264,12 @@ func TestBanFromTheAPI(t *testing.T) {
 // without any caller, between 60% and 85% (+5% jitter) of its life.
 func TestRenewsAheadAtARandomMoment(t *testing.T) {
 	t.Parallel()
-	f := &fetcher{ttl: 2 * time.Second}
+	// A life of 4 s renews between 2.4 s and 3.4 s: at least 0.6 s ahead,
+	// which a loaded runner needs (with 2 s, one race run renewed 0.2 ms
+	// after the old token expired).
+	f := &fetcher{ttl: 4 * time.Second}
 	bs, _ := brokers(t, 2, f, Config{Budget: 10, Margin: 100 * time.Millisecond})
-	ctx := tokenCtx(t, 20*time.Second)
+	ctx := tokenCtx(t, 30*time.Second)
 	first, err := bs[0].Token(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +281,7 @@ func TestRenewsAheadAtARandomMoment(t *testing.T) {
 	}
 	moments := map[time.Duration]bool{}
 	for range 3 {
-		fgtest.WaitFor(t, 5*time.Second, func() error {
+		fgtest.WaitFor(t, 8*time.Second, func() error {
 			if s := bs[1].State(); s.Gen <= st.Gen {
 				return fmt.Errorf("still generation %d", s.Gen)
 			}
