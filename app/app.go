@@ -68,9 +68,13 @@ type Config struct {
 	ReadyLag    uint64 // projections further behind than this many messages: not ready (default 10000)
 	// ProjectionShare is the share of one core's time the SQLite views may
 	// take while shoppers wait for decisions in this process (0 < x <= 1;
-	// default 0.25; 1: no limit). The views then lag and catch up after the
-	// flood, but never by more than half of ReadyLag.
+	// default 0.1; 1: no limit). The views then lag and catch up after the
+	// flood, but never by more than FloodLag messages.
 	ProjectionShare float64
+	// FloodLag is how many stream messages the views may fall behind while
+	// they yield to a flood (default 50000). Readiness allows that lag
+	// (instead of ReadyLag) until they have caught up to ReadyLag again.
+	FloodLag uint64
 
 	// Rate limits: RateLimit is on (default when empty), shadow or off;
 	// TrustedProxies are the networks whose X-Forwarded-For names the
@@ -136,6 +140,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ReadyLag == 0 {
 		c.ReadyLag = DefaultReadyLag
+	}
+	if c.FloodLag == 0 {
+		c.FloodLag = DefaultFloodLag
 	}
 	if c.ProviderClientID == "" {
 		c.ProviderClientID = DefaultProviderClientID

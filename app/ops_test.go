@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,4 +284,85 @@ func TestReadinessAfterASaleMovesAway(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// TestViewsYieldToAFlood: while shoppers wait for decisions, the SQLite
+// views take a small share of a core and fall behind (here far beyond
+// ReadyLag); the process stays ready all along, and once the flood is over
+// the views catch up and readiness is held to ReadyLag again.
+func TestViewsYieldToAFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a flood of 3,000 token requests")
+	}
+	a := startApp(t, app.Config{ReadyLag: 50, FloodLag: 1_000_000, ProjectionShare: 0.01})
+	c := newClient(t, a)
+	c.createSale(a.AdminToken, map[string]any{"id": "flood", "stock": 1_000_000, "tokenTTL": "10m"})
+	// The checks behind /readyz, uncached (it keeps an answer for a second).
+	ready := func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ok, checks := a.Ready(ctx)
+		return ok, checks["projections"]
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if ok, s := ready(); !ok {
+			return fmt.Errorf("not ready (projections %q)", s)
+		}
+		return nil
+	})
+
+	const shoppers, each = 48, 64
+	sessions := make([][]string, shoppers)
+	for i := range sessions {
+		for range each {
+			_, s := c.session()
+			sessions[i] = append(sessions[i], s)
+		}
+	}
+	var wg sync.WaitGroup
+	var issued atomic.Int64
+	for _, mine := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, session := range mine {
+				if r := c.do("POST", "/api/v1/sales/flood/tokens", session, nil, nil); r.Status == http.StatusCreated {
+					issued.Add(1)
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var notReady []string
+	caughtBehind := false
+	for flooding := true; flooding; {
+		select {
+		case <-done:
+			flooding = false
+		case <-time.After(20 * time.Millisecond):
+		}
+		ok, s := ready()
+		if !ok {
+			notReady = append(notReady, fmt.Sprintf("%s (in flight %d, issued %d)", s, a.Front.InFlight(), issued.Load()))
+		}
+		caughtBehind = caughtBehind || strings.Contains(s, "behind for a flood")
+	}
+	if len(notReady) > 0 {
+		t.Errorf("not ready during the flood: %q", notReady)
+	}
+	if !caughtBehind {
+		t.Errorf("the views never fell more than ReadyLag (50 messages) behind during %d token requests at a 1%% share", shoppers*each)
+	}
+	if n := issued.Load(); n != shoppers*each {
+		t.Errorf("%d of %d tokens issued", n, shoppers*each)
+	}
+	// After the flood: caught up, and held to ReadyLag again.
+	waitFor(t, 30*time.Second, func() error {
+		if ok, s := ready(); !ok || strings.Contains(s, "behind for a flood") {
+			return fmt.Errorf("ready %v, projections %q", ok, s)
+		}
+		return nil
+	})
+	runAudit(t, a)
 }

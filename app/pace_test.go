@@ -17,11 +17,27 @@ func TestProjectionPause(t *testing.T) {
 		{0.5, 10 * time.Millisecond, 4000, 10000, 10 * time.Millisecond, "half: as long as the work"},
 		{0.25, 800 * time.Millisecond, 0, 10000, time.Second, "at most a second"},
 		{1, 10 * time.Millisecond, 0, 10000, 0, "no limit"},
-		{0.25, 10 * time.Millisecond, 5001, 10000, 0, "more than half of the ready lag behind: catch up"},
-		{0.25, 10 * time.Millisecond, 5000, 10000, 30 * time.Millisecond, "half of the ready lag: still paced"},
+		{0.25, 10 * time.Millisecond, 10001, 10000, 0, "more than the flood lag behind: catch up"},
+		{0.25, 10 * time.Millisecond, 10000, 10000, 30 * time.Millisecond, "the flood lag: still paced"},
 	} {
 		if got := projectionPause(c.share, c.took, c.lag, c.max); got != c.want {
 			t.Errorf("%s: pause %v, want %v", c.situation, got, c.want)
+		}
+	}
+}
+
+func TestLagBound(t *testing.T) {
+	for _, c := range []struct {
+		ready, flood uint64
+		behind       bool
+		want         uint64
+	}{
+		{10000, 50000, false, 10000},
+		{10000, 50000, true, 50000},
+		{10000, 5000, true, 10000}, // a flood allowance never tightens readiness
+	} {
+		if got := lagBound(c.ready, c.flood, c.behind); got != c.want {
+			t.Errorf("lagBound(%d, %d, %v) = %d, want %d", c.ready, c.flood, c.behind, got, c.want)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
@@ -49,6 +50,10 @@ type Config struct {
 	AppendTimeout time.Duration
 	// RecentDecisions is how many decisions are kept for polling. Default 65536.
 	RecentDecisions int
+	// RecentOrders is how many accepted purchases are kept besides, so that
+	// a shopper finds a new order while the views lag behind a flood of
+	// other requests. Default 65536.
+	RecentOrders int
 	// OnSale is told of every sale the front sees (the writer manager's Add).
 	OnSale func(sale string)
 	// OnBatch is told of every committed decision batch (metrics).
@@ -74,6 +79,9 @@ func (c *Config) defaults() {
 	}
 	if c.RecentDecisions <= 0 {
 		c.RecentDecisions = 65536
+	}
+	if c.RecentOrders <= 0 {
+		c.RecentOrders = 65536
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -113,11 +121,13 @@ type Front struct {
 	decMu   sync.Mutex
 	lastDec map[string]uint64
 
-	waiters *waiters
-	recent  *recent
-	ready   chan struct{}
-	ctx     context.Context
-	wg      sync.WaitGroup
+	waiters    *waiters
+	lastSubmit atomic.Int64 // unix nanos of the last Submit
+	recent     *recent      // decisions, by request
+	orders     *recent      // accepted purchases, by request (= order id)
+	ready      chan struct{}
+	ctx        context.Context
+	wg         sync.WaitGroup
 }
 
 // New returns a front; Run starts it.
@@ -133,6 +143,7 @@ func New(js jetstream.JetStream, st jetstream.Stream, cfg Config) *Front {
 		ids:       events.NewIDs(),
 		waiters:   newWaiters(cfg.MaxInFlight),
 		recent:    newRecent(cfg.RecentDecisions),
+		orders:    newRecent(cfg.RecentOrders),
 		ready:     make(chan struct{}),
 	}
 }
@@ -286,6 +297,9 @@ func (f *Front) decided(db *events.DecisionBatch) {
 			continue
 		}
 		f.recent.put(e.Request, *e)
+		if e.Type == events.TypePurchaseAccepted {
+			f.orders.put(e.Request, *e)
+		}
 		f.waiters.deliver(e.Request, result{ev: *e})
 	}
 	if f.cfg.OnBatch != nil {
@@ -435,8 +449,21 @@ func (f *Front) CreateSale(ctx context.Context, ev events.Event) error {
 // InFlight is how many requests wait for their decision here.
 func (f *Front) InFlight() int64 { return f.waiters.n.Load() }
 
-// Recent returns a decision this process saw lately, by request id.
-func (f *Front) Recent(request string) (events.Event, bool) { return f.recent.get(request) }
+// Busy reports whether requests wait for their decision here, or one was
+// submitted within the last `within`: a flood, with its short lulls.
+func (f *Front) Busy(within time.Duration) bool {
+	return f.InFlight() > 0 || time.Now().UnixNano()-f.lastSubmit.Load() < int64(within)
+}
+
+// Recent returns a decision this process saw lately, by request id: one of
+// the last RecentDecisions decisions, or of the last RecentOrders accepted
+// purchases.
+func (f *Front) Recent(request string) (events.Event, bool) {
+	if e, ok := f.recent.get(request); ok {
+		return e, true
+	}
+	return f.orders.get(request)
+}
 
 // Pending is a submitted request waiting for its decision.
 type Pending struct {
@@ -485,6 +512,7 @@ func (f *Front) Submit(req events.Event) (*Pending, error) {
 	if !ok {
 		return nil, ErrOverloaded
 	}
+	f.lastSubmit.Store(time.Now().UnixNano())
 	a, err := f.appender(req.Sale)
 	if err != nil {
 		f.waiters.remove(req.ID)

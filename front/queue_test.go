@@ -646,3 +646,41 @@ func TestQueueClaimAppendFailed(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRecentKeepsOrders: an accepted purchase stays findable by its order
+// id after many other decisions pushed it out of the recent decisions, so a
+// shopper finds a new order while the views lag behind a flood.
+func TestRecentKeepsOrders(t *testing.T) {
+	f := New(nil, nil, Config{Log: quiet, RecentDecisions: 2, RecentOrders: 2})
+	version := uint64(0)
+	deliver := func(evs ...events.Event) {
+		version++
+		b, err := events.EncodeDecisions(events.DecisionBatch{Sale: "s", DecidedAt: qt0, Head: events.Head{Version: version}, Events: evs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.handle(fakeMsg{subject: events.DecisionSubject("s"), data: b, seq: version})
+	}
+	decision := func(typ events.Type, request string, data any) events.Event {
+		return events.Event{ID: events.DerivedID(qt0, "d"+request), Type: typ, Version: events.SchemaVersion, Sale: "s",
+			Time: qt0, Shopper: "shopper-" + request, Request: request, Data: data}
+	}
+	deliver(decision(events.TypePurchaseAccepted, "order1", &events.PurchaseAccepted{TokenID: "t1", OrderID: "order1", Units: 1}))
+	for i := range 5 {
+		r := fmt.Sprint("token", i)
+		deliver(decision(events.TypeTokenIssued, r, &events.TokenIssued{TokenID: "t" + r, ExpiresAt: qt0.Add(time.Minute)}))
+	}
+	if _, ok := f.Recent("token0"); ok {
+		t.Errorf("token0's decision kept beyond RecentDecisions (2)")
+	}
+	if e, ok := f.Recent("order1"); !ok || e.Type != events.TypePurchaseAccepted {
+		t.Fatalf("order1: %v %v, want its PurchaseAccepted", e.Type, ok)
+	}
+	for i := 2; i <= 3; i++ {
+		r := fmt.Sprint("order", i)
+		deliver(decision(events.TypePurchaseAccepted, r, &events.PurchaseAccepted{TokenID: "t" + r, OrderID: r, Units: 1}))
+	}
+	if _, ok := f.Recent("order1"); ok {
+		t.Errorf("order1 kept beyond RecentOrders (2)")
+	}
+}

@@ -99,6 +99,7 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve pprof on this address (default: off)")
 	fs.Uint64Var(&c.ReadyLag, "ready-lag", defaultReadyLag, "not ready while the projections are more than this many messages behind")
 	fs.Float64Var(&c.ProjectionShare, "projection-share", app.DefaultProjectionShare, "share of a core the SQLite views may take while shoppers wait (0 < x <= 1; 1: no limit); they catch up after the flood")
+	fs.Uint64Var(&c.FloodLag, "projection-flood-lag", app.DefaultFloodLag, "most messages the views may fall behind while they yield to a flood; ready while they catch up from that")
 	fs.StringVar(&c.ProviderURL, "provider-url", "", "fulfilment provider's API base URL (orders go to URL/v1/orders); \"fake\": an in-process fake provider; \"off\": none (default: fake with the embedded NATS server, off with --nats-url)")
 	fs.StringVar(&c.ProviderTokenURL, "provider-token-url", "", "the provider's OAuth token endpoint (default: --provider-url + /oauth/token)")
 	fs.StringVar(&c.ProviderClientID, "provider-client-id", app.DefaultProviderClientID, "OAuth client id at the provider")
@@ -300,6 +301,9 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 	if c.ReadyLag == 0 {
 		bad("ready-lag", "must be more than 0")
+	}
+	if c.FloodLag == 0 {
+		bad("projection-flood-lag", "must be more than 0")
 	}
 	if !slices.Contains([]string{app.RateLimitOn, app.RateLimitShadow, app.RateLimitOff}, c.RateLimit) {
 		bad("rate-limit", "must be on, shadow or off")
