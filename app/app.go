@@ -72,8 +72,9 @@ type Config struct {
 	// flood, but never by more than FloodLag messages.
 	ProjectionShare float64
 	// FloodLag is how many stream messages the views may fall behind while
-	// they yield to a flood (default 50000). Readiness allows that lag
-	// (instead of ReadyLag) until they have caught up to ReadyLag again.
+	// they yield to a flood (default 50000). Readiness allows FloodLag +
+	// ReadyLag while the flood lasts and until they have caught up to
+	// ReadyLag again, as long as they make progress.
 	FloodLag uint64
 
 	// Rate limits: RateLimit is on (default when empty), shadow or off;
@@ -286,6 +287,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	gctx, cancelG := context.WithCancel(context.Background())
 	a.cancelG = cancelG
 	a.startGuard(gctx, c, a.guard)
+	a.ops.progressAt.Store(time.Now().UnixNano()) // the views' stall clock starts now
 	if a.Store, err = projections.Open(dir.Projections()); err != nil {
 		return nil, fmt.Errorf("projections: %w", err)
 	}
@@ -339,7 +341,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	wctx, cancelW := context.WithCancel(context.Background())
 	a.cancelW = cancelW
 	a.manager.Start(wctx)
-	a.Front = front.New(a.JS, st, front.Config{MaxInFlight: c.MaxInFlight, OnSale: a.manager.Add, Now: c.Now, Log: a.log})
+	a.Front = front.New(a.JS, st, front.Config{MaxInFlight: c.MaxInFlight, FloodWaiting: FloodInFlight, OnSale: a.manager.Add, Now: c.Now, Log: a.log})
 	a.liveFront.Store(a.Front)
 	fctx, cancelF := context.WithCancel(context.Background())
 	a.cancelF = cancelF

@@ -45,14 +45,20 @@ type opsState struct {
 	applied atomic.Uint64 // last stream sequence the projections applied
 	// behind is set while the views are behind because they yielded to a
 	// flood, until they are within ReadyLag again.
-	behind atomic.Bool
+	behind     atomic.Bool
+	progressAt atomic.Int64 // unix nanos when applied last rose
+	checkedAt  atomic.Int64 // unix nanos of caughtUp's last look at the lag
 }
 
 // setApplied raises the applied sequence, never lowers it.
 func (o *opsState) setApplied(seq uint64) {
 	for {
 		cur := o.applied.Load()
-		if seq <= cur || o.applied.CompareAndSwap(cur, seq) {
+		if seq <= cur {
+			return
+		}
+		if o.applied.CompareAndSwap(cur, seq) {
+			o.progressAt.Store(time.Now().UnixNano())
 			return
 		}
 	}
@@ -97,7 +103,7 @@ func (a *App) paceProjections(ctx context.Context, took time.Duration) {
 	const slice = 50 * time.Millisecond
 	f := a.liveFront.Load()
 	for left := time.Duration(-1); ; {
-		if a.cfg.ProjectionShare >= 1 || f == nil || !f.Busy(floodLinger) {
+		if a.cfg.ProjectionShare >= 1 || f == nil || !f.Flooded(floodLinger) {
 			a.caughtUp(ctx)
 			return // no flood here: full speed
 		}
@@ -129,8 +135,13 @@ func (a *App) paceProjections(ctx context.Context, took time.Duration) {
 }
 
 // caughtUp ends the views' flood allowance once they are within ReadyLag.
+// It looks at most every 100 ms (a look asks the stream).
 func (a *App) caughtUp(ctx context.Context) {
 	if !a.ops.behind.Load() {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := a.ops.checkedAt.Load(); now-last < int64(100*time.Millisecond) || !a.ops.checkedAt.CompareAndSwap(last, now) {
 		return
 	}
 	if lag, err := a.projectionLag(ctx); err == nil && lag <= a.cfg.ReadyLag {
@@ -150,14 +161,19 @@ func projectionPause(share float64, took time.Duration, lag, floodLag uint64) ti
 }
 
 // lagBound is how far behind the views may be for the process to be ready:
-// readyLag, or floodLag while this process serves a flood or its views
-// catch up after yielding to one.
+// readyLag, or floodLag + readyLag while this process serves a flood or its
+// views catch up after yielding to one (the views yield up to floodLag, and
+// may overshoot it a little before they take full speed again).
 func lagBound(readyLag, floodLag uint64, flood bool) uint64 {
 	if flood {
-		return max(readyLag, floodLag)
+		return floodLag + readyLag
 	}
 	return readyLag
 }
+
+// stalledAfter is how long views behind for a flood may make no progress
+// before the process reads as not ready.
+const stalledAfter = 10 * time.Second
 
 // projectionLag is the stream's last sequence minus the last applied one.
 func (a *App) projectionLag(ctx context.Context) (uint64, error) {
@@ -228,18 +244,24 @@ func (a *App) Ready(ctx context.Context) (bool, map[string]string) {
 		fail("front", "sales not loaded yet")
 	}
 	if checks["stream"] == "ok" {
+		// Shoppers flood this process now, or its views still catch up
+		// from that: read before the lag, so a flood that ends in between
+		// does not clear the allowance the views still need.
+		busy := a.Front.Flooded(floodLinger)
 		lag, err := a.projectionLag(ctx)
-		// Shoppers waiting here now, or views still catching up from that.
-		busy := a.Front.Busy(floodLinger)
 		if err == nil && lag <= a.cfg.ReadyLag && !busy {
 			a.ops.behind.Store(false) // caught up (the views may have nothing left to apply)
 		}
-		bound := lagBound(a.cfg.ReadyLag, a.cfg.FloodLag, busy || a.ops.behind.Load())
+		flood := busy || a.ops.behind.Load()
+		bound := lagBound(a.cfg.ReadyLag, a.cfg.FloodLag, flood)
+		idle := time.Since(time.Unix(0, a.ops.progressAt.Load()))
 		switch {
 		case err != nil:
 			fail("projections", err.Error())
 		case lag > bound:
 			fail("projections", fmt.Sprintf("lag %d messages > %d", lag, bound))
+		case lag > a.cfg.ReadyLag && idle > stalledAfter:
+			fail("projections", fmt.Sprintf("lag %d messages, and no progress for %v", lag, idle.Round(time.Second)))
 		case lag > a.cfg.ReadyLag:
 			checks["projections"] = fmt.Sprintf("ok (lag %d: behind for a flood)", lag)
 		default:

@@ -320,23 +320,35 @@ func TestViewsYieldToAFlood(t *testing.T) {
 		}
 	}
 	var wg sync.WaitGroup
-	var issued atomic.Int64
+	var answered atomic.Int64
+	var failed []string
+	var mu sync.Mutex
 	for _, mine := range sessions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for _, session := range mine {
-				if r := c.do("POST", "/api/v1/sales/flood/tokens", session, nil, nil); r.Status == http.StatusCreated {
-					issued.Add(1)
+				// 201, or 202 pending on a runner too slow to decide within
+				// the decision wait: either way stored and to be decided.
+				r := c.do("POST", "/api/v1/sales/flood/tokens", session, nil, nil)
+				if r.Status == http.StatusCreated || r.Status == http.StatusAccepted {
+					answered.Add(1)
+					continue
 				}
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%d %s", r.Status, r.Raw))
+				mu.Unlock()
 			}
 		}()
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	// Ready at every look: during the flood and while the views catch up
+	// after it, until they are within ReadyLag again.
 	var notReady []string
-	caughtBehind := false
-	for flooding := true; flooding; {
+	caughtBehind, flooding := false, true
+	deadline := time.Now().Add(60 * time.Second)
+	for {
 		select {
 		case <-done:
 			flooding = false
@@ -344,25 +356,25 @@ func TestViewsYieldToAFlood(t *testing.T) {
 		}
 		ok, s := ready()
 		if !ok {
-			notReady = append(notReady, fmt.Sprintf("%s (in flight %d, issued %d)", s, a.Front.InFlight(), issued.Load()))
+			notReady = append(notReady, fmt.Sprintf("%s (in flight %d, answered %d)", s, a.Front.InFlight(), answered.Load()))
 		}
-		caughtBehind = caughtBehind || strings.Contains(s, "behind for a flood")
+		behind := strings.Contains(s, "behind for a flood")
+		caughtBehind = caughtBehind || behind
+		if !flooding && ok && !behind {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the views have not caught up 60 s after the flood: %q", s)
+		}
 	}
 	if len(notReady) > 0 {
-		t.Errorf("not ready during the flood: %q", notReady)
+		t.Errorf("not ready during the flood or the catch-up: %q", notReady)
 	}
 	if !caughtBehind {
 		t.Errorf("the views never fell more than ReadyLag (50 messages) behind during %d token requests at a 1%% share", shoppers*each)
 	}
-	if n := issued.Load(); n != shoppers*each {
-		t.Errorf("%d of %d tokens issued", n, shoppers*each)
+	if len(failed) > 0 {
+		t.Errorf("%d token requests failed, the first: %s", len(failed), failed[0])
 	}
-	// After the flood: caught up, and held to ReadyLag again.
-	waitFor(t, 30*time.Second, func() error {
-		if ok, s := ready(); !ok || strings.Contains(s, "behind for a flood") {
-			return fmt.Errorf("ready %v, projections %q", ok, s)
-		}
-		return nil
-	})
 	runAudit(t, a)
 }

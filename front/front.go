@@ -50,6 +50,9 @@ type Config struct {
 	AppendTimeout time.Duration
 	// RecentDecisions is how many decisions are kept for polling. Default 65536.
 	RecentDecisions int
+	// FloodWaiting is how many requests waiting for their decisions at once
+	// make a flood (see Flooded). Default 8.
+	FloodWaiting int64
 	// RecentOrders is how many accepted purchases are kept besides, so that
 	// a shopper finds a new order while the views lag behind a flood of
 	// other requests. Default 65536.
@@ -82,6 +85,9 @@ func (c *Config) defaults() {
 	}
 	if c.RecentOrders <= 0 {
 		c.RecentOrders = 65536
+	}
+	if c.FloodWaiting <= 0 {
+		c.FloodWaiting = 8
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -121,13 +127,13 @@ type Front struct {
 	decMu   sync.Mutex
 	lastDec map[string]uint64
 
-	waiters    *waiters
-	lastSubmit atomic.Int64 // unix nanos of the last Submit
-	recent     *recent      // decisions, by request
-	orders     *recent      // accepted purchases, by request (= order id)
-	ready      chan struct{}
-	ctx        context.Context
-	wg         sync.WaitGroup
+	waiters *waiters
+	floodAt atomic.Int64 // unix nanos of the last Submit that found a flood
+	recent  *recent      // decisions, by request
+	orders  *recent      // accepted purchases, by request (= order id)
+	ready   chan struct{}
+	ctx     context.Context
+	wg      sync.WaitGroup
 }
 
 // New returns a front; Run starts it.
@@ -449,10 +455,11 @@ func (f *Front) CreateSale(ctx context.Context, ev events.Event) error {
 // InFlight is how many requests wait for their decision here.
 func (f *Front) InFlight() int64 { return f.waiters.n.Load() }
 
-// Busy reports whether requests wait for their decision here, or one was
-// submitted within the last `within`: a flood, with its short lulls.
-func (f *Front) Busy(within time.Duration) bool {
-	return f.InFlight() > 0 || time.Now().UnixNano()-f.lastSubmit.Load() < int64(within)
+// Flooded reports whether this process serves a flood: FloodWaiting or
+// more requests wait for their decisions here, or did within the last
+// `within` (a flood has short lulls).
+func (f *Front) Flooded(within time.Duration) bool {
+	return f.InFlight() >= f.cfg.FloodWaiting || time.Now().UnixNano()-f.floodAt.Load() < int64(within)
 }
 
 // Recent returns a decision this process saw lately, by request id: one of
@@ -512,7 +519,9 @@ func (f *Front) Submit(req events.Event) (*Pending, error) {
 	if !ok {
 		return nil, ErrOverloaded
 	}
-	f.lastSubmit.Store(time.Now().UnixNano())
+	if f.waiters.n.Load() >= f.cfg.FloodWaiting {
+		f.floodAt.Store(time.Now().UnixNano())
+	}
 	a, err := f.appender(req.Sale)
 	if err != nil {
 		f.waiters.remove(req.ID)

@@ -68,6 +68,7 @@ func TestValidate(t *testing.T) {
 		{name: "session-rate -2", args: []string{"--session-rate=-2"}, want: []string{"--session-rate=-2"}},
 		{name: "session-rate inf", args: []string{"--session-rate=+Inf"}, want: []string{"--session-rate=+Inf"}},
 		{name: "ready-lag", args: []string{"--ready-lag=0"}, want: []string{"--ready-lag=0", "more than 0"}},
+		{name: "projection-flood-lag", args: []string{"--projection-flood-lag=0"}, want: []string{"--projection-flood-lag=0", "more than 0"}},
 		{name: "fulfil-flood-rate no limit", args: []string{"--fulfil-flood-rate=-1"}},
 		{name: "fulfil-flood-rate 0", args: []string{"--fulfil-flood-rate=0"}, want: []string{"--fulfil-flood-rate=0", "-1 for no limit"}},
 		{name: "fulfil-flood-rate NaN", args: []string{"--fulfil-flood-rate=NaN"}, want: []string{"--fulfil-flood-rate=NaN"}},

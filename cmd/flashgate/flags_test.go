@@ -53,6 +53,7 @@ func TestResolvePrecedence(t *testing.T) {
 		{"demo", layer{"false", "true", "false"}, "true", func(c *serveConfig) string { return fmt.Sprint(c.Demo) }},
 		{"replicas", layer{"3", "5", "2"}, "1", func(c *serveConfig) string { return fmt.Sprint(c.Replicas) }},
 		{"ready-lag", layer{"1", "2", "3"}, "10000", func(c *serveConfig) string { return fmt.Sprint(c.ReadyLag) }},
+		{"projection-flood-lag", layer{"4", "5", "6"}, "50000", func(c *serveConfig) string { return fmt.Sprint(c.FloodLag) }},
 		{"log-format", layer{"json", "text", "auto"}, "auto", func(c *serveConfig) string { return c.LogFormat }},
 		{"admin-token", layer{"from-file", "from-env", "from-flag"}, "", func(c *serveConfig) string { return c.AdminToken }},
 	}
