@@ -336,7 +336,7 @@ func (r *Reader) scan(ctx context.Context, start uint64, since time.Time, end sc
 			return nil
 		}
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(r.o.BatchMessages, r.o.BatchBytes))
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(r.o.BatchMessages, r.o.BatchBytes), jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return fmt.Errorf("read %v: %w", r.subjects, err)
 	}

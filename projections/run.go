@@ -60,7 +60,7 @@ func follow(ctx context.Context, js jetstream.JetStream, seq uint64, prefetch in
 		return nil, nil, fmt.Errorf("follow %s from %d: %w", events.StreamName, seq, err)
 	}
 	f := &feed{ch: make(chan jetstream.Msg, prefetch), done: make(chan struct{})}
-	f.cc, err = cons.Consume(f.put, jetstream.PullMaxMessagesWithBytesLimit(prefetch, prefetchBytes))
+	f.cc, err = cons.Consume(f.put, jetstream.PullMaxMessagesWithBytesLimit(prefetch, prefetchBytes), jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return nil, nil, fmt.Errorf("follow %s from %d: %w", events.StreamName, seq, err)
 	}
