@@ -208,13 +208,12 @@ func (f *Front) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("front: follow decisions: %w", err)
 	}
-	// A heartbeat every second: when the NATS server holding this consumer
-	// is lost, the client notices after two missed ones and starts over on
-	// another. With the default 5 s that takes up to 10 s, during which the
-	// shoppers of sales written by other processes get no answer here.
+	// A heartbeat every second (stream.ReadHeartbeat): otherwise the
+	// shoppers of sales written by other processes get no answer here for
+	// up to 10 s after the NATS server holding this consumer is lost.
 	// handle never blocks for long.
 	cc, err := cons.Consume(f.handle, jetstream.PullMaxMessagesWithBytesLimit(1024, 32<<20),
-		jetstream.PullHeartbeat(time.Second))
+		jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return fmt.Errorf("front: follow decisions: %w", err)
 	}

@@ -80,9 +80,6 @@ func (c *WriterConfig) defaults() {
 	}
 }
 
-// requestHeartbeat is the idle heartbeat of the writer's request consumer.
-const requestHeartbeat = time.Second
-
 // Writer is the one process deciding a sale's requests. Its commit is an
 // append of the decision batch to the sale's decision subject, guarded by
 // the expected last sequence of that subject: the batch is the commit and
@@ -201,7 +198,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	}, jetstream.PullMaxMessagesWithBytesLimit(w.cfg.MaxBatch, 4*w.cfg.MaxBatchBytes),
 		// Two missed heartbeats reset the consumer: with the default (5 s)
 		// a lost NATS node hosting it stopped the sale's decisions for 10 s.
-		jetstream.PullHeartbeat(requestHeartbeat))
+		jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return fmt.Errorf("writer %s: follow requests: %w", w.sale, err)
 	}

@@ -204,11 +204,13 @@ func IsWrongLastSequence(err error) bool {
 	return false
 }
 
-// ReadHeartbeat is the idle heartbeat of the ordered consumers that read
-// the stream's history: two missed make the consumer start over. With the
-// client's default (5 s), a new consumer whose first pull got no answer at
-// all (seen once in about 40 runs of a loaded three-node cluster test)
-// stalled a new owner's rebuild for 10 s.
+// ReadHeartbeat is the idle heartbeat of every ordered consumer of the
+// stream (a writer's requests, a front's decisions, a rebuild, the views,
+// flashgate events): two missed make the consumer start over. With the
+// client's default (5 s) that took 10 s: when the NATS node holding the
+// consumer was lost, and when a new consumer's first pull got no answer at
+// all (seen once in about 40 runs of a loaded three-node cluster test,
+// stalling a new owner's rebuild).
 const ReadHeartbeat = time.Second
 
 // Read calls fn for every message on subject with a sequence in [from, to],
