@@ -186,17 +186,3 @@ func TestSessionAndPurchaseDoNotMix(t *testing.T) {
 		t.Fatalf("purchase Verify(session) = %+v, %v; want ErrTokenInvalid", c, err)
 	}
 }
-
-func BenchmarkSessionVerify(b *testing.B) {
-	s := identity.NewSessions(newKeys(b), time.Hour, clockAt(t0))
-	tok, _, err := s.Issue("shopper-1")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.Verify(tok); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

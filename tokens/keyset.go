@@ -33,8 +33,20 @@ type KeySet struct {
 
 // keySnapshot is immutable once published; Rotate publishes a new one.
 type keySnapshot struct {
-	active string
-	keys   map[string][]byte
+	active   string
+	keys     map[string][]byte
+	macs     map[string]*macKey // by kid
+	byHeader map[string]*macKey // by the header segment of the key's tokens
+}
+
+// newSnapshot returns the key set's state with keys by kid, active signing.
+func newSnapshot(active string, keys map[string][]byte) *keySnapshot {
+	s := &keySnapshot{active: active, keys: keys, macs: make(map[string]*macKey, len(keys)), byHeader: make(map[string]*macKey, len(keys))}
+	for kid, key := range keys {
+		m := newMacKey(kid, key)
+		s.macs[kid], s.byHeader[m.header] = m, m
+	}
+	return s
 }
 
 // keyFile is the JSON form of a KeySet on disk. Keys are standard base64.
@@ -47,7 +59,7 @@ type keyFile struct {
 func NewKeySet() (*KeySet, error) {
 	kid, key := newKey()
 	k := &KeySet{}
-	k.snap.Store(&keySnapshot{active: kid, keys: map[string][]byte{kid: key}})
+	k.snap.Store(newSnapshot(kid, map[string][]byte{kid: key}))
 	return k, nil
 }
 
@@ -102,7 +114,7 @@ func parseKeyFile(data []byte) (*keySnapshot, error) {
 	if len(f.Keys) == 0 {
 		return nil, errors.New("no keys")
 	}
-	snap := &keySnapshot{active: f.Active, keys: make(map[string][]byte, len(f.Keys))}
+	keys := make(map[string][]byte, len(f.Keys))
 	for kid, enc := range f.Keys {
 		if err := checkKid(kid); err != nil {
 			return nil, err
@@ -114,15 +126,15 @@ func parseKeyFile(data []byte) (*keySnapshot, error) {
 		if len(key) < keySize {
 			return nil, fmt.Errorf("key %q: %d bytes, want at least %d", kid, len(key), keySize)
 		}
-		snap.keys[kid] = key
+		keys[kid] = key
 	}
 	if f.Active == "" {
 		return nil, errors.New("no active key id")
 	}
-	if _, ok := snap.keys[f.Active]; !ok {
+	if _, ok := keys[f.Active]; !ok {
 		return nil, fmt.Errorf("active key id %q is not among the keys", f.Active)
 	}
-	return snap, nil
+	return newSnapshot(f.Active, keys), nil
 }
 
 // checkKid reports whether kid is 1..64 characters of [A-Za-z0-9_-].
@@ -151,7 +163,7 @@ func (k *KeySet) Rotate() (kid string, err error) {
 		keys[id] = v
 	}
 	keys[kid] = key
-	k.snap.Store(&keySnapshot{active: kid, keys: keys})
+	k.snap.Store(newSnapshot(kid, keys))
 	return kid, nil
 }
 

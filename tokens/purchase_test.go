@@ -482,6 +482,7 @@ func FuzzVerify(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, token string) {
 		c, err := p.Verify(token)
+		agreeWithLibrary(t, p, token, c, err)
 		if err != nil {
 			if !errors.Is(err, tokens.ErrTokenInvalid) && !errors.Is(err, tokens.ErrTokenExpired) {
 				t.Fatalf("error %v wraps neither sentinel", err)
@@ -522,10 +523,20 @@ func BenchmarkVerify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := p.Verify(tok); err != nil {
-			b.Fatal(err)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := p.Verify(tok); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("library", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := tokens.VerifyLib(p, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -1,0 +1,84 @@
+package tokens_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/internal/jwstest"
+	"github.com/flashgate/flashgate/tokens"
+)
+
+// agreeWithLibrary fails t unless c, err (Verify's answer for token) is
+// golang-jwt's, and the fast path took token only if the library takes it,
+// with the same claims.
+func agreeWithLibrary(t *testing.T, p *tokens.Purchase, token string, c tokens.Claims, err error) bool {
+	t.Helper()
+	want, werr := tokens.VerifyLib(p, token)
+	if fc, ok := tokens.VerifyFast(p, token); ok && (werr != nil || !sameClaims(fc, want)) {
+		t.Errorf("fast path took %q as %+v; the library says %+v, %v", token, fc, want, werr)
+	}
+	if !sameClaims(c, want) || fmt.Sprint(err) != fmt.Sprint(werr) {
+		t.Errorf("Verify(%q) = %+v, %v; the library says %+v, %v", token, c, err, want, werr)
+	}
+	_, ok := tokens.VerifyFast(p, token)
+	return ok
+}
+
+// purchasePayloads are claim sets around sample() at a clock of t0: right,
+// nearly right, and strange JSON.
+func purchasePayloads() []string {
+	iat, exp := t0.Unix(), t0.Add(2*time.Minute).Unix()
+	c := func(rest string) string {
+		return fmt.Sprintf(`{"sub":"shopper-1","aud":"flashgate-purchase","sale":"sale-42","jti":"01HZY8W2D3K4M5N6P7Q8R9S0T1","iat":%d,"exp":%d%s}`, iat, exp, rest)
+	}
+	return []string{
+		c(""),
+		c(`,"extra":{"a":[true]}`),
+		c(`,"sale":"sale-43"`),
+		c(`,"jti":""`),
+		c(`,"exp":null`),
+		c(`,"exp":1.7e9`),
+		c(`,"Sale":"sale-44"`),
+		c(`,"aud":"flashgate-session"`),
+		c(`,"iat":-1`),
+		c(`,"exp":1700000000`),
+		c(`,"exp":1700000001`),
+		c("") + "\t",
+		c("") + "]",
+		fmt.Sprintf(`{"sub":"shopper-1","aud":"flashgate-purchase","sale":"sale-42","iat":%d,"exp":%d}`, iat, exp),
+		`{}`, `null`, `1`, ``,
+	}
+}
+
+// Verify's fast path never takes a token golang-jwt refuses nor reads
+// other claims from one; Verify gives exactly the library's verdict.
+func TestPurchaseFastPathAgreesWithLibrary(t *testing.T) {
+	keys := fixedKeys(t, testKid, testKey)
+	p := tokens.NewPurchase(keys, clockAt(t0))
+	good, err := p.Sign(sample())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := tokens.VerifyFast(p, good); !ok || !sameClaims(c, sample()) {
+		t.Fatalf("fast path does not take a token Sign wrote: %+v, %v", c, ok)
+	}
+	var toks []string
+	for _, h := range jwstest.Headers(testKid, "other") {
+		for _, pl := range purchasePayloads() {
+			toks = append(toks, jwstest.Sign(testKey, h, pl))
+		}
+	}
+	toks = append(toks, jwstest.Mutate(good, 3000, 2)...)
+	fast := 0
+	for _, tok := range toks {
+		c, err := p.Verify(tok)
+		if agreeWithLibrary(t, p, tok, c, err) {
+			fast++
+		}
+	}
+	if fast < 4 {
+		t.Errorf("the fast path took only %d of %d variants", fast, len(toks))
+	}
+	t.Logf("%d variants, %d taken by the fast path", len(toks), fast)
+}
