@@ -576,7 +576,9 @@ func (f *Front) send(req events.Event, then func(error)) error {
 // up to wait for the decision; ok=false means the time passed first: the
 // request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
-	limit := time.NewTimer(2*p.f.cfg.AppendTimeout + time.Second) // queue time plus the append's own timeout
+	// One timer: first the queue time plus the append's own timeout, then
+	// the wait for the decision (a timer per request is on the hot path).
+	limit := time.NewTimer(2*p.f.cfg.AppendTimeout + time.Second)
 	defer limit.Stop()
 	select {
 	case r := <-p.ch: // decided before we heard of the append's ack
@@ -593,12 +595,11 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 		p.f.waiters.remove(p.id)
 		return events.Event{}, false, ctx.Err()
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	limit.Reset(wait) // since Go 1.23 no stale expiry can be left in limit.C
 	select {
 	case r := <-p.ch:
 		return r.ev, true, nil
-	case <-t.C:
+	case <-limit.C:
 	case <-ctx.Done():
 	}
 	p.f.waiters.remove(p.id)
