@@ -1,6 +1,7 @@
 package tokens_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -81,4 +82,64 @@ func TestPurchaseFastPathAgreesWithLibrary(t *testing.T) {
 		t.Errorf("the fast path took only %d of %d variants", fast, len(toks))
 	}
 	t.Logf("%d variants, %d taken by the fast path", len(toks), fast)
+}
+
+// scanned is a claim set for the ScanClaims tests.
+type scanned struct {
+	Sub string `json:"sub"`
+	Iat int64  `json:"iat"`
+	Aud string `json:"aud"`
+}
+
+// ScanClaims takes a payload only if json.Unmarshal reads the same claims
+// from it.
+func FuzzScanClaims(f *testing.F) {
+	for _, seed := range []string{
+		`{"sub":"s-1","iat":17,"aud":"a"}`,
+		`{"sub":"","iat":0,"aud":""}`,
+		`{"sub":"s","iat":999999999999999999,"aud":"a"}`,
+		`{"sub":"s","iat":9999999999999999999,"aud":"a"}`,
+		`{"sub":"s","iat":017,"aud":"a"}`,
+		`{"sub":"s","iat":-1,"aud":"a"}`,
+		`{"sub":"s","iat":1.5,"aud":"a"}`,
+		`{"sub":"s","iat":1e3,"aud":"a"}`,
+		`{"sub":"s\u0041","iat":1,"aud":"a"}`,
+		`{"sub":"s\"","iat":1,"aud":"a"}`,
+		"{\"sub\":\"s\xff\",\"iat\":1,\"aud\":\"a\"}",
+		"{\"sub\":\"s\t\",\"iat\":1,\"aud\":\"a\"}",
+		`{"sub":"s","iat":1,"aud":"a"} `,
+		`{"sub":"s","iat":1,"aud":"a",}`,
+		`{"sub":"s","iat":1,"aud":"a","x":1}`,
+		`{"sub":"s","aud":"a","iat":1}`,
+		`{"SUB":"s","iat":1,"aud":"a"}`,
+		`{"sub":"s", "iat":1,"aud":"a"}`,
+		`{"sub":"s","iat":1}`,
+		`{"sub":1,"iat":"1","aud":"a"}`,
+		`{"sub":"s","iat":1,"aud":"a"`,
+		``, `{}`, `null`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s scanned
+		if !tokens.ScanClaims(b, []tokens.Claim{{Key: "sub", Str: &s.Sub}, {Key: "iat", Int: &s.Iat}, {Key: "aud", Str: &s.Aud}}) {
+			return
+		}
+		var j scanned
+		if err := json.Unmarshal(b, &j); err != nil || j != s {
+			t.Fatalf("ScanClaims(%q) = %+v; json.Unmarshal gives %+v, %v", b, s, j, err)
+		}
+	})
+}
+
+func TestScanClaimsTakesTheCanonicalForm(t *testing.T) {
+	want := scanned{Sub: "shopper-1", Iat: 1700000000, Aud: "flashgate-purchase"}
+	b, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s scanned
+	if !tokens.ScanClaims(b, []tokens.Claim{{Key: "sub", Str: &s.Sub}, {Key: "iat", Int: &s.Iat}, {Key: "aud", Str: &s.Aud}}) || s != want {
+		t.Fatalf("ScanClaims(%s) = %+v", b, s)
+	}
 }

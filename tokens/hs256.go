@@ -113,3 +113,83 @@ func (k *KeySet) VerifyHS256(token string, dst []byte) (payload []byte, ok bool)
 	}
 	return out, true
 }
+
+// Claim is one member of a flat claim set for ScanClaims: a string (Str) or
+// an integer (Int) under Key.
+type Claim struct {
+	Key string
+	Str *string
+	Int *int64
+}
+
+// ScanClaims reads payload when it is exactly the flat JSON object that
+// encoding/json writes for claims: every member of claims, in that order,
+// nothing else, no white space; strings of printable ASCII without escapes,
+// integers of at most 18 digits without sign. It sets what json.Unmarshal
+// would set for such a payload. ok=false for any other form, which may still
+// be good JSON: decode it with json.Unmarshal then. A claim set is decoded
+// on every shopper request, and json.Unmarshal's reflection costs more than
+// the HMAC.
+func ScanClaims(payload []byte, claims []Claim) (ok bool) {
+	b := payload
+	for i, c := range claims {
+		sep := byte(',')
+		if i == 0 {
+			sep = '{'
+		}
+		if len(b) < len(c.Key)+4 || b[0] != sep || b[1] != '"' || string(b[2:2+len(c.Key)]) != c.Key || b[2+len(c.Key)] != '"' || b[3+len(c.Key)] != ':' {
+			return false
+		}
+		b = b[4+len(c.Key):]
+		var n int
+		if c.Str != nil {
+			n = scanString(b)
+			if n < 0 {
+				return false
+			}
+			*c.Str = string(b[1 : n-1])
+		} else {
+			var v int64
+			n, v = scanInt(b)
+			if n < 0 {
+				return false
+			}
+			*c.Int = v
+		}
+		b = b[n:]
+	}
+	return len(claims) > 0 && len(b) == 1 && b[0] == '}'
+}
+
+// scanString returns the length of the quoted string b starts with, quotes
+// included, or -1 unless it is printable ASCII without escapes.
+func scanString(b []byte) int {
+	if len(b) == 0 || b[0] != '"' {
+		return -1
+	}
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1
+		case c < 0x20 || c > 0x7e || c == '\\':
+			return -1
+		}
+	}
+	return -1
+}
+
+// scanInt returns the length and value of the unsigned integer b starts
+// with, or -1: a lone 0 or up to 18 digits without a leading 0, and no
+// fraction or exponent after them.
+func scanInt(b []byte) (int, int64) {
+	var v int64
+	n := 0
+	for n < len(b) && n < 19 && '0' <= b[n] && b[n] <= '9' {
+		v = v*10 + int64(b[n]-'0')
+		n++
+	}
+	if n == 0 || n > 18 || (n > 1 && b[0] == '0') || (n < len(b) && (b[n] == '.' || b[n] == 'e' || b[n] == 'E')) {
+		return -1, 0
+	}
+	return n, v
+}
