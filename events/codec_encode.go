@@ -3,7 +3,8 @@ package events
 import (
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/flashgate/flashgate/internal/jsonstr"
 )
 
 // The fast encoder writes what json.Marshal writes for the wire structs of
@@ -34,9 +35,9 @@ func appendRequests(b []byte, rb *RequestBatch) ([]byte, bool) {
 func appendDecisions(b []byte, db *DecisionBatch) ([]byte, bool) {
 	var ok bool
 	b = append(b, `{"sale":`...)
-	b = appendString(b, db.Sale)
+	b = jsonstr.Append(b, db.Sale)
 	b = append(b, `,"writer":`...)
-	b = appendString(b, db.Writer)
+	b = jsonstr.Append(b, db.Writer)
 	b = append(b, `,"decidedAt":`...)
 	if b, ok = appendTime(b, db.DecidedAt); !ok {
 		return b, false
@@ -91,28 +92,28 @@ func appendHead(b []byte, h *Head) []byte {
 func appendEvent(b []byte, e *Event) ([]byte, bool) {
 	var ok bool
 	b = append(b, `{"id":`...)
-	b = appendString(b, e.ID)
+	b = jsonstr.Append(b, e.ID)
 	b = append(b, `,"type":`...)
-	b = appendString(b, string(e.Type))
+	b = jsonstr.Append(b, string(e.Type))
 	b = append(b, `,"v":`...)
 	b = strconv.AppendInt(b, SchemaVersion, 10)
 	b = append(b, `,"sale":`...)
-	b = appendString(b, e.Sale)
+	b = jsonstr.Append(b, e.Sale)
 	b = append(b, `,"time":`...)
 	if b, ok = appendTime(b, e.Time); !ok {
 		return b, false
 	}
 	if e.Shopper != "" {
 		b = append(b, `,"shopper":`...)
-		b = appendString(b, e.Shopper)
+		b = jsonstr.Append(b, e.Shopper)
 	}
 	if e.ClientRequestID != "" {
 		b = append(b, `,"clientRequestId":`...)
-		b = appendString(b, e.ClientRequestID)
+		b = jsonstr.Append(b, e.ClientRequestID)
 	}
 	if e.Request != "" {
 		b = append(b, `,"request":`...)
-		b = appendString(b, e.Request)
+		b = jsonstr.Append(b, e.Request)
 	}
 	b = append(b, `,"data":`...)
 	if b, ok = appendData(b, e.Type, e.Data); !ok {
@@ -137,14 +138,14 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"tokenId":`...)
-		b = appendString(b, d.TokenID)
+		b = jsonstr.Append(b, d.TokenID)
 		b = append(b, '}')
 	case *TokenIssued:
 		if t != TypeTokenIssued || d == nil {
 			return b, false
 		}
 		b = append(b, `{"tokenId":`...)
-		b = appendString(b, d.TokenID)
+		b = jsonstr.Append(b, d.TokenID)
 		b = append(b, `,"issuedAt":`...)
 		if b, ok = appendTime(b, d.IssuedAt); !ok {
 			return b, false
@@ -162,14 +163,14 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"reason":`...)
-		b = appendString(b, d.Reason)
+		b = jsonstr.Append(b, d.Reason)
 		b = append(b, '}')
 	case *TokenExpired:
 		if t != TypeTokenExpired || d == nil {
 			return b, false
 		}
 		b = append(b, `{"tokenId":`...)
-		b = appendString(b, d.TokenID)
+		b = jsonstr.Append(b, d.TokenID)
 		b = append(b, `,"expiresAt":`...)
 		if b, ok = appendTime(b, d.ExpiresAt); !ok {
 			return b, false
@@ -180,9 +181,9 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"tokenId":`...)
-		b = appendString(b, d.TokenID)
+		b = jsonstr.Append(b, d.TokenID)
 		b = append(b, `,"orderId":`...)
-		b = appendString(b, d.OrderID)
+		b = jsonstr.Append(b, d.OrderID)
 		b = append(b, `,"units":`...)
 		b = strconv.AppendInt(b, d.Units, 10)
 		b = append(b, '}')
@@ -191,12 +192,12 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"tokenId":`...)
-		b = appendString(b, d.TokenID)
+		b = jsonstr.Append(b, d.TokenID)
 		b = append(b, `,"reason":`...)
-		b = appendString(b, d.Reason)
+		b = jsonstr.Append(b, d.Reason)
 		if d.OrderID != "" {
 			b = append(b, `,"orderId":`...)
-			b = appendString(b, d.OrderID)
+			b = jsonstr.Append(b, d.OrderID)
 		}
 		b = append(b, '}')
 	case *SaleUpdateRequested:
@@ -204,7 +205,7 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"action":`...)
-		b = appendString(b, d.Action)
+		b = jsonstr.Append(b, d.Action)
 		b = append(b, '}')
 	case *SaleUpdated:
 		if t != TypeSaleUpdated || d == nil {
@@ -246,7 +247,7 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"ticket":`...)
-		b = appendString(b, d.Ticket)
+		b = jsonstr.Append(b, d.Ticket)
 		b = append(b, `,"place":`...)
 		b = strconv.AppendInt(b, d.Place, 10)
 		if d.PreIndex != 0 {
@@ -276,11 +277,11 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"ticket":`...)
-		b = appendString(b, d.Ticket)
+		b = jsonstr.Append(b, d.Ticket)
 		b = append(b, `,"place":`...)
 		b = strconv.AppendInt(b, d.Place, 10)
 		b = append(b, `,"tokenId":`...)
-		b = appendString(b, d.TokenID)
+		b = jsonstr.Append(b, d.TokenID)
 		b = append(b, `,"claimBy":`...)
 		if b, ok = appendTime(b, d.ClaimBy); !ok {
 			return b, false
@@ -301,9 +302,9 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 			return b, false
 		}
 		b = append(b, `{"ticket":`...)
-		b = appendString(b, d.Ticket)
+		b = jsonstr.Append(b, d.Ticket)
 		b = append(b, `,"reason":`...)
-		b = appendString(b, d.Reason)
+		b = jsonstr.Append(b, d.Reason)
 		b = append(b, '}')
 	case *QueueClosed:
 		if t != TypeQueueClosed || d == nil {
@@ -318,13 +319,13 @@ func appendData(b []byte, t Type, data any) ([]byte, bool) {
 
 func appendTicket(b []byte, ticket string) []byte {
 	b = append(b, `{"ticket":`...)
-	b = appendString(b, ticket)
+	b = jsonstr.Append(b, ticket)
 	return append(b, '}')
 }
 
 func appendReason(b []byte, reason string) []byte {
 	b = append(b, `{"reason":`...)
-	b = appendString(b, reason)
+	b = jsonstr.Append(b, reason)
 	return append(b, '}')
 }
 
@@ -340,7 +341,7 @@ func appendTickets(b []byte, tickets []string) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, s)
+			b = jsonstr.Append(b, s)
 		}
 		b = append(b, ']')
 	}
@@ -367,69 +368,4 @@ func appendTime(b []byte, t time.Time) ([]byte, bool) {
 		}
 	}
 	return append(b, '"'), true
-}
-
-const hexDigits = "0123456789abcdef"
-
-// htmlSafe[c] is encoding/json's htmlSafeSet: the ASCII bytes written as
-// they are in a string when HTML escaping is on (json.Marshal's default).
-var htmlSafe = func() (s [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		s[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
-	}
-	return s
-}()
-
-// appendString is encoding/json's appendString with escapeHTML on, as
-// json.Marshal writes strings: \" \\ \b \f \n \r \t, other control bytes
-// and < > & as \u00XX, invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if htmlSafe[c] {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

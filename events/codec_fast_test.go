@@ -2,7 +2,6 @@ package events
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -351,25 +350,6 @@ func TestEncodeFastIsReference(t *testing.T) {
 	}
 	if failed == 0 || failed == n {
 		t.Errorf("%d of %d request batches failed to encode: the generator misses a side", failed, n)
-	}
-}
-
-// TestAppendStringIsEncodingJSON: every byte and the runes that matter are
-// written as json.Marshal writes them.
-func TestAppendStringIsEncodingJSON(t *testing.T) {
-	var in []string
-	for c := range 256 {
-		in = append(in, string([]byte{byte(c)}), "a"+string([]byte{byte(c)})+"b")
-	}
-	for _, r := range []rune{0x80, 0x7ff, 0x800, 0x2027, 0x2028, 0x2029, 0x202a, 0xfffd, 0xffff, 0x10000, 0x10ffff} {
-		in = append(in, string(r), "x"+string(r)+"<")
-	}
-	in = append(in, "", "\xed\xa0\x80", "\xe2\x80\xa8\xe2\x80\xa9", "\xe2\x80", "\xf0\x9f\x98")
-	for _, s := range in {
-		want, _ := json.Marshal(s)
-		if got := appendString(nil, s); !bytes.Equal(got, want) {
-			t.Errorf("appendString(%q) = %s, json.Marshal: %s", s, got, want)
-		}
 	}
 }
 
