@@ -1,8 +1,10 @@
 package tokens_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +143,37 @@ func TestScanClaimsTakesTheCanonicalForm(t *testing.T) {
 	var s scanned
 	if !tokens.ScanClaims(b, []tokens.Claim{{Key: "sub", Str: &s.Sub}, {Key: "iat", Int: &s.Iat}, {Key: "aud", Str: &s.Aud}}) || s != want {
 		t.Fatalf("ScanClaims(%s) = %+v", b, s)
+	}
+}
+
+// Sign writes the claims as json.Marshal would, for any strings.
+func TestSignClaimsAreJSONMarshal(t *testing.T) {
+	p := tokens.NewPurchase(fixedKeys(t, testKid, testKey), clockAt(t0))
+	for _, s := range []string{"shopper-1", `a"b\c`, "<&>", "\u2028é\x01", "\xff"} {
+		c := sample()
+		c.Shopper, c.Sale = s, s+"x"
+		tok, err := p.Sign(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg := strings.Split(tok, ".")[1]
+		got, err := base64.RawURLEncoding.DecodeString(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(struct {
+			Sub  string `json:"sub"`
+			Aud  string `json:"aud"`
+			Sale string `json:"sale"`
+			Jti  string `json:"jti"`
+			Iat  int64  `json:"iat"`
+			Exp  int64  `json:"exp"`
+		}{c.Shopper, "flashgate-purchase", c.Sale, c.TokenID, c.IssuedAt.Unix(), c.ExpiresAt.Unix()})
+		if string(got) != string(want) {
+			t.Errorf("claims of %q: %s, json.Marshal: %s", s, got, want)
+		}
+		if _, err := p.Verify(tok); err != nil {
+			t.Errorf("Verify of a token for %q: %v", s, err)
+		}
 	}
 }
