@@ -21,6 +21,7 @@ import (
 	"github.com/flashgate/flashgate/front"
 	"github.com/flashgate/flashgate/handlers"
 	"github.com/flashgate/flashgate/identity"
+	"github.com/flashgate/flashgate/internal/jsonstr"
 	"github.com/flashgate/flashgate/metrics"
 	"github.com/flashgate/flashgate/projections"
 	"github.com/flashgate/flashgate/queue"
@@ -700,6 +701,36 @@ type orderAnswer struct {
 	OrderID   string `json:"orderId"`
 	RequestID string `json:"requestId,omitempty"` // when polled
 	Status    string `json:"status"`
+}
+
+// appendJSON and its twin below write what json.Marshal writes for the
+// answer (see writeJSON).
+func (t tokenAnswer) appendJSON(b []byte) []byte {
+	b = append(b, `{"expiresAt":`...)
+	b = jsonstr.Append(b, t.ExpiresAt)
+	if t.RequestID != "" {
+		b = append(b, `,"requestId":`...)
+		b = jsonstr.Append(b, t.RequestID)
+	}
+	b = append(b, `,"status":`...)
+	b = jsonstr.Append(b, t.Status)
+	b = append(b, `,"token":`...)
+	b = jsonstr.Append(b, t.Token)
+	b = append(b, `,"tokenId":`...)
+	b = jsonstr.Append(b, t.TokenID)
+	return append(b, '}')
+}
+
+func (o orderAnswer) appendJSON(b []byte) []byte {
+	b = append(b, `{"orderId":`...)
+	b = jsonstr.Append(b, o.OrderID)
+	if o.RequestID != "" {
+		b = append(b, `,"requestId":`...)
+		b = jsonstr.Append(b, o.RequestID)
+	}
+	b = append(b, `,"status":`...)
+	b = jsonstr.Append(b, o.Status)
+	return append(b, '}')
 }
 
 func (a *api) refusal(d events.Event, e *Error, polled bool) (int, any, error) {
