@@ -35,7 +35,8 @@ const (
 )
 
 // FloodInFlight is how many requests waiting for decisions in a process make
-// a flood, during which fulfilment keeps to Config.FulfilFloodRate.
+// a flood (front.Config.FloodWaiting; see Front.Flooded), during which the
+// views yield and fulfilment keeps to Config.FulfilFloodRate.
 const FloodInFlight = 8
 
 // fulfilment is the running fulfilment: the shared token, the worker, the
@@ -121,11 +122,9 @@ func (a *App) startFulfil(ctx context.Context, c Config, node string, st jetstre
 		Connected: a.nc.IsConnected, OnRequest: tokenOutcome, Log: a.log})
 	// A sale's decisions come first: during a flood the orders wait in
 	// their queue and go out at FulfilFloodRate; after it, at full speed.
-	pace := &fulfil.FloodPace{Threshold: FloodInFlight, Rate: c.FulfilFloodRate, Waiting: func() int64 {
-		if fr := a.liveFront.Load(); fr != nil {
-			return fr.InFlight()
-		}
-		return 0
+	pace := &fulfil.FloodPace{Rate: c.FulfilFloodRate, Flooded: func() bool {
+		fr := a.liveFront.Load()
+		return fr != nil && fr.Flooded(floodLinger)
 	}}
 	worker := fulfil.NewWorker(a.JS, st, f.Broker, client, fulfil.Config{Concurrency: c.FulfilWorkers, MaxAttempts: c.OrderAttempts,
 		OnOutcome: orderOutcome, Pace: pace.Wait, Log: a.log})

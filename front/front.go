@@ -61,8 +61,8 @@ type Config struct {
 	OnSale func(sale string)
 	// OnBatch is told of every committed decision batch (metrics).
 	OnBatch func(db *events.DecisionBatch)
-	// Now is the clock of the waiting room's estimates and presence pings.
-	// Default time.Now.
+	// Now is the clock of the waiting room's estimates, presence pings and
+	// the flood detector (Flooded). Default time.Now.
 	Now func() time.Time
 	Log *slog.Logger
 }
@@ -457,8 +457,11 @@ func (f *Front) InFlight() int64 { return f.waiters.n.Load() }
 // Flooded reports whether this process serves a flood: FloodWaiting or
 // more requests wait for their decisions here, or did within the last
 // `within` (a flood has short lulls).
+//
+// It is the process's one flood detector: the views, readiness and the
+// fulfilment pace all ask it. Its clock is Config.Now.
 func (f *Front) Flooded(within time.Duration) bool {
-	return f.InFlight() >= f.cfg.FloodWaiting || time.Now().UnixNano()-f.floodAt.Load() < int64(within)
+	return f.InFlight() >= f.cfg.FloodWaiting || f.cfg.Now().UnixNano()-f.floodAt.Load() < int64(within)
 }
 
 // Recent returns a decision this process saw lately, by request id: one of
@@ -519,7 +522,7 @@ func (f *Front) Submit(req events.Event) (*Pending, error) {
 		return nil, ErrOverloaded
 	}
 	if f.waiters.n.Load() >= f.cfg.FloodWaiting {
-		f.floodAt.Store(time.Now().UnixNano())
+		f.floodAt.Store(f.cfg.Now().UnixNano())
 	}
 	a, err := f.appender(req.Sale)
 	if err != nil {

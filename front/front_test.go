@@ -3,8 +3,10 @@ package front
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,5 +210,49 @@ func TestCommittedAnswersOnceAndInOrder(t *testing.T) {
 	waitFor(t, "the third batch", func() bool { return fx.f.SaleStats("s").Batches == 3 })
 	if v, _ := fx.f.Sale("s"); v.Head.Version != 3 {
 		t.Fatalf("head version %d, want 3", v.Head.Version)
+	}
+}
+
+// TestFloodedLingers: a flood is FloodWaiting or more requests waiting here
+// for their decisions; it lasts `within` after the last request that found
+// one, on the front's clock, so that its lulls do not end it.
+func TestFloodedLingers(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC).UnixNano())
+	fx := newFixture(t, Config{FloodWaiting: 3, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	f := fx.f
+	var pending []*Pending
+	submit := func() {
+		p, err := f.Submit(tokenRequest(fmt.Sprintf("shopper-%d", len(pending))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, p)
+	}
+	submit()
+	submit()
+	if f.Flooded(time.Second) {
+		t.Fatal("2 requests waiting (threshold 3) are a flood")
+	}
+	submit()
+	if !f.Flooded(time.Second) {
+		t.Fatal("3 requests waiting (threshold 3) are no flood")
+	}
+	// Their shoppers leave: nothing waits any more, and the flood lingers.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, p := range pending {
+		_, _, _ = p.Wait(ctx, time.Minute)
+	}
+	if n := f.InFlight(); n != 0 {
+		t.Fatalf("%d requests still waiting", n)
+	}
+	clock.Add(int64(999 * time.Millisecond))
+	if !f.Flooded(time.Second) {
+		t.Fatal("the flood ended 999 ms after it was last seen, within 1 s")
+	}
+	clock.Add(int64(time.Millisecond))
+	if f.Flooded(time.Second) {
+		t.Fatal("the flood lasts past 1 s after it was last seen")
 	}
 }

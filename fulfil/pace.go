@@ -12,15 +12,13 @@ import (
 
 // FloodPace holds a worker back while its process serves a flood of
 // shoppers: a sale's decisions come first, and an order is asynchronous by
-// design. A flood is Threshold or more requests waiting for decisions, and
-// lasts until Linger has passed without that. During one at most Rate
-// orders a second are taken; the others wait, durably, in the orders queue
-// and go out at full speed once it is over. Outside a flood it never waits.
+// design. During a flood (Flooded: the front's detector, which the views
+// and readiness use too) at most Rate orders a second are taken; the others
+// wait, durably, in the orders queue and go out at full speed once it is
+// over. Outside a flood it never waits.
 type FloodPace struct {
-	Waiting   func() int64  // requests waiting for decisions in the process now
-	Threshold int64         // Waiting at or above it is a flood (default 8)
-	Linger    time.Duration // a flood lasts this long after it was last seen (default 1 s)
-	Rate      float64       // orders a second during a flood; <= 0: no limit
+	Flooded func() bool // whether the process serves a flood now
+	Rate    float64     // orders a second during a flood; <= 0: no limit
 
 	// now and sleep are the clock, replaced in tests.
 	now   func() time.Time
@@ -28,8 +26,6 @@ type FloodPace struct {
 
 	once sync.Once
 	lim  *rate.Limiter
-	mu   sync.Mutex
-	seen time.Time // when a flood was last seen
 }
 
 // floodRecheck is how often a held-back worker looks again whether the
@@ -37,12 +33,6 @@ type FloodPace struct {
 const floodRecheck = 50 * time.Millisecond
 
 func (p *FloodPace) init() {
-	if p.Threshold <= 0 {
-		p.Threshold = 8
-	}
-	if p.Linger <= 0 {
-		p.Linger = time.Second
-	}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -55,27 +45,14 @@ func (p *FloodPace) init() {
 	p.lim = rate.NewLimiter(rate.Limit(p.Rate), burst)
 }
 
-// Flood reports whether the process serves a flood now.
-func (p *FloodPace) Flood() bool {
-	p.once.Do(p.init)
-	now := p.now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.Waiting != nil && p.Waiting() >= p.Threshold {
-		p.seen = now
-		return true
-	}
-	return !p.seen.IsZero() && now.Sub(p.seen) < p.Linger
-}
-
 // Wait returns when the next order may be taken, or with ctx's error.
 func (p *FloodPace) Wait(ctx context.Context) error {
-	if p.Rate <= 0 || p.Waiting == nil {
+	if p.Rate <= 0 || p.Flooded == nil {
 		return nil
 	}
 	p.once.Do(p.init)
 	for {
-		if !p.Flood() {
+		if !p.Flooded() {
 			return nil
 		}
 		now := p.now()

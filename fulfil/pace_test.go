@@ -20,13 +20,13 @@ func (c *pacedClock) sleep(ctx context.Context, d time.Duration) error {
 }
 
 // TestFloodPaceRate: during a flood, orders are taken at the configured
-// rate; it lasts a second after the last sight of one; outside one, and
-// with no limit, the pace never waits.
+// rate; outside one, and with no limit, the pace never waits. (When a flood
+// starts and ends is the front's detector's: front's TestFloodedLingers.)
 func TestFloodPaceRate(t *testing.T) {
 	clk := &pacedClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	var waiting atomic.Int64
-	waiting.Store(8)
-	p := &FloodPace{Waiting: waiting.Load, Rate: 20, now: clk.now, sleep: clk.sleep}
+	var flooded atomic.Bool
+	flooded.Store(true)
+	p := &FloodPace{Flooded: flooded.Load, Rate: 20, now: clk.now, sleep: clk.sleep}
 	ctx := context.Background()
 	start := clk.t
 	taken := 0
@@ -40,18 +40,8 @@ func TestFloodPaceRate(t *testing.T) {
 	if taken < 199 || taken > 202 {
 		t.Fatalf("%d orders taken in 10 s of a flood at 20/s", taken)
 	}
-	// Fewer waiting than the threshold: the flood lingers for a second,
-	// then the pace lets everything through.
-	waiting.Store(7)
-	seenAt := clk.t
-	for p.Flood() {
-		if err := p.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if over := clk.t.Sub(seenAt); over < time.Second-50*time.Millisecond || over > time.Second+50*time.Millisecond {
-		t.Fatalf("the flood ended %v after its last sight, want 1 s", over)
-	}
+	// The flood is over: the pace lets everything through.
+	flooded.Store(false)
 	before := clk.t
 	for range 1000 {
 		if err := p.Wait(ctx); err != nil {
@@ -62,8 +52,8 @@ func TestFloodPaceRate(t *testing.T) {
 		t.Fatalf("outside a flood the pace waited %v", clk.t.Sub(before))
 	}
 	// No limit: never waits, even in a flood.
-	waiting.Store(100)
-	free := &FloodPace{Waiting: waiting.Load, Rate: 0, now: clk.now, sleep: clk.sleep}
+	flooded.Store(true)
+	free := &FloodPace{Flooded: flooded.Load, Rate: 0, now: clk.now, sleep: clk.sleep}
 	for range 1000 {
 		if err := free.Wait(ctx); err != nil {
 			t.Fatal(err)
@@ -73,7 +63,7 @@ func TestFloodPaceRate(t *testing.T) {
 		t.Fatalf("with no limit the pace waited %v", clk.t.Sub(before))
 	}
 	// A high rate is not capped by the waits' granularity.
-	fast := &FloodPace{Waiting: waiting.Load, Rate: 5000, now: clk.now, sleep: clk.sleep}
+	fast := &FloodPace{Flooded: flooded.Load, Rate: 5000, now: clk.now, sleep: clk.sleep}
 	start, taken = clk.t, 0
 	for clk.t.Sub(start) < time.Second {
 		if err := fast.Wait(ctx); err != nil {
@@ -87,7 +77,7 @@ func TestFloodPaceRate(t *testing.T) {
 	// A held-back worker leaves when its context ends.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	slow := &FloodPace{Waiting: waiting.Load, Rate: 1, now: clk.now, sleep: clk.sleep}
+	slow := &FloodPace{Flooded: flooded.Load, Rate: 1, now: clk.now, sleep: clk.sleep}
 	_ = slow.Wait(ctx) // spends the first
 	if err := slow.Wait(cctx); err == nil {
 		t.Fatal("a cancelled wait returned no error")
