@@ -24,4 +24,3 @@ func TestAppendIsEncodingJSON(t *testing.T) {
 		}
 	}
 }
-
