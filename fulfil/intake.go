@@ -59,7 +59,7 @@ func RunIntake(ctx context.Context, js jetstream.JetStream, c IntakeConfig) erro
 	if err != nil {
 		return fmt.Errorf("fulfilment intake consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(64))
+	it, err := cons.Messages(jetstream.PullMaxMessages(64), jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return fmt.Errorf("fulfilment intake: %w", err)
 	}

@@ -53,7 +53,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("order watch: %w", err)
 	}
-	cc, err := cons.Consume(h.handle)
+	cc, err := cons.Consume(h.handle, jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return fmt.Errorf("order watch: %w", err)
 	}

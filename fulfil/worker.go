@@ -119,7 +119,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fulfilment consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(w.c.Concurrency), jetstream.PullExpiry(5*time.Second))
+	it, err := cons.Messages(jetstream.PullMaxMessages(w.c.Concurrency), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return fmt.Errorf("fulfilment consumer: %w", err)
 	}

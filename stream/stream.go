@@ -204,9 +204,10 @@ func IsWrongLastSequence(err error) bool {
 	return false
 }
 
-// ReadHeartbeat is the idle heartbeat of every ordered consumer of the
-// stream (a writer's requests, a front's decisions, a rebuild, the views,
-// flashgate events): two missed make the consumer start over. With the
+// ReadHeartbeat is the idle heartbeat of every consumer of the streams (a
+// writer's requests, a front's decisions, a rebuild, the views, flashgate
+// events, the fulfilment intake, worker and order watch): two missed make
+// the consumer start over. With the
 // client's default (5 s) that took 10 s: when the NATS node holding the
 // consumer was lost, and when a new consumer's first pull got no answer at
 // all (seen once in about 40 runs of a loaded three-node cluster test,
