@@ -1,12 +1,17 @@
 package identity_test
 
 import (
+	"encoding/base64"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/flashgate/flashgate/identity"
 	"github.com/flashgate/flashgate/internal/jwstest"
+	"github.com/flashgate/flashgate/tokens"
 )
 
 // sessionPayloads are claim sets around the one Issue writes (iat t0, exp
@@ -33,6 +38,8 @@ func sessionPayloads() []string {
 		c(`,"nbf":99999999999`),
 		c(`,"exp":1700000000`),
 		c(`,"exp":1700000001`),
+		c(`,"extra":"` + strings.Repeat("x", 400) + `"`),
+		strings.Replace(c(""), "shopper-1", strings.Repeat("s", 300), 1),
 		c("") + " ",
 		c("") + " x",
 		c("") + "{}",
@@ -86,6 +93,43 @@ func TestSessionFastPathAgreesWithLibrary(t *testing.T) {
 		t.Errorf("the fast path took only %d of %d variants", fast, len(toks))
 	}
 	t.Logf("%d variants, %d taken by the fast path", len(toks), fast)
+}
+
+// Any claims, signed under the canonical header (which the fast path
+// reads): Verify's verdict is the library's.
+func FuzzSessionFastPathClaims(f *testing.F) {
+	for _, p := range sessionPayloads() {
+		f.Add([]byte(p))
+	}
+	key := []byte("0123456789abcdef0123456789abcdef")
+	keys := fixedSessionKeys(f, "k1", key)
+	s := identity.NewSessions(keys, time.Hour, clockAt(t0))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		tok := jwstest.Sign(key, `{"alg":"HS256","kid":"k1","typ":"JWT"}`, string(payload))
+		want, werr := identity.VerifyLib(s, tok)
+		if got, ok := identity.VerifyFast(s, tok); ok && (werr != nil || got != want) {
+			t.Fatalf("fast path took %q as %q; the library says %q, %v", payload, got, want, werr)
+		}
+		if got, err := s.Verify(tok); got != want || fmt.Sprint(err) != fmt.Sprint(werr) {
+			t.Fatalf("Verify(%q) = %q, %v; the library says %q, %v", payload, got, err, want, werr)
+		}
+	})
+}
+
+// fixedSessionKeys is a key set of one known key, for reproducible fuzz
+// inputs.
+func fixedSessionKeys(tb testing.TB, kid string, key []byte) *tokens.KeySet {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "keys.json")
+	data := fmt.Sprintf(`{"active":%q,"keys":{%q:%q}}`, kid, kid, base64.StdEncoding.EncodeToString(key))
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	k, err := tokens.LoadKeyFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
 }
 
 func BenchmarkSessionVerify(b *testing.B) {

@@ -39,10 +39,26 @@ type macState struct {
 	sum [sha256.Size]byte
 }
 
+// newMacKey panics on a kid the key set would refuse: the header is
+// written with the kid as it is, so one that needs escaping could make the
+// fast path take a header golang-jwt reads another way.
 func newMacKey(kid string, key []byte) *macKey {
+	if err := checkKid(kid); err != nil {
+		panic("tokens: " + err.Error())
+	}
 	m := &macKey{kid: kid, header: b64.EncodeToString([]byte(`{"alg":"HS256","kid":"` + kid + `","typ":"JWT"}`))}
 	m.pool.New = func() any { return &macState{mac: hmac.New(sha256.New, key)} }
 	return m
+}
+
+// put gives st back to the pool without the token it held: a bearer
+// token does not linger in memory, nor does an outsized buffer.
+func (m *macKey) put(st *macState) {
+	clear(st.buf)
+	if cap(st.buf) > 4<<10 {
+		st.buf = nil
+	}
+	m.pool.Put(st)
 }
 
 // sum returns the key's HMAC of b, in st.sum.
@@ -97,7 +113,7 @@ func (k *KeySet) VerifyHS256(token string, dst []byte) (payload []byte, ok bool)
 		return dst, false
 	}
 	st := m.pool.Get().(*macState)
-	defer m.pool.Put(st)
+	defer m.put(st)
 	st.buf = append(st.buf[:0], token...)
 	signed, payloadSeg := st.buf[:len(h)+1+len(p)], st.buf[len(h)+1:len(h)+1+len(p)]
 	var sig [sha256.Size]byte
@@ -142,19 +158,22 @@ func ScanClaims(payload []byte, claims []Claim) (ok bool) {
 		}
 		b = b[4+len(c.Key):]
 		var n int
-		if c.Str != nil {
+		switch {
+		case c.Str != nil:
 			n = scanString(b)
 			if n < 0 {
 				return false
 			}
 			*c.Str = string(b[1 : n-1])
-		} else {
+		case c.Int != nil:
 			var v int64
 			n, v = scanInt(b)
 			if n < 0 {
 				return false
 			}
 			*c.Int = v
+		default:
+			return false
 		}
 		b = b[n:]
 	}
@@ -179,8 +198,8 @@ func scanString(b []byte) int {
 }
 
 // scanInt returns the length and value of the unsigned integer b starts
-// with, or -1: a lone 0 or up to 18 digits without a leading 0, and no
-// fraction or exponent after them.
+// with, or -1: a lone 0 or up to 18 digits without a leading 0. (What
+// follows must be , or }: ScanClaims checks.)
 func scanInt(b []byte) (int, int64) {
 	var v int64
 	n := 0
@@ -188,7 +207,7 @@ func scanInt(b []byte) (int, int64) {
 		v = v*10 + int64(b[n]-'0')
 		n++
 	}
-	if n == 0 || n > 18 || (n > 1 && b[0] == '0') || (n < len(b) && (b[n] == '.' || b[n] == 'e' || b[n] == 'E')) {
+	if n == 0 || n > 18 || (n > 1 && b[0] == '0') {
 		return -1, 0
 	}
 	return n, v
