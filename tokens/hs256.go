@@ -26,7 +26,6 @@ var b64 = base64.RawURLEncoding
 
 // macKey is one key of a KeySet, ready to sign and verify.
 type macKey struct {
-	kid    string
 	header string // base64url of the header this key's tokens carry
 	pool   sync.Pool
 }
@@ -46,13 +45,14 @@ func newMacKey(kid string, key []byte) *macKey {
 	if err := checkKid(kid); err != nil {
 		panic("tokens: " + err.Error())
 	}
-	m := &macKey{kid: kid, header: b64.EncodeToString([]byte(`{"alg":"HS256","kid":"` + kid + `","typ":"JWT"}`))}
+	m := &macKey{header: b64.EncodeToString([]byte(`{"alg":"HS256","kid":"` + kid + `","typ":"JWT"}`))}
 	m.pool.New = func() any { return &macState{mac: hmac.New(sha256.New, key)} }
 	return m
 }
 
-// put gives st back to the pool without the token it held: a bearer
-// token does not linger in memory, nor does an outsized buffer.
+// put gives st back to the pool without the token it held (a session or a
+// purchase token is a bearer credential: it does not linger in memory), nor
+// an outsized buffer.
 func (m *macKey) put(st *macState) {
 	clear(st.buf)
 	if cap(st.buf) > 4<<10 {
@@ -71,7 +71,7 @@ func (m *macKey) sum(st *macState, b []byte) []byte {
 // sign returns the compact JWS of payload: header.payload.signature.
 func (m *macKey) sign(payload []byte) string {
 	st := m.pool.Get().(*macState)
-	defer m.pool.Put(st)
+	defer m.put(st)
 	n := len(m.header) + 1 + b64.EncodedLen(len(payload))
 	buf := append(st.buf[:0], m.header...)
 	buf = append(buf, '.')
