@@ -425,13 +425,16 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 // just started may need a while to place replicated streams.
 const ensureFor = time.Minute
 
-// ensure creates or checks the stream layout, trying again on a timeout.
+// ensure creates or checks the stream layout, trying again on a timeout or
+// while the cluster cannot place replicated streams yet (a peer not seen
+// online: seen once in CI, right after a three-node cluster elected its
+// meta leader).
 func (a *App) ensure(ctx context.Context, c Config) error {
 	deadline := time.Now().Add(ensureFor)
 	for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		err := stream.Ensure(ctx, a.JS, stream.Config{Replicas: c.Replicas, LeaseTTL: c.LeaseTTL})
 		if err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
-			errors.Is(err, jetstream.ErrJetStreamNotEnabled)) || time.Now().After(deadline) {
+			errors.Is(err, jetstream.ErrJetStreamNotEnabled) || stream.IsClusterNotReady(err)) || time.Now().After(deadline) {
 			return err
 		}
 		a.log.Warn("stream layout not ready, trying again", "err", err, "in", backoff)

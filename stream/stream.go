@@ -204,14 +204,26 @@ func IsWrongLastSequence(err error) bool {
 	return false
 }
 
+// IsClusterNotReady reports whether err is a NATS cluster that cannot place
+// or serve a replicated stream yet: a peer not (or not yet) seen online
+// (10005, "no suitable peers for placement, peer offline"), or JetStream
+// temporarily unavailable (10008). Both come and go while a cluster starts
+// or a node restarts.
+func IsClusterNotReady(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == 10005 || apiErr.ErrorCode == 10008
+	}
+	return false
+}
+
 // ReadHeartbeat is the idle heartbeat of every consumer of the streams (a
 // writer's requests, a front's decisions, a rebuild, the views, flashgate
 // events, the fulfilment intake, worker and order watch): two missed make
-// the consumer start over. With the
-// client's default (5 s) that took 10 s: when the NATS node holding the
-// consumer was lost, and when a new consumer's first pull got no answer at
-// all (seen once in about 40 runs of a loaded three-node cluster test,
-// stalling a new owner's rebuild).
+// the consumer start over. With the client's default (5 s) that took 10 s:
+// when the NATS node holding the consumer was lost, and when a new
+// consumer's first pull got no answer at all (seen once in about 40 runs of
+// a loaded three-node cluster test, stalling a new owner's rebuild).
 const ReadHeartbeat = time.Second
 
 // Read calls fn for every message on subject with a sequence in [from, to],
