@@ -1,17 +1,13 @@
 package identity_test
 
 import (
-	"encoding/base64"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/flashgate/flashgate/identity"
 	"github.com/flashgate/flashgate/internal/jwstest"
-	"github.com/flashgate/flashgate/tokens"
 )
 
 // sessionPayloads are claim sets around the one Issue writes (iat t0, exp
@@ -102,7 +98,7 @@ func FuzzSessionFastPathClaims(f *testing.F) {
 		f.Add([]byte(p))
 	}
 	key := []byte("0123456789abcdef0123456789abcdef")
-	keys := fixedSessionKeys(f, "k1", key)
+	keys := jwstest.Keys(f, "k1", key)
 	s := identity.NewSessions(keys, time.Hour, clockAt(t0))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		tok := jwstest.Sign(key, `{"alg":"HS256","kid":"k1","typ":"JWT"}`, string(payload))
@@ -114,22 +110,6 @@ func FuzzSessionFastPathClaims(f *testing.F) {
 			t.Fatalf("Verify(%q) = %q, %v; the library says %q, %v", payload, got, err, want, werr)
 		}
 	})
-}
-
-// fixedSessionKeys is a key set of one known key, for reproducible fuzz
-// inputs.
-func fixedSessionKeys(tb testing.TB, kid string, key []byte) *tokens.KeySet {
-	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "keys.json")
-	data := fmt.Sprintf(`{"active":%q,"keys":{%q:%q}}`, kid, kid, base64.StdEncoding.EncodeToString(key))
-	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	k, err := tokens.LoadKeyFile(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
 }
 
 func BenchmarkSessionVerify(b *testing.B) {

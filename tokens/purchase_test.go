@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/flashgate/flashgate/internal/jwstest"
 	"github.com/flashgate/flashgate/tokens"
 )
 
@@ -28,33 +28,6 @@ var (
 	testKey = bytes.Repeat([]byte{0x5a}, 32)
 	t0      = time.Unix(1_700_000_000, 0)
 )
-
-// fixedKeys returns a KeySet whose only key is key under kid, so tokens in
-// tests and fuzz seeds are reproducible.
-func fixedKeys(tb testing.TB, kid string, key []byte) *tokens.KeySet {
-	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "keys.json")
-	writeJSON(tb, path, map[string]any{
-		"active": kid,
-		"keys":   map[string]string{kid: base64.StdEncoding.EncodeToString(key)},
-	})
-	k, err := tokens.LoadKeyFile(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
-
-func writeJSON(tb testing.TB, path string, v any) {
-	tb.Helper()
-	data, err := json.Marshal(v)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		tb.Fatal(err)
-	}
-}
 
 func clockAt(t time.Time) func() time.Time { return func() time.Time { return t } }
 
@@ -117,7 +90,7 @@ func sameClaims(a, b tokens.Claims) bool {
 }
 
 func TestRoundTrip(t *testing.T) {
-	p := tokens.NewPurchase(fixedKeys(t, testKid, testKey), clockAt(t0))
+	p := tokens.NewPurchase(jwstest.Keys(t, testKid, testKey), clockAt(t0))
 	tests := []struct {
 		name string
 		mod  func(*tokens.Claims)
@@ -149,7 +122,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestSignDeterministic(t *testing.T) {
-	keys := fixedKeys(t, testKid, testKey)
+	keys := jwstest.Keys(t, testKid, testKey)
 	a, err := tokens.NewPurchase(keys, nil).Sign(sample())
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +168,7 @@ func TestSignDeterministic(t *testing.T) {
 }
 
 func TestSignRefusesIncompleteClaims(t *testing.T) {
-	p := tokens.NewPurchase(fixedKeys(t, testKid, testKey), nil)
+	p := tokens.NewPurchase(jwstest.Keys(t, testKid, testKey), nil)
 	tests := []struct {
 		name string
 		mod  func(*tokens.Claims)
@@ -218,7 +191,7 @@ func TestSignRefusesIncompleteClaims(t *testing.T) {
 }
 
 func TestVerifyExpiry(t *testing.T) {
-	keys := fixedKeys(t, testKid, testKey)
+	keys := jwstest.Keys(t, testKid, testKey)
 	tok, err := tokens.NewPurchase(keys, nil).Sign(sample())
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +218,7 @@ func TestVerifyExpiry(t *testing.T) {
 }
 
 func TestVerifyRejects(t *testing.T) {
-	keys := fixedKeys(t, testKid, testKey)
+	keys := jwstest.Keys(t, testKid, testKey)
 	p := tokens.NewPurchase(keys, clockAt(t0))
 	good, err := p.Sign(sample())
 	if err != nil {
@@ -354,7 +327,7 @@ func TestRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := tokens.NewPurchase(keys, clockAt(t0))
-	oldKid, _ := keys.Active()
+	oldKid, oldKey := keys.Active()
 	old, err := p.Sign(sample())
 	if err != nil {
 		t.Fatal(err)
@@ -381,6 +354,25 @@ func TestRotate(t *testing.T) {
 	}
 	if _, err := p.Verify(fresh); err != nil {
 		t.Fatal(err)
+	}
+	// The fast path takes the tokens of both keys, and a token signed with
+	// one under the other's kid is refused, as the library refuses it.
+	for _, tok := range []string{old, fresh} {
+		if c, ok := tokens.VerifyFast(p, tok); !ok || !sameClaims(c, sample()) {
+			t.Errorf("after a rotation the fast path does not take %s: %+v", tok, c)
+		}
+	}
+	_, newKey := keys.Active()
+	payload := purchasePayloads()[0]
+	for _, tok := range []string{
+		jwstest.Sign(newKey, `{"alg":"HS256","kid":"`+oldKid+`","typ":"JWT"}`, payload),
+		jwstest.Sign(oldKey, `{"alg":"HS256","kid":"`+newKid+`","typ":"JWT"}`, payload),
+	} {
+		c, err := p.Verify(tok)
+		agreeWithLibrary(t, p, tok, c, err)
+		if err == nil {
+			t.Errorf("a token signed with one key under the other's kid passed: %+v", c)
+		}
 	}
 
 	// Saved and reloaded, both keys still verify.
@@ -453,7 +445,7 @@ func TestConcurrentRotate(t *testing.T) {
 }
 
 func FuzzVerify(f *testing.F) {
-	keys := fixedKeys(f, testKid, testKey)
+	keys := jwstest.Keys(f, testKid, testKey)
 	p := tokens.NewPurchase(keys, clockAt(t0))
 	good, err := p.Sign(sample())
 	if err != nil {
@@ -507,7 +499,7 @@ func FuzzVerify(f *testing.F) {
 }
 
 func BenchmarkSign(b *testing.B) {
-	p := tokens.NewPurchase(fixedKeys(b, testKid, testKey), clockAt(t0))
+	p := tokens.NewPurchase(jwstest.Keys(b, testKid, testKey), clockAt(t0))
 	c := sample()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -518,7 +510,7 @@ func BenchmarkSign(b *testing.B) {
 }
 
 func BenchmarkVerify(b *testing.B) {
-	p := tokens.NewPurchase(fixedKeys(b, testKid, testKey), clockAt(t0))
+	p := tokens.NewPurchase(jwstest.Keys(b, testKid, testKey), clockAt(t0))
 	tok, err := p.Sign(sample())
 	if err != nil {
 		b.Fatal(err)

@@ -7,11 +7,37 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
+	"testing"
+
+	"github.com/flashgate/flashgate/tokens"
 )
 
 var b64 = base64.RawURLEncoding
+
+// Keys returns a key set whose only key is key under kid, loaded from a key
+// file as a deployment's would be, so that tokens and fuzz inputs are
+// reproducible.
+func Keys(tb testing.TB, kid string, key []byte) *tokens.KeySet {
+	tb.Helper()
+	data, err := json.Marshal(map[string]any{"active": kid, "keys": map[string]string{kid: base64.StdEncoding.EncodeToString(key)}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(tb.TempDir(), "keys.json")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	k, err := tokens.LoadKeyFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
 
 // Header is the header segment flashgate's tokens carry for kid.
 func Header(kid string) string {
