@@ -39,6 +39,7 @@ func TestValidate(t *testing.T) {
 		{name: "all set well", args: []string{
 			"--lease-ttl=1s", "--decision-wait=10ms", "--session-ttl=1m", "--max-body=1024",
 			"--session-rate=-1", "--max-in-flight=1", "--max-batch=1", "--ready-lag=1", "--log-level=debug", "--log-format=json",
+			"--heap-floor=512MiB",
 			"--http=:0", "--metrics-addr=127.0.0.1:9100", "--debug-addr=localhost:6060", "--nats-listen=0.0.0.0:4222",
 			"--token-key-file", keyFile, "--session-key-file", keyFile,
 			"--identity-public-key", keyFile, "--identity-issuer=https://shop", "--identity-audience=fg",
@@ -61,6 +62,9 @@ func TestValidate(t *testing.T) {
 		{name: "session-ttl", args: []string{"--session-ttl=30s"}, want: []string{"--session-ttl=30s", "at least 1m"}},
 		{name: "max-body small", args: []string{"--max-body=100"}, want: []string{"--max-body=100", "1 KiB to 16 MiB"}},
 		{name: "max-body large", args: []string{"--max-body=16777217"}, want: []string{"--max-body=16777217"}},
+		{name: "heap floor off", env: map[string]string{"FLASHGATE_HEAP_FLOOR": "0"}},
+		{name: "heap floor any case", args: []string{"--heap-floor=AUTO"}},
+		{name: "heap-floor", args: []string{"--heap-floor=1.5GiB"}, want: []string{"--heap-floor=1.5GiB", "not a size", "or auto"}},
 		{name: "max-in-flight", args: []string{"--max-in-flight=0"}, want: []string{"--max-in-flight=0", "more than 0"}},
 		{name: "max-batch", args: []string{"--max-batch=-3"}, want: []string{"--max-batch=-3", "more than 0"}},
 		{name: "max-queue-streams", args: []string{"--max-queue-streams=0"}, want: []string{"--max-queue-streams=0", "more than 0"}},
