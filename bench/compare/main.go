@@ -4,7 +4,7 @@
 // prints the ratios the issue sets as targets. It builds nothing: `make
 // bench` builds the binaries and passes their paths.
 //
-//	compare -flashgate bin/flashgate -refserver bin/refserver [-runs 3] [-vus 64] [-duration 10s] [-warmup 2s] [-json out.json]
+//	compare -flashgate bin/flashgate -refserver bin/refserver [-runs 3] [-vus 64] [-duration 10s] [-warmup 2s] [-heap-floor auto] [-json out.json]
 //
 // One server runs at a time, on a fresh data directory and a free loopback
 // port, and the load generator (`flashgate bench --scenario tokens`) runs
@@ -34,6 +34,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/flashgate/flashgate/internal/heapfloor"
 )
 
 func main() {
@@ -64,6 +66,7 @@ type config struct {
 	DurationS   string        `json:"duration"`
 	WarmupS     string        `json:"warmup"`
 	CPUs        int           `json:"cpus"`
+	HeapFloor   string        `json:"heapFloor"` // every server's Go heap floor
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -82,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "unmeasured warm-up before each run")
 	fs.StringVar(&c.JSON, "json", "", "also write the runs, the summary and the ratios to this file")
 	fs.Int64Var(&c.Shoppers, "shoppers", 0, "sessions the generator makes before each run (default: 1.6 x the server's best rate so far x (warmup+duration))")
+	fs.StringVar(&c.HeapFloor, "heap-floor", "auto", "Go heap floor of every server (flashgate serve --heap-floor, refserver -heap-floor): auto, a size such as 512MiB, or 0 (off)")
 	fs.Float64Var(&c.Expect, "expect", 15000, "req/s a server's first run is sized for, when -shoppers is not given")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -112,11 +116,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-duration must be positive")
 	case c.Warmup < 0:
 		return c, errors.New("-warmup must not be negative")
+	case c.HeapFloor != "auto" && !validSize(c.HeapFloor):
+		return c, fmt.Errorf("-heap-floor %q: auto, a size such as 512MiB, or 0", c.HeapFloor)
 	case c.Shoppers < 0 || c.Expect <= 0:
 		return c, errors.New("-shoppers must not be negative, -expect must be positive")
 	}
 	c.DurationS, c.WarmupS, c.CPUs = c.Duration.String(), c.Warmup.String(), runtime.NumCPU()
 	return c, nil
+}
+
+func validSize(s string) bool {
+	_, err := heapfloor.Parse(s)
+	return err == nil
 }
 
 // report is what -json writes.

@@ -244,10 +244,13 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(c.Servers, ",") != "bare,redis" || c.Runs != 5 || c.Generator != c.Flashgate {
+	if strings.Join(c.Servers, ",") != "bare,redis" || c.Runs != 5 || c.Generator != c.Flashgate || c.HeapFloor != "auto" {
 		t.Errorf("config: %+v", c)
 	}
-	for _, args := range [][]string{{"-servers", "nginx"}, {"-runs", "0"}, {"-duration", "0s"}, {"extra"}} {
+	if c, err := parseFlags([]string{"-heap-floor", "512MiB"}, &stderr); err != nil || c.HeapFloor != "512MiB" {
+		t.Errorf("-heap-floor 512MiB: %+v, %v", c, err)
+	}
+	for _, args := range [][]string{{"-servers", "nginx"}, {"-runs", "0"}, {"-duration", "0s"}, {"extra"}, {"-heap-floor", "lots"}} {
 		if _, err := parseFlags(args, &stderr); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}

@@ -92,7 +92,7 @@ func start(ctx context.Context, c config, srv, dir string) (*running, error) {
 	case Flashgate:
 		data := filepath.Join(dir, "data")
 		p, url, err := startProc(ctx, "flashgate", c.Flashgate, dir, "serve", "--data", data, "--http", "127.0.0.1:0",
-			"--demo=false", "--session-rate=-1", "--rate-limit=off", "--log-level", "warn")
+			"--demo=false", "--session-rate=-1", "--rate-limit=off", "--log-level", "warn", "--heap-floor", c.HeapFloor)
 		if err != nil {
 			return nil, err
 		}
@@ -110,14 +110,14 @@ func start(ctx context.Context, c config, srv, dir string) (*running, error) {
 		}
 		s.redis, s.AdminToken = rs, randomHex(16)
 		p, url, err := startProc(ctx, "refserver-redis", c.Refserver, dir, "-mode", "redis", "-http", "127.0.0.1:0",
-			"-redis", rs.Addr, "-admin-token", s.AdminToken, "-pool", strconv.Itoa(max(256, 4*c.VUs)))
+			"-redis", rs.Addr, "-admin-token", s.AdminToken, "-pool", strconv.Itoa(max(256, 4*c.VUs)), "-heap-floor", c.HeapFloor)
 		if err != nil {
 			s.stop()
 			return nil, err
 		}
 		s.procs, s.URL = append(s.procs, p), url
 	case Bare:
-		p, url, err := startProc(ctx, "refserver-bare", c.Refserver, dir, "-mode", "bare", "-http", "127.0.0.1:0")
+		p, url, err := startProc(ctx, "refserver-bare", c.Refserver, dir, "-mode", "bare", "-http", "127.0.0.1:0", "-heap-floor", c.HeapFloor)
 		if err != nil {
 			return nil, err
 		}

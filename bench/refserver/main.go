@@ -3,8 +3,8 @@
 // README's "Benchmarks" and bench/compare). It is not part of flashgate and
 // holds no data worth keeping.
 //
-//	refserver -mode bare  [-http 127.0.0.1:0]
-//	refserver -mode redis [-http 127.0.0.1:0] -redis unix:/path/redis.sock -admin-token T [-pool 256]
+//	refserver -mode bare  [-http 127.0.0.1:0] [-heap-floor auto]
+//	refserver -mode redis [-http 127.0.0.1:0] -redis unix:/path/redis.sock -admin-token T [-pool 256] [-heap-floor auto]
 //
 // -mode bare answers every route with a fixed small JSON body, status 201:
 // the ceiling of Go's net/http on the machine with the same load generator.
@@ -13,6 +13,10 @@
 // but decides with one Redis Lua script per request (EVALSHA, falling back
 // to EVAL once if Redis lost the script): the design flashgate is an
 // alternative to. See redis.go for what it does and does not do.
+//
+// Either keeps the same Go heap floor as flashgate serve (-heap-floor, see
+// internal/heapfloor), so that the comparison is between designs, not GC
+// settings.
 //
 // Either prints "refserver (<mode>) is serving on <url>" on stdout once it
 // listens, and stops on SIGINT or SIGTERM.
@@ -32,6 +36,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/flashgate/flashgate/internal/heapfloor"
 )
 
 func main() {
@@ -53,10 +59,10 @@ type config struct {
 	Redis      string
 	AdminToken string
 	Pool       int
+	HeapFloor  uint64
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
-	var c config
+func parseFlags(args []string, stderr io.Writer) (c config, err error) {
 	fs := flag.NewFlagSet("refserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Mode, "mode", "", "bare (fixed JSON body) or redis (one Lua script per request)")
@@ -64,8 +70,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.Redis, "redis", "127.0.0.1:6379", "redis mode: Redis address, host:port or unix:/path/to/socket")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "redis mode: admin bearer token (default: generated and printed)")
 	fs.IntVar(&c.Pool, "pool", 256, "redis mode: Redis connection pool size (keep it at least twice the load's concurrency)")
+	floor := fs.String("heap-floor", "auto", "the same Go heap floor as flashgate serve --heap-floor (auto, a size such as 512MiB, or 0): a well-tuned peer gets the same GC setting")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *floor == "auto" {
+		c.HeapFloor = heapfloor.Auto(heapfloor.Memory())
+	} else if c.HeapFloor, err = heapfloor.Parse(*floor); err != nil {
+		return c, fmt.Errorf("-heap-floor: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -89,6 +101,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopFloor, _, err := heapfloor.Start(c.HeapFloor, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "refserver: heap floor off: %v\n", err)
+	}
+	defer stopFloor()
 	var h http.Handler
 	switch c.Mode {
 	case "bare":
