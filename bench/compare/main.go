@@ -116,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("-duration must be positive")
 	case c.Warmup < 0:
 		return c, errors.New("-warmup must not be negative")
-	case c.HeapFloor != "auto" && !validSize(c.HeapFloor):
+	case !validSize(c.HeapFloor):
 		return c, fmt.Errorf("-heap-floor %q: auto, a size such as 512MiB, or 0", c.HeapFloor)
 	case c.Shoppers < 0 || c.Expect <= 0:
 		return c, errors.New("-shoppers must not be negative, -expect must be positive")
@@ -126,7 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 }
 
 func validSize(s string) bool {
-	_, err := heapfloor.Parse(s)
+	_, err := heapfloor.Setting(s)
 	return err == nil
 }
 

@@ -74,10 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (c config, err error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if *floor == "auto" {
-		c.HeapFloor = heapfloor.Auto(heapfloor.Memory())
-	} else if c.HeapFloor, err = heapfloor.Parse(*floor); err != nil {
-		return c, fmt.Errorf("-heap-floor: %w", err)
+	if c.HeapFloor, err = heapfloor.Setting(*floor); err != nil {
+		return c, fmt.Errorf("-heap-floor: %w, or auto", err)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))

@@ -36,7 +36,7 @@ type serveConfig struct {
 	AdminTokenFile string
 	LogLevel       string
 	LogFormat      string
-	HeapFloor      string // "auto" or a size; resolved by heapFloor
+	HeapFloor      string // "auto" or a size (heapfloor.Setting)
 }
 
 // The built-in defaults of serve, as the README documents them (the packages
@@ -114,7 +114,7 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.FulfilWorkers, "fulfil-workers", app.DefaultFulfilWorkers, "orders this process sends to the provider at once (1 to 1024)")
 	fs.Float64Var(&c.FulfilFloodRate, "fulfil-flood-rate", app.DefaultFulfilFloodRate, fmt.Sprintf("most orders a second this process sends while it serves a flood (%d or more requests waiting for decisions); the rest wait in the queue and go out after it (-1: no limit)", app.FloodInFlight))
 	fs.IntVar(&c.MaxOrderStreams, "max-order-streams", app.DefaultMaxOrderStreams, "order event streams (SSE) open at once before 503")
-	fs.StringVar(&c.HeapFloor, "heap-floor", "auto", "heap size the Go garbage collector lets the process grow to before it runs; above it GOGC rules as usual. Fewer collections in a flood, for memory the machine has: auto is an eighth of the memory (cgroup limit or RAM), at most 1GiB; 0 turns it off, as does GOGC in the environment")
+	fs.StringVar(&c.HeapFloor, "heap-floor", "auto", "heap goal of the Go garbage collector while the live heap is under half of it (a goal, not a limit: above it GOGC rules as usual). Fewer collections in a flood, for memory the machine has: auto is an eighth of the memory (cgroup limit or RAM), at most 1GiB; a size such as 512MiB; 0 turns it off, as does GOGC in the environment")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text or json")
 	fs.Usage = func() {
@@ -180,18 +180,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return err
 }
 
-// heapFloor is the floor --heap-floor asks for, in bytes.
-func heapFloor(s string) (uint64, error) {
-	if strings.EqualFold(strings.TrimSpace(s), "auto") {
-		return heapfloor.Auto(heapfloor.Memory()), nil
-	}
-	return heapfloor.Parse(s)
-}
-
 // startHeapFloor starts the heap floor of --heap-floor (validated) and
 // logs what it does.
 func startHeapFloor(setting string, getenv func(string) string, log *slog.Logger) (stop func()) {
-	floor, _ := heapFloor(setting)
+	floor, _ := heapfloor.Setting(setting)
 	stop, eff, err := heapfloor.Start(floor, getenv)
 	switch {
 	case err != nil:
@@ -313,7 +305,7 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	if c.MaxBody < 1<<10 || c.MaxBody > 16<<20 {
 		bad("max-body", "must be 1 KiB to 16 MiB (1024 to 16777216 bytes)")
 	}
-	if _, err := heapFloor(c.HeapFloor); err != nil {
+	if _, err := heapfloor.Setting(c.HeapFloor); err != nil {
 		bad("heap-floor", "%v, or auto", err)
 	}
 	if c.MaxInFlight <= 0 {

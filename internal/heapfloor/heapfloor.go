@@ -12,10 +12,14 @@
 //
 // The floor is a heap goal, not a limit: once the live heap is above half
 // of it, the goal is the one GOGC gives (twice the live heap with the
-// default), exactly as without a floor. It is set after every collection
-// by changing GOGC (debug.SetGCPercent) so that the next goal is the
-// floor: the way TiDB's and ByteDance's GC tuners do it. GOMEMLIMIT, when
-// set, still caps the heap.
+// default), exactly as without a floor. After every collection GOGC is set
+// (debug.SetGCPercent) so that the next goal is the floor, as TiDB's and
+// ByteDance's GC tuners do. A goroutine notices each collection within
+// Poll (the runtime's own end-of-cycle hooks, finalizers and cleanups, run
+// only once the sweep is over, which under a saturated CPU is often the
+// next cycle). Until it has, the runtime computes the goal with the last
+// percent: if the live heap grew a lot in one cycle the goal overshoots
+// the floor for at most Poll. GOMEMLIMIT, when set, still caps the heap.
 //
 // The price: the process's resident memory grows to about the floor, and
 // the first pass of the heap through it touches pages the process never
@@ -31,13 +35,15 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"runtime"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Percent is the GOGC that makes the heap goal after a collection that
@@ -74,15 +80,21 @@ func Auto(mem uint64) uint64 {
 	return min(mem/8, 1<<30)
 }
 
-// Memory is what the process may use: its cgroup's memory limit if it has
-// one, else the machine's memory (MemTotal), else 0.
+// Memory is what the process may use: the smallest memory limit of its
+// cgroup and the cgroups above it (v2 memory.max, v1
+// memory.limit_in_bytes), else the machine's memory (MemTotal), else 0.
 func Memory() uint64 {
-	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+	cg, _ := os.ReadFile("/proc/self/cgroup")
+	var limit uint64
+	for _, f := range limitFiles(string(cg)) {
 		if b, err := os.ReadFile(f); err == nil {
-			if n, ok := parseLimit(b); ok {
-				return n
+			if n, ok := parseLimit(b); ok && (limit == 0 || n < limit) {
+				limit = n
 			}
 		}
+	}
+	if limit > 0 {
+		return limit
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		if n, ok := parseMemTotal(b); ok {
@@ -90,6 +102,39 @@ func Memory() uint64 {
 		}
 	}
 	return 0
+}
+
+// limitFiles are the memory limit files of the cgroups in
+// /proc/self/cgroup (its text) and of every cgroup above them, where the
+// usual mounts put them: cgroup v2 at /sys/fs/cgroup (or its unified
+// directory on a hybrid host), v1's memory controller at
+// /sys/fs/cgroup/memory. Inside a container the path may not exist under
+// the mount; the parents then bring the mount's own root, which is the
+// container's cgroup.
+func limitFiles(procCgroup string) []string {
+	var files []string
+	walk := func(base, path, file string) {
+		for dir := filepath.Clean("/" + path); ; dir = filepath.Dir(dir) {
+			files = append(files, filepath.Join(base, dir, file))
+			if dir == "/" {
+				return
+			}
+		}
+	}
+	for _, line := range strings.Split(procCgroup, "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case f[0] == "0" && f[1] == "":
+			walk("/sys/fs/cgroup", f[2], "memory.max")
+			walk("/sys/fs/cgroup/unified", f[2], "memory.max")
+		case slices.Contains(strings.Split(f[1], ","), "memory"):
+			walk("/sys/fs/cgroup/memory", f[2], "memory.limit_in_bytes")
+		}
+	}
+	return files
 }
 
 // parseLimit reads a cgroup memory limit: a byte count, or "max" (none).
@@ -120,7 +165,8 @@ func parseMemTotal(b []byte) (uint64, bool) {
 }
 
 // Parse reads a floor as a size: "0" (off), a byte count, or a number with
-// KiB, MiB or GiB ("512MiB", "1GiB"; KB, MB and GB are taken as the same).
+// KiB, MiB or GiB ("512MiB", "1GiB"), in any case. KB, MB and GB are read
+// as KiB, MiB and GiB (powers of 1024), as memory sizes usually are.
 func Parse(s string) (uint64, error) {
 	t := strings.TrimSpace(s)
 	unit := uint64(1)
@@ -141,6 +187,15 @@ func Parse(s string) (uint64, error) {
 		return 0, fmt.Errorf("%q is too large", s)
 	}
 	return n * unit, nil
+}
+
+// Setting reads a floor setting: "auto" (in any case: Auto of Memory) or
+// a size (Parse).
+func Setting(s string) (uint64, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "auto") {
+		return Auto(Memory()), nil
+	}
+	return Parse(s)
 }
 
 // Format writes n bytes the way Parse reads them back, in the largest
@@ -172,11 +227,15 @@ var (
 // running is true while a tuner runs.
 var running atomic.Bool
 
+// Poll is how often the tuner looks for a finished collection.
+const Poll = 20 * time.Millisecond
+
 // Start keeps the heap goal at floor or above until stop is called, which
 // puts GOGC back as it was. It does nothing (and says why) when floor is 0
-// or GOGC is set in the environment (getenv). With GOMEMLIMIT set, the
-// floor is at most half of it, so the limit stays a limit and not the
-// collector's trigger. GOGC is process-wide: one floor at a time.
+// or GOGC is set in the environment (getenv). With GOMEMLIMIT set (read
+// once, here), the floor is at most half of it, so the limit stays a limit
+// and not the collector's trigger. GOGC is process-wide: one floor at a
+// time, and nothing else should set it meanwhile.
 func Start(floor uint64, getenv func(string) string) (stop func(), effective uint64, err error) {
 	if getenv("GOGC") != "" {
 		return func() {}, 0, ErrGOGCSet
@@ -190,67 +249,62 @@ func Start(floor uint64, getenv func(string) string) (stop func(), effective uin
 	if !running.CompareAndSwap(false, true) {
 		return func() {}, 0, ErrRunning
 	}
-	gogc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
-	metrics.Read(gogc)
-	base := int(gogc[0].Value.Uint64())
-	t := &tuner{floor: floor, base: base}
-	t.adjust()
-	t.arm()
+	t := &tuner{floor: floor, quit: make(chan struct{}), done: make(chan struct{})}
+	t.samples[0].Name = "/gc/cycles/total:gc-cycles"
+	t.samples[1].Name = "/gc/heap/live:bytes"
+	t.samples[2].Name = "/gc/scan/stack:bytes"
+	t.samples[3].Name = "/gc/scan/globals:bytes"
+	t.samples[4].Name = "/gc/gogc:percent"
+	metrics.Read(t.samples[:])
+	t.base = int(t.samples[4].Value.Uint64()) // off reads as 2^64-1: -1
+	t.last = t.base
+	t.adjust() // if a collection ran already; else at the first one
+	go t.run()
+	var once sync.Once
 	return func() {
-		if t.stopped.Swap(true) {
-			return
-		}
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		debug.SetGCPercent(base)
-		running.Store(false)
+		once.Do(func() {
+			close(t.quit)
+			<-t.done
+			debug.SetGCPercent(t.base)
+			running.Store(false)
+		})
 	}, floor, nil
 }
 
 // tuner sets GOGC after every collection.
 type tuner struct {
-	floor   uint64
-	base    int
-	stopped atomic.Bool
-	mu      sync.Mutex // orders adjust against stop
-	last    int
-	samples [3]metrics.Sample
+	floor      uint64
+	base, last int
+	cycles     uint64 // the collections seen
+	samples    [5]metrics.Sample
+	quit, done chan struct{}
 }
 
-// sentinel is an object only the collector frees: its cleanup says that a
-// collection ran.
-type sentinel struct{ _ *byte }
-
-// arm sets a cleanup on a fresh unreachable object; the next collection
-// runs it, and it arms the one after.
-func (t *tuner) arm() {
-	runtime.AddCleanup(&sentinel{}, func(t *tuner) {
-		if t.stopped.Load() {
+func (t *tuner) run() {
+	defer close(t.done)
+	tick := time.NewTicker(Poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.quit:
 			return
+		case <-tick.C:
+			t.adjust()
 		}
-		t.adjust()
-		t.arm()
-	}, t)
+	}
 }
 
-// adjust sets GOGC from what the last collection found live.
+// adjust sets GOGC from what the last collection found live, if one ran
+// since it last looked.
 func (t *tuner) adjust() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.stopped.Load() {
+	metrics.Read(t.samples[:4])
+	cycles := t.samples[0].Value.Uint64()
+	if cycles == t.cycles {
 		return
 	}
-	t.samples[0].Name = "/gc/heap/live:bytes"
-	t.samples[1].Name = "/gc/scan/stack:bytes"
-	t.samples[2].Name = "/gc/scan/globals:bytes"
-	metrics.Read(t.samples[:])
-	var v [3]uint64
-	for i, s := range t.samples {
-		if s.Value.Kind() == metrics.KindUint64 {
-			v[i] = s.Value.Uint64()
-		}
-	}
-	if p := Percent(t.floor, v[0], v[1], v[2], t.base); p != t.last {
+	t.cycles = cycles
+	live, stacks, globals := t.samples[1].Value.Uint64(), t.samples[2].Value.Uint64(), t.samples[3].Value.Uint64()
+	if p := Percent(t.floor, live, stacks, globals, t.base); p != t.last {
 		debug.SetGCPercent(p)
 		t.last = p
 	}

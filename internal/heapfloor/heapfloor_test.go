@@ -2,8 +2,10 @@ package heapfloor
 
 import (
 	"errors"
+	"os"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"testing"
 	"time"
 )
@@ -87,6 +89,14 @@ func TestParseAndFormat(t *testing.T) {
 			t.Errorf("Parse(%q) = %d, want an error", bad, n)
 		}
 	}
+	for _, auto := range []string{"auto", " AUTO "} {
+		if n, err := Setting(auto); err != nil || n != Auto(Memory()) {
+			t.Errorf("Setting(%q) = %d, %v; want %d", auto, n, err, Auto(Memory()))
+		}
+	}
+	if n, err := Setting("512MiB"); err != nil || n != 512<<20 {
+		t.Errorf("Setting(512MiB) = %d, %v", n, err)
+	}
 	for _, n := range []uint64{0, 1, 1023, 1 << 10, 1536 << 10, 512 << 20, 1 << 30, 3 << 30} {
 		back, err := Parse(Format(n))
 		if err != nil || back != n {
@@ -114,7 +124,29 @@ func TestParseLimits(t *testing.T) {
 	}
 }
 
+func TestLimitFiles(t *testing.T) {
+	got := limitFiles("12:cpu,cpuacct:/\n4:memory:/process_api/abc\n0::/system.slice/gate.service\nbad line\n")
+	want := []string{
+		"/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes",
+		"/sys/fs/cgroup/memory/process_api/memory.limit_in_bytes",
+		"/sys/fs/cgroup/memory/memory.limit_in_bytes",
+		"/sys/fs/cgroup/system.slice/gate.service/memory.max",
+		"/sys/fs/cgroup/system.slice/memory.max",
+		"/sys/fs/cgroup/memory.max",
+		"/sys/fs/cgroup/unified/system.slice/gate.service/memory.max",
+		"/sys/fs/cgroup/unified/system.slice/memory.max",
+		"/sys/fs/cgroup/unified/memory.max",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("limitFiles:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := limitFiles("0::/\n"); len(got) != 2 || got[0] != "/sys/fs/cgroup/memory.max" {
+		t.Errorf("root cgroup: %q", got)
+	}
+}
+
 func TestStartOffWhenGOGCIsSet(t *testing.T) {
+	base := gogc()
 	stop, eff, err := Start(1<<30, func(k string) string {
 		if k == "GOGC" {
 			return "50"
@@ -125,40 +157,62 @@ func TestStartOffWhenGOGCIsSet(t *testing.T) {
 	if !errors.Is(err, ErrGOGCSet) || eff != 0 {
 		t.Fatalf("Start with GOGC set: %d, %v; want nothing and ErrGOGCSet", eff, err)
 	}
-	if p := gogc(); p != 100 {
-		t.Fatalf("GOGC is %d, want 100 untouched", p)
+	if p := gogc(); p != base {
+		t.Fatalf("GOGC is %d, want %d untouched", p, base)
 	}
 }
 
-// TestStartRaisesTheGoal runs the tuner in this process: the heap goal
-// rises to the floor, garbage below it causes no collection, and stop puts
-// GOGC back.
-func TestStartRaisesTheGoal(t *testing.T) {
+// TestStartFollowsTheLiveHeap runs the tuner in this process: after each
+// collection the goal comes back to the floor as the live heap changes,
+// garbage below it causes no collection, and stop puts GOGC back.
+func TestStartFollowsTheLiveHeap(t *testing.T) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOMEMLIMIT caps the floor")
+	}
 	const floor = 256 << 20
+	base := gogc()
 	stop, eff, err := Start(floor, func(string) string { return "" })
 	if err != nil || eff != floor {
 		t.Fatalf("Start: %d, %v", eff, err)
 	}
+	defer stop()
 	if _, _, err := Start(floor, func(string) string { return "" }); !errors.Is(err, ErrRunning) {
 		t.Fatalf("a second Start: %v, want ErrRunning", err)
 	}
-	runtime.GC() // the tuner adjusts after each collection
-	deadline := time.Now().Add(10 * time.Second)
-	for read("/gc/heap/goal:bytes") < floor || gogc() == 100 {
-		if time.Now().After(deadline) {
-			t.Fatalf("heap goal %d after 10 s, want at least the floor %d (GOGC %d)", read("/gc/heap/goal:bytes"), floor, gogc())
-		}
+	// atFloor waits (10 s at most) for the tuner to see the collection
+	// just run and put the goal back at the floor (or just above: the
+	// runtime's minimum heap rounds up).
+	atFloor := func(what string) {
+		t.Helper()
 		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			g := read("/gc/heap/goal:bytes")
+			if g >= floor && g <= floor*5/4 && gogc() != base {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: heap goal %d (GOGC %d) after 10 s, want about the floor %d", what, g, gogc(), floor)
+			}
+			time.Sleep(Poll)
+		}
 	}
-	// The goal is the floor, not far above it (the runtime's minimum heap
-	// grows with GOGC).
-	if g := read("/gc/heap/goal:bytes"); g > floor*5/4 {
-		t.Fatalf("heap goal %d, want about the floor %d (GOGC %d)", g, floor, gogc())
+	atFloor("small live heap")
+	small := gogc()
+	// 48 MiB live: with the percent of the small heap the goal would be
+	// many GiB; the tuner must lower it.
+	live := make([][]byte, 48)
+	for i := range live {
+		live[i] = make([]byte, 1<<20)
+		live[i][0] = 1
+	}
+	atFloor("48 MiB live")
+	if p := gogc(); p >= small {
+		t.Errorf("GOGC %d with 48 MiB live, %d with a small heap: want it lower", p, small)
 	}
 	// 64 MiB of garbage in 4 KiB pieces: under the floor, so at most one
-	// collection (one may already have been due); with GOGC=100 and this
-	// test's few MB live, it would be a dozen or more.
+	// collection (one may have been due); with GOGC=100 it would be one
+	// per 48 MiB or so.
 	before := read("/gc/cycles/total:gc-cycles")
 	var keep []byte
 	for range 64 << 8 {
@@ -169,18 +223,19 @@ func TestStartRaisesTheGoal(t *testing.T) {
 	if n := read("/gc/cycles/total:gc-cycles") - before; n > 1 {
 		t.Errorf("%d collections for 64 MiB of garbage under a 256 MiB floor", n)
 	}
+	runtime.KeepAlive(live)
+	live = nil
 	stop()
 	stop() // twice is fine
-	if p := gogc(); p != 100 {
-		t.Errorf("GOGC after stop: %d, want 100", p)
+	if p := gogc(); p != base {
+		t.Errorf("GOGC after stop: %d, want %d", p, base)
 	}
-	runtime.GC() // a pending cleanup of the stopped tuner changes nothing
-	time.Sleep(10 * time.Millisecond)
-	if p := gogc(); p != 100 {
-		t.Errorf("GOGC after stop and a collection: %d, want 100", p)
+	runtime.GC() // the stopped tuner does not see it
+	time.Sleep(5 * Poll)
+	if p := gogc(); p != base {
+		t.Errorf("GOGC after stop and a collection: %d, want %d", p, base)
 	}
 }
-
 func gogc() int { return int(read("/gc/gogc:percent")) }
 
 func read(name string) uint64 {
