@@ -476,10 +476,17 @@ func (f *Front) Recent(request string) (events.Event, bool) {
 
 // Pending is a submitted request waiting for its decision.
 type Pending struct {
-	f        *Front
-	id       string
-	ch       chan result // the decision
-	appended chan error  // the append's outcome
+	f     *Front
+	id    string
+	ch    chan result // the decision
+	start time.Time
+	// The append's outcome. On success the appender only records when
+	// (stored: the time from start to the ack, plus 1; 0: not yet), so a
+	// Wait that is waiting for the decision is not woken for it; a failure
+	// goes to failed. settled is closed once either is there.
+	stored  atomic.Int64
+	failed  chan error
+	settled chan struct{}
 }
 
 type result struct {
@@ -489,14 +496,21 @@ type result struct {
 
 // queued is a request waiting for its append.
 type queued struct {
-	ev       events.Event
-	appended chan error
-	then     func(error) // if set, told the append's outcome too
+	ev   events.Event
+	p    *Pending    // nil for Send
+	then func(error) // if set, told the append's outcome too
 }
 
 // done tells the append's outcome.
 func (q queued) done(err error) {
-	q.appended <- err // buffered: never blocks
+	if p := q.p; p != nil {
+		if err != nil {
+			p.failed <- err // buffered: never blocks
+		} else {
+			p.stored.Store(int64(time.Since(p.start)) + 1)
+		}
+		close(p.settled)
+	}
 	if q.then != nil {
 		q.then(err)
 	}
@@ -529,9 +543,9 @@ func (f *Front) Submit(req events.Event) (*Pending, error) {
 		f.waiters.remove(req.ID)
 		return nil, err
 	}
-	p := &Pending{f: f, id: req.ID, ch: ch, appended: make(chan error, 1)}
+	p := &Pending{f: f, id: req.ID, ch: ch, start: time.Now(), failed: make(chan error, 1), settled: make(chan struct{})}
 	select {
-	case a.q <- queued{ev: req, appended: p.appended}:
+	case a.q <- queued{ev: req, p: p}:
 	default:
 		f.waiters.remove(req.ID)
 		return nil, ErrOverloaded
@@ -565,7 +579,7 @@ func (f *Front) send(req events.Event, then func(error)) error {
 		return err
 	}
 	select {
-	case a.q <- queued{ev: req, appended: make(chan error, 1), then: then}:
+	case a.q <- queued{ev: req, then: then}:
 		return nil
 	default:
 		return ErrOverloaded
@@ -579,32 +593,57 @@ func (f *Front) send(req events.Event, then func(error)) error {
 // up to wait for the decision; ok=false means the time passed first: the
 // request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
-	// One timer: first the queue time plus the append's own timeout, then
-	// the wait for the decision (a timer per request is on the hot path).
-	limit := time.NewTimer(2*p.f.cfg.AppendTimeout + time.Second)
-	defer limit.Stop()
-	select {
-	case r := <-p.ch: // decided before we heard of the append's ack
-		return r.ev, true, nil
-	case err := <-p.appended:
-		if err != nil {
+	// One timer and, on the common path, one wake-up: the decision. The
+	// timer first runs for wait (at most the append's allowance), since the append is usually acknowledged
+	// within a millisecond; when it fires, the wait is counted again from
+	// the ack, or, with no ack yet, the timer runs out the append's own
+	// allowance (the queue time plus its timeout) while settled is watched.
+	appendLimit := 2*p.f.cfg.AppendTimeout + time.Second
+	timer := time.NewTimer(min(wait, appendLimit))
+	defer timer.Stop()
+	var settled <-chan struct{} // watched only while the ack is overdue
+	for {
+		select {
+		case r := <-p.ch:
+			return r.ev, true, nil
+		case err := <-p.failed:
 			p.f.waiters.remove(p.id)
 			return events.Event{}, false, err
+		case <-settled:
+			settled = nil
+			if p.stored.Load() == 0 { // failed: the error is in failed already
+				p.f.waiters.remove(p.id)
+				return events.Event{}, false, <-p.failed
+			}
+		case <-timer.C:
+		case <-ctx.Done():
+			if p.stored.Load() == 0 {
+				p.f.waiters.remove(p.id)
+				return events.Event{}, false, ctx.Err()
+			}
+			return p.pending()
 		}
-	case <-limit.C:
-		p.f.waiters.remove(p.id)
-		return events.Event{}, false, fmt.Errorf("%w: append not acknowledged in time", ErrUnavailable)
-	case <-ctx.Done():
-		p.f.waiters.remove(p.id)
-		return events.Event{}, false, ctx.Err()
+		elapsed := time.Since(p.start)
+		if at := p.stored.Load(); at > 0 {
+			left := time.Duration(at-1) + wait - elapsed
+			if left <= 0 {
+				return p.pending()
+			}
+			timer.Reset(left) // since Go 1.23 no stale expiry can be left in timer.C
+			continue
+		}
+		if elapsed >= appendLimit {
+			p.f.waiters.remove(p.id)
+			return events.Event{}, false, fmt.Errorf("%w: append not acknowledged in time", ErrUnavailable)
+		}
+		settled = p.settled
+		timer.Reset(appendLimit - elapsed)
 	}
-	limit.Reset(wait) // since Go 1.23 no stale expiry can be left in limit.C
-	select {
-	case r := <-p.ch:
-		return r.ev, true, nil
-	case <-limit.C:
-	case <-ctx.Done():
-	}
+}
+
+// pending gives up waiting for a stored request's decision: ok=false,
+// unless the decision came in meanwhile.
+func (p *Pending) pending() (events.Event, bool, error) {
 	p.f.waiters.remove(p.id)
 	// The decision may have been delivered between the timer and the removal.
 	select {

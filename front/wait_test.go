@@ -1,0 +1,101 @@
+package front
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+)
+
+// lateAck is a submitted request whose append the test settles by hand.
+func lateAck(t *testing.T) (*Front, *Pending) {
+	t.Helper()
+	f := &Front{cfg: Config{AppendTimeout: 5 * time.Second}, waiters: newWaiters(10)}
+	ch, ok := f.waiters.add("r")
+	if !ok {
+		t.Fatal("no room for a waiter")
+	}
+	return f, &Pending{f: f, id: "r", ch: ch, start: time.Now(), failed: make(chan error, 1), settled: make(chan struct{})}
+}
+
+type waitResult struct {
+	ok   bool
+	err  error
+	took time.Duration
+}
+
+func waitIn(p *Pending, wait time.Duration) <-chan waitResult {
+	out := make(chan waitResult, 1)
+	go func() {
+		start := time.Now()
+		_, ok, err := p.Wait(context.Background(), wait)
+		out <- waitResult{ok, err, time.Since(start)}
+	}()
+	return out
+}
+
+// TestWaitCountsFromTheAck: a request acknowledged only after the decision
+// wait passed is not answered pending before it is stored, and gets the
+// whole wait from the ack.
+func TestWaitCountsFromTheAck(t *testing.T) {
+	f, p := lateAck(t)
+	out := waitIn(p, 100*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case r := <-out:
+		t.Fatalf("answered before the ack: %+v", r)
+	default:
+	}
+	queued{p: p}.done(nil)
+	r := <-out
+	if r.ok || r.err != nil {
+		t.Fatalf("ok=%v err=%v, want pending", r.ok, r.err)
+	}
+	if r.took < 300*time.Millisecond {
+		t.Fatalf("pending after %v, want the ack (200ms) plus the wait (100ms)", r.took)
+	}
+	if n := f.waiters.n.Load(); n != 0 {
+		t.Fatalf("%d waiters left", n)
+	}
+}
+
+// TestWaitDecidedAfterALateAck: the decision of a request acknowledged late
+// still reaches it within the wait counted from the ack.
+func TestWaitDecidedAfterALateAck(t *testing.T) {
+	f, p := lateAck(t)
+	out := waitIn(p, 100*time.Millisecond)
+	time.Sleep(150 * time.Millisecond)
+	queued{p: p}.done(nil)
+	f.waiters.deliver("r", result{ev: events.Event{Request: "r"}})
+	if r := <-out; !r.ok || r.err != nil {
+		t.Fatalf("ok=%v err=%v, want the decision", r.ok, r.err)
+	}
+}
+
+// TestWaitFailedAppend: an append that fails is an error (503 upstream),
+// whether it fails within the decision wait or after it.
+func TestWaitFailedAppend(t *testing.T) {
+	for _, after := range []time.Duration{0, 150 * time.Millisecond} {
+		_, p := lateAck(t)
+		out := waitIn(p, 100*time.Millisecond)
+		time.Sleep(after)
+		queued{p: p}.done(ErrUnavailable)
+		if r := <-out; r.ok || !errors.Is(r.err, ErrUnavailable) {
+			t.Fatalf("failed %v in: ok=%v err=%v, want ErrUnavailable", after, r.ok, r.err)
+		}
+	}
+}
+
+// TestWaitNoAck: with no ack at all the request is unavailable once the
+// append's allowance (twice its timeout plus a second) is over, never
+// pending.
+func TestWaitNoAck(t *testing.T) {
+	f, p := lateAck(t)
+	f.cfg.AppendTimeout = 50 * time.Millisecond
+	r := <-waitIn(p, 10*time.Millisecond)
+	if r.ok || !errors.Is(r.err, ErrUnavailable) || r.took < 1100*time.Millisecond {
+		t.Fatalf("ok=%v err=%v after %v, want ErrUnavailable after 1.1s", r.ok, r.err, r.took)
+	}
+}
