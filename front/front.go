@@ -594,10 +594,11 @@ func (f *Front) send(req events.Event, then func(error)) error {
 // request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
 	// One timer and, on the common path, one wake-up: the decision. The
-	// timer first runs for wait (at most the append's allowance), since the append is usually acknowledged
-	// within a millisecond; when it fires, the wait is counted again from
-	// the ack, or, with no ack yet, the timer runs out the append's own
-	// allowance (the queue time plus its timeout) while settled is watched.
+	// timer first runs for wait (at most the append's allowance), since the
+	// append is usually acknowledged within a millisecond; when it fires,
+	// the wait is counted again from the ack, or, with no ack yet, the
+	// timer runs out the append's own allowance (the queue time plus its
+	// timeout) while settled is watched.
 	appendLimit := 2*p.f.cfg.AppendTimeout + time.Second
 	timer := time.NewTimer(min(wait, appendLimit))
 	defer timer.Stop()

@@ -26,12 +26,13 @@ type waitResult struct {
 	took time.Duration
 }
 
-func waitIn(p *Pending, wait time.Duration) <-chan waitResult {
+// waitIn runs p.Wait; took counts from the request's submission, as
+// Wait's own deadlines do.
+func waitIn(ctx context.Context, p *Pending, wait time.Duration) <-chan waitResult {
 	out := make(chan waitResult, 1)
 	go func() {
-		start := time.Now()
-		_, ok, err := p.Wait(context.Background(), wait)
-		out <- waitResult{ok, err, time.Since(start)}
+		_, ok, err := p.Wait(ctx, wait)
+		out <- waitResult{ok, err, time.Since(p.start)}
 	}()
 	return out
 }
@@ -41,7 +42,7 @@ func waitIn(p *Pending, wait time.Duration) <-chan waitResult {
 // whole wait from the ack.
 func TestWaitCountsFromTheAck(t *testing.T) {
 	f, p := lateAck(t)
-	out := waitIn(p, 100*time.Millisecond)
+	out := waitIn(context.Background(), p, 100*time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	select {
 	case r := <-out:
@@ -65,7 +66,7 @@ func TestWaitCountsFromTheAck(t *testing.T) {
 // still reaches it within the wait counted from the ack.
 func TestWaitDecidedAfterALateAck(t *testing.T) {
 	f, p := lateAck(t)
-	out := waitIn(p, 100*time.Millisecond)
+	out := waitIn(context.Background(), p, 100*time.Millisecond)
 	time.Sleep(150 * time.Millisecond)
 	queued{p: p}.done(nil)
 	f.waiters.deliver("r", result{ev: events.Event{Request: "r"}})
@@ -78,12 +79,15 @@ func TestWaitDecidedAfterALateAck(t *testing.T) {
 // whether it fails within the decision wait or after it.
 func TestWaitFailedAppend(t *testing.T) {
 	for _, after := range []time.Duration{0, 150 * time.Millisecond} {
-		_, p := lateAck(t)
-		out := waitIn(p, 100*time.Millisecond)
+		f, p := lateAck(t)
+		out := waitIn(context.Background(), p, 100*time.Millisecond)
 		time.Sleep(after)
 		queued{p: p}.done(ErrUnavailable)
 		if r := <-out; r.ok || !errors.Is(r.err, ErrUnavailable) {
 			t.Fatalf("failed %v in: ok=%v err=%v, want ErrUnavailable", after, r.ok, r.err)
+		}
+		if n := f.waiters.n.Load(); n != 0 {
+			t.Fatalf("%d waiters left", n)
 		}
 	}
 }
@@ -94,8 +98,36 @@ func TestWaitFailedAppend(t *testing.T) {
 func TestWaitNoAck(t *testing.T) {
 	f, p := lateAck(t)
 	f.cfg.AppendTimeout = 50 * time.Millisecond
-	r := <-waitIn(p, 10*time.Millisecond)
+	r := <-waitIn(context.Background(), p, 10*time.Millisecond)
 	if r.ok || !errors.Is(r.err, ErrUnavailable) || r.took < 1100*time.Millisecond {
 		t.Fatalf("ok=%v err=%v after %v, want ErrUnavailable after 1.1s", r.ok, r.err, r.took)
+	}
+	if n := f.waiters.n.Load(); n != 0 {
+		t.Fatalf("%d waiters left", n)
+	}
+}
+
+// TestWaitCancelled: a caller that goes away before the ack gets its
+// context's error (the request may not be stored); after the ack, pending.
+// Either way the waiter is gone.
+func TestWaitCancelled(t *testing.T) {
+	for _, acked := range []bool{false, true} {
+		f, p := lateAck(t)
+		if acked {
+			queued{p: p}.done(nil)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		out := waitIn(ctx, p, time.Minute)
+		cancel()
+		r := <-out
+		if acked && (r.ok || r.err != nil) {
+			t.Errorf("cancelled after the ack: ok=%v err=%v, want pending", r.ok, r.err)
+		}
+		if !acked && (r.ok || !errors.Is(r.err, context.Canceled)) {
+			t.Errorf("cancelled before the ack: ok=%v err=%v, want context.Canceled", r.ok, r.err)
+		}
+		if n := f.waiters.n.Load(); n != 0 {
+			t.Errorf("acked=%v: %d waiters left", acked, n)
+		}
 	}
 }
