@@ -198,7 +198,8 @@ func (w *Writer) Run(ctx context.Context) error {
 	}, jetstream.PullMaxMessagesWithBytesLimit(w.cfg.MaxBatch, 4*w.cfg.MaxBatchBytes),
 		// Two missed heartbeats reset the consumer: with the default (5 s)
 		// a lost NATS node hosting it stopped the sale's decisions for 10 s.
-		jetstream.PullHeartbeat(stream.ReadHeartbeat))
+		jetstream.PullHeartbeat(stream.ReadHeartbeat),
+		stream.LogConsumeErrors(w.cfg.Log, "writer requests", "sale", w.sale))
 	if err != nil {
 		return fmt.Errorf("writer %s: follow requests: %w", w.sale, err)
 	}

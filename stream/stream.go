@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
@@ -225,6 +226,16 @@ func IsClusterNotReady(err error) bool {
 // consumer's first pull got no answer at all (seen once in about 40 runs of
 // a loaded three-node cluster test, stalling a new owner's rebuild).
 const ReadHeartbeat = time.Second
+
+// LogConsumeErrors is the Consume option that logs what a consumer's
+// pull loop meets and handles by itself (a missed heartbeat, a reset
+// ordered consumer, a status from the server) at warn: a consumer that
+// stalls says so instead of only making its readers wait.
+func LogConsumeErrors(log *slog.Logger, consumer string, args ...any) jetstream.PullConsumeOpt {
+	return jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		log.Warn("consumer: "+err.Error(), append([]any{"consumer", consumer}, args...)...)
+	})
+}
 
 // Read calls fn for every message on subject with a sequence in [from, to],
 // in order, and returns when it reached to. It reads with an ordered
