@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,26 +17,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// logBuffer collects a writer's log lines (from its goroutines too).
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // appendPurchases appends one message of purchases: each shopper presents
 // the token of the request id given.
@@ -147,8 +126,8 @@ func TestWriterSnapshotTakeover(t *testing.T) {
 	if seq == 0 || seq >= last {
 		t.Fatalf("snapshot at %d (version %d), the last batch at %d: want one before it", seq, version, last)
 	}
-	var logs logBuffer
-	if got := loadBoth(t, e, "s", logs.logger()); got != seq {
+	var logs fgtest.Buffer
+	if got := loadBoth(t, e, "s", logs.Logger()); got != seq {
 		t.Fatalf("loaded from the snapshot at %d, want %d\n%s", got, seq, logs.String())
 	}
 	if !strings.Contains(logs.String(), "snapshot loaded") {
@@ -228,8 +207,8 @@ func TestLoadIgnoresBadSnapshots(t *testing.T) {
 			if _, err := obs.PutBytes(ctx, "s", c.data); err != nil {
 				t.Fatal(err)
 			}
-			var logs logBuffer
-			if got := loadBoth(t, e, "s", logs.logger()); got != 0 {
+			var logs fgtest.Buffer
+			if got := loadBoth(t, e, "s", logs.Logger()); got != 0 {
 				t.Fatalf("loaded from a bad snapshot at %d", got)
 			}
 			if l := logs.String(); !strings.Contains(l, "snapshot not used") || !strings.Contains(l, c.why) {
@@ -293,8 +272,8 @@ func TestSnapshotDueWhileSavingIsSkipped(t *testing.T) {
 	ctx := context.Background()
 	obs := snapshottedSale(t, e, "s")
 	version, _ := snapshotInfo(t, obs, "s")
-	var logs logBuffer
-	w := NewWriter(e.js, e.st, "s", WriterConfig{ID: "x", Log: logs.logger(), SnapshotEvery: 1, SnapshotMinGap: time.Nanosecond})
+	var logs fgtest.Buffer
+	w := NewWriter(e.js, e.st, "s", WriterConfig{ID: "x", Log: logs.Logger(), SnapshotEvery: 1, SnapshotMinGap: time.Nanosecond})
 	if err := w.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

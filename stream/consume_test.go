@@ -1,12 +1,9 @@
 package stream_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,30 +13,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLogConsumeErrors: a consumer that meets trouble (here: deleted on
 // the server under it, which the ordered consumer mends by itself) says
 // so in the log, named, instead of only going quiet.
 func TestLogConsumeErrors(t *testing.T) {
 	e := fgtest.New(t)
-	var out syncBuffer
-	log := slog.New(slog.NewTextHandler(&out, nil))
+	var out fgtest.Buffer
 	cons, err := e.Stream.OrderedConsumer(context.Background(), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.RequestSubject("s")},
 	})
@@ -47,7 +26,7 @@ func TestLogConsumeErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc, err := cons.Consume(func(jetstream.Msg) {}, jetstream.PullHeartbeat(500*time.Millisecond),
-		stream.LogConsumeErrors(log, "test requests", "sale", "s"))
+		stream.LogConsumeErrors(out.Logger(), "test requests", "sale", "s"))
 	if err != nil {
 		t.Fatal(err)
 	}
