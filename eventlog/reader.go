@@ -45,11 +45,10 @@ type Options struct {
 	// Follow keeps waiting for new messages until the context ends.
 	Follow bool
 
-	// BatchMessages and BatchBytes bound what the client buffers ahead
-	// (defaults 512 messages, 16 MiB, and at least twice the stream's
-	// largest message).
-	BatchMessages int
-	BatchBytes    int
+	// BatchBytes bounds what the client buffers ahead (default 16 MiB,
+	// and at least twice the stream's largest message; see
+	// stream.PullBuffer).
+	BatchBytes int
 }
 
 // Stats counts what a Reader yielded.
@@ -72,7 +71,7 @@ type Writer interface {
 // Reader yields the events selected by Options from a stream, in stream
 // order, each with its position. It reads with ordered consumers, so it
 // survives reconnects and never skips a message, and it keeps at most
-// BatchMessages / BatchBytes of messages in memory.
+// BatchBytes of messages in memory.
 type Reader struct {
 	s        jetstream.Stream
 	o        Options
@@ -99,9 +98,6 @@ func NewReader(s jetstream.Stream, o Options) (*Reader, error) {
 	}
 	if o.Sale != "" && !events.ValidSaleID(o.Sale) {
 		return nil, fmt.Errorf("invalid sale id %q", o.Sale)
-	}
-	if o.BatchMessages <= 0 {
-		o.BatchMessages = 512
 	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 16 << 20
@@ -336,7 +332,7 @@ func (r *Reader) scan(ctx context.Context, start uint64, since time.Time, end sc
 			return nil
 		}
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(r.o.BatchMessages, r.o.BatchBytes), jetstream.PullHeartbeat(stream.ReadHeartbeat))
+	it, err := cons.Messages(stream.PullBuffer(r.o.BatchBytes), jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return fmt.Errorf("read %v: %w", r.subjects, err)
 	}

@@ -212,7 +212,7 @@ func (f *Front) Run(ctx context.Context) error {
 	// shoppers of sales written by other processes get no answer here for
 	// up to 10 s after the NATS server holding this consumer is lost.
 	// handle never blocks for long.
-	cc, err := cons.Consume(f.handle, jetstream.PullMaxMessagesWithBytesLimit(1024, 32<<20),
+	cc, err := cons.Consume(f.handle, stream.PullBuffer(32<<20),
 		jetstream.PullHeartbeat(stream.ReadHeartbeat), stream.LogConsumeErrors(f.cfg.Log, "front decisions"))
 	if err != nil {
 		return fmt.Errorf("front: follow decisions: %w", err)

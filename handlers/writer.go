@@ -195,7 +195,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		case in <- m:
 		case <-cctx.Done():
 		}
-	}, jetstream.PullMaxMessagesWithBytesLimit(w.cfg.MaxBatch, 4*w.cfg.MaxBatchBytes),
+	}, stream.PullBuffer(4*w.cfg.MaxBatchBytes),
 		// Two missed heartbeats reset the consumer: with the default (5 s)
 		// a lost NATS node hosting it stopped the sale's decisions for 10 s.
 		jetstream.PullHeartbeat(stream.ReadHeartbeat),

@@ -32,11 +32,12 @@ type RunOptions struct {
 // replayBatch is the transaction size of Replay.
 const replayBatch = 1024
 
-// Memory bounds: the bytes the client buffers ahead of the fold, and the
-// bytes of messages one transaction holds. The prefetch bound must exceed
-// the stream's largest message (4 MiB) or the consumer stalls.
+// Memory bounds: the bytes the client buffers ahead of the fold (see
+// stream.PullBuffer; well under the client's 64 MiB pending limit of a
+// subscription, past which it drops messages), and the bytes of messages
+// one transaction holds.
 const (
-	prefetchBytes = 64 << 20
+	prefetchBytes = 16 << 20
 	batchBytes    = 16 << 20
 )
 
@@ -60,7 +61,7 @@ func follow(ctx context.Context, js jetstream.JetStream, seq uint64, prefetch in
 		return nil, nil, fmt.Errorf("follow %s from %d: %w", events.StreamName, seq, err)
 	}
 	f := &feed{ch: make(chan jetstream.Msg, prefetch), done: make(chan struct{})}
-	f.cc, err = cons.Consume(f.put, jetstream.PullMaxMessagesWithBytesLimit(prefetch, prefetchBytes), jetstream.PullHeartbeat(stream.ReadHeartbeat))
+	f.cc, err = cons.Consume(f.put, stream.PullBuffer(prefetchBytes), jetstream.PullHeartbeat(stream.ReadHeartbeat))
 	if err != nil {
 		return nil, nil, fmt.Errorf("follow %s from %d: %w", events.StreamName, seq, err)
 	}
@@ -73,8 +74,9 @@ func follow(ctx context.Context, js jetstream.JetStream, seq uint64, prefetch in
 // them in the client subscription's channel, which, once full, drops the
 // consumer's next heartbeat as a slow consumer, and the ordered consumer then
 // starts over: a stall of seconds for every consumer of the connection.
-// Here a full channel only holds the delivery back, and the pull requests
-// keep the buffered messages within prefetch (and prefetchBytes).
+// Here a full channel (prefetch messages) only holds the delivery back, and
+// the pull requests keep the messages buffered behind it within
+// prefetchBytes.
 type feed struct {
 	ch   chan jetstream.Msg
 	done chan struct{}

@@ -1,0 +1,95 @@
+package stream_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/internal/fgtest"
+	"github.com/flashgate/flashgate/stream"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestPullBufferDoesNotStall reads 60,000 messages of mixed sizes through
+// ordered consumers whose pulls each end on their byte budget, about a
+// thousand pulls, a few of which end with a message that fills the budget
+// to the byte. With jetstream.PullMaxMessagesWithBytesLimit(64, 2000) in
+// place of the option, the read stalled after about 700 messages, each time.
+//
+// The buffer is ten times the largest message here: with twice (the least
+// PullBuffer allows), the race detector's slowness made the client's pull
+// bookkeeping skip a pull now and then, and a read stalled about one time in
+// three (as it did with jetstream.PullMaxMessages(64)); with ten, never in 16
+// runs. Real buffers are thousands of messages.
+func TestPullBufferDoesNotStall(t *testing.T) {
+	e := fgtest.New(t)
+	ctx := context.Background()
+	subject := events.RequestSubject("s")
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 60000
+	for range n {
+		if _, err := e.JS.PublishAsync(subject, make([]byte, 1+rng.IntN(64))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-e.JS.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishing did not complete")
+	}
+
+	for _, mode := range []string{"Consume", "Messages"} {
+		t.Run(mode, func(t *testing.T) {
+			cons, err := e.Stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A message here is about 150 to 220 bytes with its subject and
+			// ack reply: a 20,000-byte buffer pulls 10,000 bytes or more at
+			// a time.
+			opt := stream.PullBufferOf(20000, 1000)
+			got := make(chan uint64, 64)
+			if mode == "Consume" {
+				cc, err := cons.Consume(func(m jetstream.Msg) {
+					md, _ := m.Metadata()
+					got <- md.Sequence.Stream
+				}, opt, jetstream.PullHeartbeat(stream.ReadHeartbeat))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cc.Stop()
+			} else {
+				it, err := cons.Messages(opt, jetstream.PullHeartbeat(stream.ReadHeartbeat))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer it.Stop()
+				go func() {
+					for {
+						m, err := it.Next()
+						if err != nil {
+							return
+						}
+						md, _ := m.Metadata()
+						got <- md.Sequence.Stream
+					}
+				}()
+			}
+			// A stalled consumer starts over after two missed heartbeats
+			// (2 s) and then goes on: only a gap shows it.
+			gap := stream.ReadHeartbeat / 2
+			for i := range n {
+				select {
+				case seq := <-got:
+					if seq != uint64(i+1) {
+						t.Fatalf("message %d has sequence %d", i+1, seq)
+					}
+				case <-time.After(gap):
+					t.Fatalf("no message for %v after %d of %d: the consumer stalled", gap, i, n)
+				}
+			}
+		})
+	}
+}
