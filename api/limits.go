@@ -41,10 +41,12 @@ func (a *api) limited(group string, h http.HandlerFunc) http.HandlerFunc {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		key := ratelimit.IPKey(a.clientIP(r))
-		if err := a.limit(w, r, group, ratelimit.KeyIP, key); err != nil {
-			writeError(w, r, a.Log, err)
-			return
+		if a.Limiter.Applies(group, ratelimit.KeyIP) { // else the address is not worth parsing
+			key := ratelimit.IPKey(a.clientIP(r))
+			if err := a.limit(w, r, group, ratelimit.KeyIP, key); err != nil {
+				writeError(w, r, a.Log, err)
+				return
+			}
 		}
 		h(w, r)
 	}

@@ -317,6 +317,18 @@ func (d Decision) RetryAfterSeconds() int {
 	return int(max(ceilSeconds(longest), 1))
 }
 
+// Applies reports whether Check(group, route, kind, key) can do anything
+// for a non-empty key: whether the Limiter is enabled and has a policy of
+// group, on, that counts by kind. A caller can then skip working out a key
+// that nothing would count (a client's address, with --rate-limit=off).
+func (l *Limiter) Applies(group, kind string) bool {
+	if l.disabled.Load() {
+		return false
+	}
+	g, k := groupIndex(group), kindIndex(kind)
+	return g >= 0 && k >= 0 && len(l.snap.Load().table[g][k]) > 0
+}
+
 // Check applies to key every enabled policy of group that counts by kind,
 // in name order, for one request on route (the ServeMux pattern, which
 // selects a policy's per-route cost). It stops at the first policy not in

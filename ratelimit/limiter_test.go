@@ -156,6 +156,39 @@ func TestEmptyKeyUnknownGroupAndKind(t *testing.T) {
 	}
 }
 
+// TestApplies: Applies is true exactly when Check would consult a policy.
+func TestApplies(t *testing.T) {
+	off := ratelimit.Policy{Name: "ip-off", Group: ratelimit.GroupTokens, Key: ratelimit.KeyIP, Capacity: 1, Rate: 1, Off: true}
+	l, _ := newLimiter(t, 0, pol("p", 1, 1), off)
+	for _, c := range []struct {
+		group, kind string
+		want        bool
+	}{
+		{ratelimit.GroupTokens, ratelimit.KeyShopper, true},
+		{ratelimit.GroupTokens, ratelimit.KeyIP, false}, // only an off policy
+		{ratelimit.GroupReads, ratelimit.KeyShopper, false},
+		{"nope", ratelimit.KeyShopper, false},
+		{ratelimit.GroupTokens, "nope", false},
+	} {
+		if got := l.Applies(c.group, c.kind); got != c.want {
+			t.Errorf("Applies(%s, %s) = %v, want %v", c.group, c.kind, got, c.want)
+		}
+		d := l.Check(c.group, route, c.kind, "alice")
+		if got := len(d.Results()) > 0; got != c.want {
+			t.Errorf("Check(%s, %s) consulted a policy: %v, Applies says %v", c.group, c.kind, got, c.want)
+		}
+	}
+	l.SetEnabled(false)
+	if l.Applies(ratelimit.GroupTokens, ratelimit.KeyShopper) {
+		t.Error("disabled: Applies is true")
+	}
+	l.SetEnabled(true)
+	l.SetPolicies(nil)
+	if l.Applies(ratelimit.GroupTokens, ratelimit.KeyShopper) {
+		t.Error("no policies: Applies is true")
+	}
+}
+
 func TestSetShare(t *testing.T) {
 	big := pol("a", 30, 3)
 	floor := pol("b", 12, 6)
