@@ -148,14 +148,8 @@ func (w *Writer) verifySnapshot(ctx context.Context, r *snapshotReader) ([]byte,
 // none is being saved. It copies what it needs now and leaves encoding and
 // upload to a goroutine that Run waits for.
 func (w *Writer) maybeSnapshot(ctx context.Context) {
-	if w.cfg.NoSnapshots || w.snaps == nil || w.sinceSnap == 0 || w.headSeq == 0 {
-		return
-	}
 	now := time.Now()
-	since := now.Sub(w.lastSnap)
-	due := (w.cfg.SnapshotEvery > 0 && w.sinceSnap >= w.cfg.SnapshotEvery) ||
-		(w.cfg.SnapshotInterval > 0 && since >= w.cfg.SnapshotInterval)
-	if !due || since < w.cfg.SnapshotMinGap {
+	if !w.snapshotDueAt(now) {
 		return
 	}
 	w.lastSnap, w.sinceSnap = now, 0
@@ -173,6 +167,21 @@ func (w *Writer) maybeSnapshot(ctx context.Context) {
 		defer func() { w.snapIdle <- struct{}{} }()
 		w.saveSnapshot(ctx, sn, copied)
 	}()
+}
+
+// snapshotDue reports whether maybeSnapshot would take a snapshot now.
+// The writer commits a batch before the next is decided whenever one is
+// due, so that the state it copies is the committed one.
+func (w *Writer) snapshotDue() bool { return w.snapshotDueAt(time.Now()) }
+
+func (w *Writer) snapshotDueAt(now time.Time) bool {
+	if w.cfg.NoSnapshots || w.snaps == nil || w.sinceSnap == 0 || w.headSeq == 0 {
+		return false
+	}
+	since := now.Sub(w.lastSnap)
+	due := (w.cfg.SnapshotEvery > 0 && w.sinceSnap >= w.cfg.SnapshotEvery) ||
+		(w.cfg.SnapshotInterval > 0 && since >= w.cfg.SnapshotInterval)
+	return due && since >= w.cfg.SnapshotMinGap
 }
 
 // saveSnapshot encodes and uploads a snapshot (in the background).

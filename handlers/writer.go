@@ -86,15 +86,17 @@ func (c *WriterConfig) defaults() {
 // the outbox at once, so a writer that lost the sale has its append refused
 // and announces nothing (shoppers learn decisions only from the stream).
 type Writer struct {
-	js      jetstream.JetStream
-	st      jetstream.Stream
-	sale    string
-	cfg     WriterConfig
-	state   *State
-	headSeq uint64    // stream sequence of the last committed batch (0: none)
-	lastAt  time.Time // decision time of the last committed batch
-	last    []byte    // the last committed batch as stored (a snapshot records its digest)
-	loaded  uint64    // the stream sequence of the snapshot Load started from (0: none)
+	js        jetstream.JetStream
+	st        jetstream.Stream
+	sale      string
+	cfg       WriterConfig
+	state     *State
+	headSeq   uint64    // stream sequence of the last committed batch (0: none)
+	lastAt    time.Time // decision time of the last committed batch
+	decidedAt time.Time // decision time of the last decided batch, committed or in flight
+	sentAhead int       // batches committed while the next was decided (tests read it)
+	last      []byte    // the last committed batch as stored (a snapshot records its digest)
+	loaded    uint64    // the stream sequence of the snapshot Load started from (0: none)
 
 	snaps     jetstream.ObjectStore // the snapshot bucket; nil: no snapshots
 	sinceSnap int                   // decisions committed (or replayed) since the last snapshot
@@ -162,7 +164,7 @@ func (w *Writer) Load(ctx context.Context) error {
 			return fmt.Errorf("rebuild sale %s: %w", w.sale, err)
 		}
 	}
-	w.state, w.headSeq, w.lastAt, w.last, w.loaded = state, lastSeq, lastAt, last, snapSeq
+	w.state, w.headSeq, w.lastAt, w.decidedAt, w.last, w.loaded = state, lastSeq, lastAt, lastAt, last, snapSeq
 	w.sinceSnap, w.lastSnap = replayed, time.Now()
 	if snapSeq > 0 || batches > 1000 {
 		w.cfg.Log.Info("sale loaded", "sale", w.sale, "version", state.Head.Version, "snapshot_seq", snapSeq,
@@ -209,17 +211,54 @@ func (w *Writer) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var b pending
+	// fly is a full batch whose commit runs while the next one is decided
+	// (nil: none). Only a full batch is sent ahead: a backlog (a new owner
+	// catching up, a burst bigger than a batch) is then decided at the pace
+	// of the slower of the writer and the stream, not of the two in turn.
+	// A batch that is not full is committed before the next one is taken,
+	// so that everything arriving meanwhile joins the next commit (group
+	// commit). The next batch is sent only once the one in flight landed,
+	// with that one's sequence as its expected last: a refused commit stops
+	// the writer before anything decided after it is sent.
+	var fly *flight
+	landFly := func() error {
+		f := fly
+		fly = nil
+		return w.land(ctx, f)
+	}
+	defer func() {
+		if fly != nil { // Run is failing: let the commit end, and count it if it landed
+			_ = landFly()
+		}
+	}()
 	for {
 		w.armExpiry(timer)
 		b.reset(w.state.Head.Cursor)
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-in:
-			if err := b.add(w.sale, m); err != nil {
-				return err
+		if fly == nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case m := <-in:
+				if err := b.add(w.sale, m); err != nil {
+					return err
+				}
+			case <-timer.C:
 			}
-		case <-timer.C:
+		} else {
+			select {
+			case m := <-in:
+				if err := b.add(w.sale, m); err != nil {
+					return err
+				}
+			default: // the backlog is gone: finish the batch in flight first
+			}
+			if b.msgs == 0 || ctx.Err() != nil {
+				if err := landFly(); err != nil {
+					return err
+				}
+				w.maybeSnapshot(cctx)
+				continue
+			}
 		}
 		// Group commit: everything that arrived while the last commit was in
 		// flight joins this batch, up to MaxBatch requests. A request message
@@ -235,7 +274,24 @@ func (w *Writer) Run(ctx context.Context) error {
 				break drain
 			}
 		}
-		if err := w.decideAndCommit(ctx, &b); err != nil {
+		next := w.decide(&b)
+		if fly != nil {
+			if err := landFly(); err != nil {
+				return err // next is dropped unsent: its decisions were never announced
+			}
+		}
+		if next == nil {
+			continue // the timer fired early: nothing to commit
+		}
+		full := len(b.reqs) >= w.cfg.MaxBatch || b.bytes >= w.cfg.MaxBatchBytes
+		if full && !w.snapshotDue() {
+			fly = next
+			w.sentAhead++
+			go w.send(ctx, fly, w.headSeq)
+			continue
+		}
+		w.send(ctx, next, w.headSeq)
+		if err := w.land(ctx, next); err != nil {
 			return err
 		}
 		w.maybeSnapshot(cctx)
@@ -297,52 +353,103 @@ func (w *Writer) armExpiry(t *time.Timer) {
 	t.Reset(d)
 }
 
-func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
+// flight is a decided batch on its way into the stream.
+type flight struct {
+	db      *events.DecisionBatch
+	reqs    int    // requests decided in it
+	firstID string // the first and last of them (for the log)
+	lastID  string
+	start   time.Time // when its decision began
+	prevSeq uint64    // stream sequence of the sale's batch before it (0: none): set when it is sent
+
+	// Set by send, read after done is closed.
+	seq  uint64
+	data []byte
+	err  error
+	done chan struct{}
+}
+
+// decide decides the pending requests and returns the batch to commit, or
+// nil if there is nothing to commit (the timer fired early). The state
+// moves on at once, Head's version and cursor included: if the commit
+// fails, Run returns and the next Run reloads.
+func (w *Writer) decide(b *pending) *flight {
 	start := time.Now()
 	now := w.cfg.Now().UTC().Round(0)
-	if now.Before(w.lastAt) { // decision times never go back, even if the clock does
-		now = w.lastAt
+	if now.Before(w.decidedAt) { // decision times never go back, even if the clock does
+		now = w.decidedAt
 	}
 	decisions := w.state.Decide(now, b.reqs)
 	if len(decisions) == 0 && b.msgs == 0 {
-		return nil // the timer fired early: nothing to commit
+		return nil
 	}
 	head := w.state.Head
 	head.Version++
 	head.Cursor = b.cursor
+	w.state.Head, w.decidedAt = head, now
 	db := &events.DecisionBatch{Sale: w.sale, Writer: w.cfg.ID, DecidedAt: now, FromSeq: b.from, Head: head, Events: decisions}
-	prevSeq := w.headSeq
-	if err := w.commit(ctx, db); err != nil {
-		return err
+	f := &flight{db: db, reqs: len(b.reqs), start: start, done: make(chan struct{})}
+	if len(b.reqs) > 0 {
+		f.firstID, f.lastID = b.reqs[0].ID, b.reqs[len(b.reqs)-1].ID
 	}
-	w.state.Head = head
-	w.lastAt = now
-	w.sinceSnap += len(decisions)
+	return f
+}
+
+// send commits f after the sale's batch at prev. It writes only f, so it
+// may run on while the writer decides the next batch (go w.send).
+func (w *Writer) send(ctx context.Context, f *flight, prev uint64) {
+	defer close(f.done)
+	f.prevSeq = prev
+	f.seq, f.data, f.err = w.commit(ctx, f.db, prev)
+}
+
+// land waits for f's commit and, if it succeeded, makes it the writer's
+// last committed batch and hands it to Deliver and OnCommit.
+func (w *Writer) land(ctx context.Context, f *flight) error {
+	<-f.done
+	if f.err != nil {
+		return f.err
+	}
+	db := f.db
+	w.headSeq, w.last, w.lastAt = f.seq, f.data, db.DecidedAt
+	w.sinceSnap += len(db.Events)
 	if w.cfg.Deliver != nil {
-		w.cfg.Deliver(db, prevSeq, w.headSeq)
+		w.cfg.Deliver(db, f.prevSeq, f.seq)
 	}
 	if w.cfg.OnCommit != nil {
-		w.cfg.OnCommit(db, len(b.reqs), time.Since(start))
+		w.cfg.OnCommit(db, f.reqs, time.Since(f.start))
 	}
-	if len(b.reqs) > 0 && w.cfg.Log.Enabled(ctx, slog.LevelDebug) {
-		w.cfg.Log.Debug("batch committed", "sale", w.sale, "version", head.Version, "requests", len(b.reqs),
-			"decisions", len(decisions), "first_request_id", b.reqs[0].ID, "last_request_id", b.reqs[len(b.reqs)-1].ID,
-			"took", time.Since(start))
+	if f.reqs > 0 && w.cfg.Log.Enabled(ctx, slog.LevelDebug) {
+		w.cfg.Log.Debug("batch committed", "sale", w.sale, "version", db.Head.Version, "requests", f.reqs,
+			"decisions", len(db.Events), "first_request_id", f.firstID, "last_request_id", f.lastID,
+			"took", time.Since(f.start))
 	}
 	return nil
 }
 
+// decideAndCommit decides the pending requests and commits them before it
+// returns.
+func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
+	f := w.decide(b)
+	if f == nil {
+		return nil
+	}
+	w.send(ctx, f, w.headSeq)
+	return w.land(ctx, f)
+}
+
 // commit appends the batch if and only if the sale's decision subject still
-// ends at the batch this writer committed last.
-func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch) error {
+// ends at the batch at stream sequence prev (0: the sale has none), and
+// returns the batch's sequence and bytes as stored.
+func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch, prev uint64) (uint64, []byte, error) {
 	data, err := events.EncodeDecisions(*db)
 	if err != nil {
-		return fmt.Errorf("writer %s: %w", w.sale, err)
+		return 0, nil, fmt.Errorf("writer %s: %w", w.sale, err)
 	}
 	msg := nats.NewMsg(events.DecisionSubject(w.sale))
 	msg.Data = data
 	opts := []jetstream.PublishOpt{
-		jetstream.WithExpectLastSequencePerSubject(w.headSeq),
+		jetstream.WithExpectLastSequencePerSubject(prev),
 		jetstream.WithMsgID(events.DecisionMsgID(w.sale, db.Head.Version, w.cfg.ID)),
 	}
 	backoff := 10 * time.Millisecond
@@ -355,12 +462,11 @@ func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch) error {
 			// believe it: only a batch of ours at this version will do.
 			if !w.isOurs(ctx, ack.Sequence, db.Head.Version) {
 				w.cfg.Log.Warn("writer lost the sale: duplicate ack for a batch not ours", "sale", w.sale, "writer", w.cfg.ID)
-				return ErrNotOwner
+				return 0, nil, ErrNotOwner
 			}
 		}
 		if err == nil {
-			w.headSeq, w.last = ack.Sequence, data
-			return nil
+			return ack.Sequence, data, nil
 		}
 		if stream.IsWrongLastSequence(err) {
 			// Either another writer committed, or this is the retry of a
@@ -368,14 +474,13 @@ func (w *Writer) commit(ctx context.Context, db *events.DecisionBatch) error {
 			// before the dedup window): look for our own batch.
 			last, seq, ok, lerr := stream.LastDecision(context.WithoutCancel(ctx), w.st, w.sale)
 			if lerr == nil && ok && last.Writer == w.cfg.ID && last.Head.Version == db.Head.Version {
-				w.headSeq, w.last = seq, data // our batch, as we encoded it
-				return nil
+				return seq, data, nil // our batch, as we encoded it
 			}
 			w.cfg.Log.Warn("writer lost the sale: commit refused", "sale", w.sale, "writer", w.cfg.ID, "version", db.Head.Version)
-			return ErrNotOwner
+			return 0, nil, ErrNotOwner
 		}
 		if attempt == 5 {
-			return fmt.Errorf("writer %s: commit of batch %d: outcome unknown after %d attempts: %w", w.sale, db.Head.Version, attempt, err)
+			return 0, nil, fmt.Errorf("writer %s: commit of batch %d: outcome unknown after %d attempts: %w", w.sale, db.Head.Version, attempt, err)
 		}
 		w.cfg.Log.Warn("writer commit failed, retrying", "sale", w.sale, "version", db.Head.Version, "err", err)
 		select {

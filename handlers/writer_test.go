@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -122,6 +123,9 @@ func TestWriterDecidesEveryRequestOnceInOrder(t *testing.T) {
 	if issued != 120 {
 		t.Fatalf("issued %d tokens, quota 120", issued)
 	}
+	if w.sentAhead == 0 {
+		t.Fatal("no batch was decided while the one before it was committed: the backlog path went untested")
+	}
 	// A restarted writer rebuilds the same state from the history.
 	w2 := NewWriter(e.js, e.st, "s", WriterConfig{ID: "w2", Now: clockAt(t0.Add(time.Second)), Log: quiet})
 	if err := w2.Load(context.Background()); err != nil {
@@ -158,6 +162,66 @@ func TestZombieWriterIsRefused(t *testing.T) {
 	for _, db := range e.decisions(t, "s") {
 		if db.Writer != "owner" {
 			t.Fatalf("a batch of %s landed", db.Writer)
+		}
+	}
+}
+
+// TestZombieWriterIsRefusedAhead: a writer deciding a backlog decides each
+// batch while the one before it is being committed. When another writer
+// commits in between, the batch sent ahead is refused, the one decided
+// after it is never sent, and the writer stops.
+func TestZombieWriterIsRefusedAhead(t *testing.T) {
+	e := newEnv(t)
+	e.createSale(t, "s", 1000)
+	e.appendRequests(t, "s", 200, 4)
+	other := NewWriter(e.js, e.st, "s", WriterConfig{ID: "other", Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	commits := 0
+	var otherErr error
+	var zombie *Writer
+	zombie = NewWriter(e.js, e.st, "s", WriterConfig{ID: "zombie", MaxBatch: 8, Now: clockAt(t0.Add(time.Second)), Log: quiet,
+		OnCommit: func(*events.DecisionBatch, int, time.Duration) {
+			commits++
+			if commits != 5 {
+				return
+			}
+			// The other writer takes the sale over after the zombie's fifth
+			// batch, while the zombie has its sixth decided.
+			if v := zombie.state.Head.Version; v != 6 {
+				otherErr = fmt.Errorf("at the fifth commit the zombie has decided up to batch %d, want 6", v)
+				return
+			}
+			if otherErr = other.Load(context.Background()); otherErr != nil {
+				return
+			}
+			b := pending{}
+			b.reset(other.state.Head.Cursor)
+			b.reqs = []events.Event{{ID: events.NewIDs().New(t0), Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "s", Time: t0,
+				Shopper: "o", Data: &events.TokenRequested{}}}
+			b.msgs = 1
+			otherErr = other.decideAndCommit(context.Background(), &b)
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := zombie.Run(ctx); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("zombie: %v, want ErrNotOwner", err)
+	}
+	if otherErr != nil {
+		t.Fatalf("the other writer: %v", otherErr)
+	}
+	if zombie.sentAhead == 0 {
+		t.Fatal("the zombie never decided a batch while the one before it was committed")
+	}
+	batches := e.decisions(t, "s")
+	if len(batches) != 6 {
+		t.Fatalf("%d batches in the stream, want the zombie's 5 and the other's 1", len(batches))
+	}
+	for i, db := range batches {
+		want := "zombie"
+		if i == 5 {
+			want = "other"
+		}
+		if db.Writer != want || db.Head.Version != uint64(i+1) {
+			t.Fatalf("batch %d: writer %s version %d, want %s version %d", i, db.Writer, db.Head.Version, want, i+1)
 		}
 	}
 }
@@ -241,12 +305,17 @@ func TestCommitRetryFindsItsOwnBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := &events.DecisionBatch{Sale: "s", Writer: "w", DecidedAt: t0, Head: events.Head{Version: 1, Stock: 10, Quota: 12}}
-	if err := w.commit(context.Background(), db); err != nil {
+	seq, _, err := w.commit(context.Background(), db, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	w.headSeq = 0 // as if the first reply had been lost
-	if err := w.commit(context.Background(), db); err != nil {
+	// The retry, as if the first reply had been lost.
+	again, _, err := w.commit(context.Background(), db, 0)
+	if err != nil {
 		t.Fatalf("retry: %v", err)
+	}
+	if again != seq {
+		t.Fatalf("retry found its batch at %d, it is at %d", again, seq)
 	}
 	if n := len(e.decisions(t, "s")); n != 1 {
 		t.Fatalf("%d batches in the stream, want 1", n)
