@@ -364,7 +364,17 @@ func (g *IDs) New(t time.Time) string {
 // seed. Decision events use it so that re-running the decision code yields
 // byte-identical events, ids included.
 func DerivedID(t time.Time, seed string) string {
-	sum := sha256.Sum256([]byte(seed))
+	return derivedID(t, sha256.Sum256([]byte(seed)))
+}
+
+// DerivedIDOf is DerivedID(t, prefix+id) without building the seed on the
+// heap: the writer derives one for each decision.
+func DerivedIDOf(t time.Time, prefix, id string) string {
+	var buf [96]byte
+	return derivedID(t, sha256.Sum256(append(append(buf[:0], prefix...), id...)))
+}
+
+func derivedID(t time.Time, sum [sha256.Size]byte) string {
 	var id ulid.ULID
 	_ = id.SetTime(ulid.Timestamp(t))
 	_ = id.SetEntropy(sum[:10])

@@ -170,6 +170,21 @@ func TestDerivedIDIsStable(t *testing.T) {
 	}
 }
 
+// TestDerivedIDOf: the writer's allocation-free form derives exactly the id
+// DerivedID does (recorded decisions are re-derived by the audit), for ids
+// short and longer than its stack buffer.
+func TestDerivedIDOf(t *testing.T) {
+	for _, id := range []string{"", "01JE2W6N2X7Q8V9B0C1D2E3F4G", strings.Repeat("x", 200)} {
+		if got, want := DerivedIDOf(at, "decide:", id), DerivedID(at, "decide:"+id); got != want {
+			t.Fatalf("DerivedIDOf(%q) = %s, DerivedID = %s", id, got, want)
+		}
+	}
+	// Pinned: ids already in streams must stay the same.
+	if got := DerivedID(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), "decide:01JE2W6N2X7Q8V9B0C1D2E3F4G"); got != "01KDYAK348VSAM823CTYXAB0Z2" {
+		t.Fatalf("DerivedID changed: %s", got)
+	}
+}
+
 func TestIDsAreUniqueAndOrdered(t *testing.T) {
 	g := NewIDs()
 	prev := ""

@@ -195,7 +195,7 @@ func (s *State) TokenExpiry(now time.Time) time.Time {
 // caller sets Head.Version and Head.Cursor). Events for another sale and
 // non-request events are skipped, as RequestsOf would have dropped them.
 func (s *State) Decide(now time.Time, reqs []events.Event) []events.Event {
-	out := s.expire(now, nil)
+	out := s.expire(now, make([]events.Event, 0, len(reqs)))
 	if s.q != nil {
 		out = s.queueBefore(now, out)
 	}
@@ -275,7 +275,7 @@ func (s *State) expire(now time.Time, out []events.Event) []events.Event {
 func (s *State) reclaim(now time.Time, t *token, out []events.Event) []events.Event {
 	s.drop(t)
 	e := events.Event{
-		ID: events.DerivedID(now, "expire:"+t.id), Type: events.TypeTokenExpired, Version: events.SchemaVersion,
+		ID: events.DerivedIDOf(now, "expire:", t.id), Type: events.TypeTokenExpired, Version: events.SchemaVersion,
 		Sale: s.Sale.ID, Time: now, Shopper: t.shopper,
 		Data: &events.TokenExpired{TokenID: t.id, ExpiresAt: t.expiresAt},
 	}
@@ -287,7 +287,7 @@ func (s *State) reclaim(now time.Time, t *token, out []events.Event) []events.Ev
 
 func decision(now time.Time, r events.Event, typ events.Type, data any) events.Event {
 	return events.Event{
-		ID: events.DerivedID(now, "decide:"+r.ID), Type: typ, Version: events.SchemaVersion,
+		ID: events.DerivedIDOf(now, "decide:", r.ID), Type: typ, Version: events.SchemaVersion,
 		Sale: r.Sale, Time: now, Shopper: r.Shopper, Request: r.ID, Data: data,
 	}
 }

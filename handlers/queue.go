@@ -176,10 +176,10 @@ func (s *State) admit(now time.Time, out []events.Event) []events.Event {
 		}
 		tok := s.issue(t.ID, t.Shopper, now, s.TokenExpiry(now))
 		q.admitted(now.UnixNano())
-		out = s.applyQueue(events.Event{ID: events.DerivedID(now, "admit-token:"+t.ID), Type: events.TypeTokenIssued, Version: events.SchemaVersion,
+		out = s.applyQueue(events.Event{ID: events.DerivedIDOf(now, "admit-token:", t.ID), Type: events.TypeTokenIssued, Version: events.SchemaVersion,
 			Sale: s.Sale.ID, Time: now, Shopper: t.Shopper, Request: t.ID,
 			Data: &events.TokenIssued{TokenID: tok.id, IssuedAt: now, ExpiresAt: tok.expiresAt}}, now, out)
-		e := events.Event{ID: events.DerivedID(now, "admit:"+t.ID), Type: events.TypeQueueAdmitted, Version: events.SchemaVersion,
+		e := events.Event{ID: events.DerivedIDOf(now, "admit:", t.ID), Type: events.TypeQueueAdmitted, Version: events.SchemaVersion,
 			Sale: s.Sale.ID, Time: now, Shopper: t.Shopper, Request: t.ID,
 			Data: &events.QueueAdmitted{Ticket: t.ID, Place: t.Place, TokenID: tok.id, ClaimBy: now.Add(time.Duration(q.cfg.ClaimWindow))}}
 		out = s.applyQueue(e, now, out)
