@@ -94,7 +94,7 @@ type Writer struct {
 	headSeq   uint64    // stream sequence of the last committed batch (0: none)
 	lastAt    time.Time // decision time of the last committed batch
 	decidedAt time.Time // decision time of the last decided batch, committed or in flight
-	sentAhead int       // batches committed while the next was decided (tests read it)
+	sentAhead int       // batches sent to be committed while the next was decided (tests read it)
 	last      []byte    // the last committed batch as stored (a snapshot records its digest)
 	loaded    uint64    // the stream sequence of the snapshot Load started from (0: none)
 
@@ -256,6 +256,9 @@ func (w *Writer) Run(ctx context.Context) error {
 				if err := landFly(); err != nil {
 					return err
 				}
+				if ctx.Err() != nil {
+					return nil
+				}
 				w.maybeSnapshot(cctx)
 				continue
 			}
@@ -273,6 +276,17 @@ func (w *Writer) Run(ctx context.Context) error {
 			default:
 				break drain
 			}
+		}
+		if ctx.Err() != nil {
+			// Stopping: decide nothing more. Once ctx ended, the consumer's
+			// callback may drop a message and hand over the one after it, so
+			// what was taken may have a gap: deciding it would move the
+			// cursor past a request never decided. Anything handed over
+			// after the end is taken after it, so this check sees the end.
+			if fly != nil {
+				return landFly()
+			}
+			return nil
 		}
 		next := w.decide(&b)
 		if fly != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,25 +169,27 @@ func TestZombieWriterIsRefused(t *testing.T) {
 }
 
 // TestZombieWriterIsRefusedAhead: a writer deciding a backlog decides each
-// batch while the one before it is being committed. When another writer
-// commits in between, the batch sent ahead is refused, the one decided
-// after it is never sent, and the writer stops.
+// batch while the one before it is being committed. Another writer takes the
+// sale over between the zombie's fifth and sixth batches: the sixth is
+// refused, nothing decided after it is sent, only the five committed batches
+// are announced, and the zombie stops.
 func TestZombieWriterIsRefusedAhead(t *testing.T) {
 	e := newEnv(t)
 	e.createSale(t, "s", 1000)
 	e.appendRequests(t, "s", 200, 4)
 	other := NewWriter(e.js, e.st, "s", WriterConfig{ID: "other", Now: clockAt(t0.Add(time.Second)), Log: quiet})
-	commits := 0
+	commits, delivered := 0, 0
 	var otherErr error
 	var zombie *Writer
-	zombie = NewWriter(e.js, e.st, "s", WriterConfig{ID: "zombie", MaxBatch: 8, Now: clockAt(t0.Add(time.Second)), Log: quiet,
+	sent := &publishLog{JetStream: e.js}
+	zombie = NewWriter(sent, e.st, "s", WriterConfig{ID: "zombie", MaxBatch: 8, Now: clockAt(t0.Add(time.Second)), Log: quiet,
+		Deliver: func(*events.DecisionBatch, uint64, uint64) { delivered++ },
 		OnCommit: func(*events.DecisionBatch, int, time.Duration) {
 			commits++
 			if commits != 5 {
 				return
 			}
-			// The other writer takes the sale over after the zombie's fifth
-			// batch, while the zombie has its sixth decided.
+			// The zombie has its sixth batch decided, not yet sent.
 			if v := zombie.state.Head.Version; v != 6 {
 				otherErr = fmt.Errorf("at the fifth commit the zombie has decided up to batch %d, want 6", v)
 				return
@@ -211,6 +215,12 @@ func TestZombieWriterIsRefusedAhead(t *testing.T) {
 	if zombie.sentAhead == 0 {
 		t.Fatal("the zombie never decided a batch while the one before it was committed")
 	}
+	if commits != 5 || delivered != 5 {
+		t.Fatalf("the zombie announced %d batches (OnCommit) and delivered %d, want the 5 committed", commits, delivered)
+	}
+	if want := []uint64{1, 2, 3, 4, 5, 6}; !slices.Equal(sent.versions, want) {
+		t.Fatalf("the zombie sent batches %v, want %v: nothing after the refused one", sent.versions, want)
+	}
 	batches := e.decisions(t, "s")
 	if len(batches) != 6 {
 		t.Fatalf("%d batches in the stream, want the zombie's 5 and the other's 1", len(batches))
@@ -222,6 +232,57 @@ func TestZombieWriterIsRefusedAhead(t *testing.T) {
 		}
 		if db.Writer != want || db.Head.Version != uint64(i+1) {
 			t.Fatalf("batch %d: writer %s version %d, want %s version %d", i, db.Writer, db.Head.Version, want, i+1)
+		}
+	}
+}
+
+// publishLog records the version of every decision batch published through
+// it, landed or not.
+type publishLog struct {
+	jetstream.JetStream
+	mu       sync.Mutex
+	versions []uint64
+}
+
+func (p *publishLog) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if db, err := events.DecodeDecisions(msg.Data); err == nil {
+		p.mu.Lock()
+		p.versions = append(p.versions, db.Head.Version)
+		p.mu.Unlock()
+	}
+	return p.JetStream.PublishMsg(ctx, msg, opts...)
+}
+
+// TestWriterStopsWithoutAGap: a writer stopped in the middle of a backlog
+// (here at its third commit, with the next batch in flight or decided) has
+// decided a prefix of the requests: none skipped. Once its context ends, the
+// consumer may drop a message and hand over the one after it; deciding that
+// one would move the cursor past a request never decided.
+func TestWriterStopsWithoutAGap(t *testing.T) {
+	e := newEnv(t)
+	for i := range 10 {
+		sale := fmt.Sprintf("s%d", i)
+		e.createSale(t, sale, 1000)
+		ids := e.appendRequests(t, sale, 40, 4)
+		ctx, cancel := context.WithCancel(context.Background())
+		commits := 0
+		w := NewWriter(e.js, e.st, sale, WriterConfig{ID: "w", MaxBatch: 8, Now: clockAt(t0.Add(time.Second)), Log: quiet,
+			OnCommit: func(*events.DecisionBatch, int, time.Duration) {
+				if commits++; commits == 3 {
+					cancel()
+				}
+			}})
+		if err := w.Run(ctx); err != nil {
+			t.Fatalf("%s: %v", sale, err)
+		}
+		var got []string
+		for _, db := range e.decisions(t, sale) {
+			for _, d := range db.Events {
+				got = append(got, d.Request)
+			}
+		}
+		if len(got) == 0 || !slices.Equal(got, ids[:len(got)]) {
+			t.Fatalf("%s: decided %d requests, not the first %d in order: a request was skipped", sale, len(got), len(got))
 		}
 	}
 }
