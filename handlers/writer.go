@@ -377,10 +377,11 @@ type flight struct {
 	prevSeq uint64    // stream sequence of the sale's batch before it (0: none): set when it is sent
 
 	// Set by send, read after done is closed.
-	seq  uint64
-	data []byte
-	err  error
-	done chan struct{}
+	seq    uint64
+	data   []byte
+	err    error
+	landed time.Time // when the commit's answer came
+	done   chan struct{}
 }
 
 // decide decides the pending requests and returns the batch to commit, or
@@ -415,6 +416,7 @@ func (w *Writer) send(ctx context.Context, f *flight, prev uint64) {
 	defer close(f.done)
 	f.prevSeq = prev
 	f.seq, f.data, f.err = w.commit(ctx, f.db, prev)
+	f.landed = time.Now()
 }
 
 // land waits for f's commit and, if it succeeded, makes it the writer's
@@ -431,12 +433,12 @@ func (w *Writer) land(ctx context.Context, f *flight) error {
 		w.cfg.Deliver(db, f.prevSeq, f.seq)
 	}
 	if w.cfg.OnCommit != nil {
-		w.cfg.OnCommit(db, f.reqs, time.Since(f.start))
+		w.cfg.OnCommit(db, f.reqs, f.landed.Sub(f.start))
 	}
 	if f.reqs > 0 && w.cfg.Log.Enabled(ctx, slog.LevelDebug) {
 		w.cfg.Log.Debug("batch committed", "sale", w.sale, "version", db.Head.Version, "requests", f.reqs,
 			"decisions", len(db.Events), "first_request_id", f.firstID, "last_request_id", f.lastID,
-			"took", time.Since(f.start))
+			"took", f.landed.Sub(f.start))
 	}
 	return nil
 }
