@@ -443,17 +443,6 @@ func (w *Writer) land(ctx context.Context, f *flight) error {
 	return nil
 }
 
-// decideAndCommit decides the pending requests and commits them before it
-// returns.
-func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
-	f := w.decide(b)
-	if f == nil {
-		return nil
-	}
-	w.send(ctx, f, w.headSeq)
-	return w.land(ctx, f)
-}
-
 // commit appends the batch if and only if the sale's decision subject still
 // ends at the batch at stream sequence prev (0: the sale has none), and
 // returns the batch's sequence and bytes as stored.

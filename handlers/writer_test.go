@@ -236,6 +236,17 @@ func TestZombieWriterIsRefusedAhead(t *testing.T) {
 	}
 }
 
+// decideAndCommit decides the pending requests and commits them before it
+// returns, as Run does with a batch that is not full.
+func (w *Writer) decideAndCommit(ctx context.Context, b *pending) error {
+	f := w.decide(b)
+	if f == nil {
+		return nil
+	}
+	w.send(ctx, f, w.headSeq)
+	return w.land(ctx, f)
+}
+
 // publishLog records the version of every decision batch published through
 // it, landed or not.
 type publishLog struct {
