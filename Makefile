@@ -65,7 +65,8 @@ race:
 	GO=$(GO) ./scripts/gotest.sh -race -count=1 -timeout 10m -short $(BROWSER_PKG)
 
 # Benchmarks: the Go micro benchmarks (the writer's commit path, token
-# signing, sessions), then flashgate's token issue over HTTP measured side by
+# signing, sessions, the views, a token request through the handler without
+# the network), then flashgate's token issue over HTTP measured side by
 # side with the Redis-Lua reference and a bare net/http handler, with the
 # ratios the targets are set in (README "Benchmarks"). The table is also
 # written to bin/compare.json. About 3 minutes; for the issue's full runs:
@@ -77,6 +78,7 @@ bench: build bench-deps
 	$(GO) build -o bin/compare ./bench/compare
 	$(GO) test -run XXX -bench . -benchtime $(BENCHTIME) ./handlers/ ./events/ ./tokens/ ./identity/
 	$(GO) test -run XXX -bench . -benchtime 2x ./projections/
+	$(GO) test -run XXX -bench . -benchtime 100000x ./app/
 	./bin/compare -flashgate $(BIN) -refserver bin/refserver -json bin/compare.json $(COMPARE_FLAGS)
 
 # What the comparison needs beyond Go: Debian's redis-server for the

@@ -1,5 +1,7 @@
 package app
 
+import "net/http"
+
 // Crash stops the process as abruptly as one process can stop a part of
 // itself, for the tests of what the other processes do then: the HTTP
 // listener and every connection on it close at once (answers not yet
@@ -11,3 +13,7 @@ func (a *App) Crash() {
 	_ = a.srv.Close()
 	a.nc.Close()
 }
+
+// Handler is the service's HTTP handler, for the benchmarks that drive it
+// without a network.
+func (a *App) Handler() http.Handler { return a.srv.Handler }
