@@ -70,16 +70,24 @@ func (w *waiters) deliver(id string, r result) {
 	}
 }
 
-// recent keeps the last n decisions by request id, for polling.
+// recent keeps the last n decisions by request id, for polling. The
+// decisions sit in a ring and the map holds only their places in it: a
+// small map entry is cheaper to insert and delete than one holding the
+// whole event, which every answered request pays once.
 type recent struct {
 	mu   sync.Mutex
-	m    map[string]events.Event
-	ring []string
+	m    map[string]int // request id -> index in ring
+	ring []recentEntry
 	next int
 }
 
+type recentEntry struct {
+	id string // "" while the slot is unused
+	ev events.Event
+}
+
 func newRecent(n int) *recent {
-	return &recent{m: make(map[string]events.Event, n), ring: make([]string, n)}
+	return &recent{m: make(map[string]int, n), ring: make([]recentEntry, n)}
 }
 
 func (r *recent) put(id string, e events.Event) {
@@ -88,17 +96,21 @@ func (r *recent) put(id string, e events.Event) {
 	if _, ok := r.m[id]; ok {
 		return
 	}
-	if old := r.ring[r.next]; old != "" {
-		delete(r.m, old)
+	slot := &r.ring[r.next]
+	if slot.id != "" {
+		delete(r.m, slot.id)
 	}
-	r.ring[r.next] = id
-	r.m[id] = e
+	*slot = recentEntry{id: id, ev: e}
+	r.m[id] = r.next
 	r.next = (r.next + 1) % len(r.ring)
 }
 
 func (r *recent) get(id string) (events.Event, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.m[id]
-	return e, ok
+	i, ok := r.m[id]
+	if !ok {
+		return events.Event{}, false
+	}
+	return r.ring[i].ev, true
 }

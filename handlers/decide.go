@@ -337,15 +337,21 @@ func (s *State) decideToken(now time.Time, r events.Event, out *[]events.Event) 
 	case s.Head.QuotaLeft() <= 0:
 		return deny(events.ReasonQuotaExhausted)
 	}
-	t := s.issue(r.ID, r.Shopper, now, s.TokenExpiry(now))
+	t := s.issueTo(sh, r.ID, r.Shopper, now, s.TokenExpiry(now))
 	return decision(now, r, events.TypeTokenIssued, &events.TokenIssued{TokenID: t.id, IssuedAt: now, ExpiresAt: t.expiresAt})
 }
 
-// issue records a new outstanding token: the one place a token comes to
-// be, for Decide (a token request, an admission) and Apply alike.
+// issue records a new outstanding token for Decide (a token request, an
+// admission) and Apply alike, through issueTo: the one place a token comes
+// to be.
 func (s *State) issue(id, shopper string, issuedAt, expiresAt time.Time) *token {
+	return s.issueTo(s.shoppers[shopper], id, shopper, issuedAt, expiresAt)
+}
+
+// issueTo is issue for a shopper already looked up: sh is their state, nil
+// if they have none (a lookup fewer in the flood's path).
+func (s *State) issueTo(sh *shopperState, id, shopper string, issuedAt, expiresAt time.Time) *token {
 	t := &token{id: id, shopper: shopper, issuedAt: issuedAt, expiresAt: expiresAt}
-	sh := s.shoppers[shopper]
 	if sh == nil {
 		sh = &shopperState{}
 		s.shoppers[shopper] = sh
