@@ -10,11 +10,11 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flashgate/flashgate/app"
+	"github.com/flashgate/flashgate/internal/fgtest"
 	"github.com/flashgate/flashgate/internal/heapfloor"
 )
 
@@ -80,7 +80,7 @@ func BenchmarkTokenRequest(b *testing.B) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	start, cpu0 := time.Now(), cpuTime(b)
+	start, cpu0 := time.Now(), fgtest.CPUTime(b)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -99,7 +99,7 @@ func BenchmarkTokenRequest(b *testing.B) {
 		b.Fatal(f)
 	}
 	n := float64(b.N)
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/1e3/n, "cpu-µs/op")
+	b.ReportMetric(float64(fgtest.CPUTime(b)-cpu0)/1e3/n, "cpu-µs/op")
 	b.ReportMetric(n/time.Since(start).Seconds(), "req/s")
 }
 
@@ -117,13 +117,4 @@ func touchHeap(n uint64) {
 	}
 	hold = nil
 	runtime.GC()
-}
-
-// cpuTime is the CPU time the process has used, user and system.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -3,11 +3,11 @@ package projections
 import (
 	"context"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
+	"github.com/flashgate/flashgate/internal/fgtest"
 )
 
 // benchWorkload builds the messages of one sale: rounds of 64 token
@@ -104,14 +104,14 @@ func benchApply(b *testing.B, txMsgs int) {
 		b.StopTimer()
 		st, _ := openStore(b)
 		b.StartTimer()
-		start, startCPU := time.Now(), cpuTime(b)
+		start, startCPU := time.Now(), fgtest.CPUTime(b)
 		for i := 0; i < len(msgs); i += txMsgs {
 			if err := st.Apply(ctx, msgs[i:min(i+txMsgs, len(msgs))]); err != nil {
 				b.Fatal(err)
 			}
 		}
 		elapsed += time.Since(start)
-		cpu += cpuTime(b) - startCPU
+		cpu += fgtest.CPUTime(b) - startCPU
 		b.StopTimer()
 		if a := anomalies(b, st); len(a) != 0 {
 			b.Fatalf("anomalies: %v", a[:min(3, len(a))])
@@ -121,16 +121,6 @@ func benchApply(b *testing.B, txMsgs int) {
 	}
 	b.ReportMetric(float64(decisions*runs)/elapsed.Seconds(), "decisions/s")
 	b.ReportMetric(float64(decisions*runs)/cpu.Seconds(), "decisions/cpu-s")
-}
-
-// cpuTime is the CPU time the process has used, user and system: on a
-// shared machine it tells the cost of Apply apart from the wait for a core.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkReplay is BenchmarkApply's workload read from an embedded NATS
@@ -153,13 +143,13 @@ func BenchmarkReplay(b *testing.B) {
 		b.StopTimer()
 		st, _ := openStore(b)
 		b.StartTimer()
-		start, startCPU := time.Now(), cpuTime(b)
+		start, startCPU := time.Now(), fgtest.CPUTime(b)
 		n, err := Replay(ctx, js, st)
 		if err != nil || n != len(msgs) {
 			b.Fatalf("Replay = %d, %v; want %d", n, err, len(msgs))
 		}
 		elapsed += time.Since(start)
-		cpu += cpuTime(b) - startCPU
+		cpu += fgtest.CPUTime(b) - startCPU
 		b.StopTimer()
 		st.Close()
 		b.StartTimer()
