@@ -75,8 +75,9 @@ type Options struct {
 	Stock    int64   // stock of a created sale (default: one unit per shopper, so every honest request can succeed)
 	Abusive  float64 // mixed: share of abusive iterations, 0 to <1
 
-	SkipVerdict bool // do not read the server's figures (a server without the admin API)
-	Embedded    bool // the server runs in this process: its CPU counts as the generator's
+	SkipVerdict bool  // do not read the server's figures (a server without the admin API)
+	Embedded    bool  // the server runs in this process: its CPU counts as the generator's
+	ServerPIDs  []int // local processes of the server under test: their CPU over the measured phase is reported (Linux)
 
 	Progress      io.Writer     // live progress; nil: none
 	ProgressEvery time.Duration // default 1s
@@ -354,7 +355,7 @@ func (r *runner) beginMeasuredAt(timed bool) {
 	if !r.start.IsZero() {
 		return
 	}
-	r.cpu0 = sampleCPU(r.o.now())
+	r.cpu0 = sampleCPU(r.o.now(), r.o.ServerPIDs)
 	r.start = r.o.now()
 	if timed && !r.plan.open && r.o.Requests <= 0 {
 		r.stopTimer = time.AfterFunc(r.o.Duration, r.finish)

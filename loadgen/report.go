@@ -5,6 +5,7 @@ import (
 	"io"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -31,6 +32,9 @@ import (
 //	errorCounts      their messages -> count; firstErrors: the first few in full
 //	generatorCPU     this process's CPU (user+sys) over the measured phase / wall time / numCPU;
 //	                 with embedded, the server's CPU is in it too
+//	serverCPU        with ServerPIDs: {pids, cores: their CPU over the measured phase / wall time,
+//	                 share: cores / numCPU, perRequestMicros: their CPU / the measured main-kind
+//	                 requests (set once the requests are counted)}
 //	machineCPU       the whole machine's busy share over the measured phase (Linux; -1 unknown)
 //	bottleneck       why the generator, not the server, likely limited the run; "" if nothing says so
 //	schedule         open model: {started, dropped (max-in-flight was reached), late (started
@@ -68,12 +72,13 @@ type Report struct {
 	ErrorCounts map[string]int64 `json:"errorCounts"`
 	FirstErrors []string         `json:"firstErrors"`
 
-	GeneratorCPU float64   `json:"generatorCPU"`
-	MachineCPU   float64   `json:"machineCPU"`
-	NumCPU       int       `json:"numCPU"`
-	Bottleneck   string    `json:"bottleneck"`
-	Schedule     *Schedule `json:"schedule,omitempty"`
-	Shoppers     Shoppers  `json:"shoppers"`
+	GeneratorCPU float64    `json:"generatorCPU"`
+	ServerCPU    *ServerCPU `json:"serverCPU,omitempty"`
+	MachineCPU   float64    `json:"machineCPU"`
+	NumCPU       int        `json:"numCPU"`
+	Bottleneck   string     `json:"bottleneck"`
+	Schedule     *Schedule  `json:"schedule,omitempty"`
+	Shoppers     Shoppers   `json:"shoppers"`
 
 	Verdict Verdict  `json:"verdict"`
 	Figures *Figures `json:"figures,omitempty"`
@@ -103,6 +108,27 @@ type Schedule struct {
 	Lag     Latency `json:"lag"`
 }
 
+// ServerCPU is the CPU the server's processes used over the measured phase:
+// next to the throughput, what a request cost it, which a busy machine
+// moves less than the rate.
+type ServerCPU struct {
+	PIDs             []int   `json:"pids"`
+	Cores            float64 `json:"cores"`            // CPU seconds per second of the phase
+	Share            float64 `json:"share"`            // Cores / numCPU
+	PerRequestMicros float64 `json:"perRequestMicros"` // CPU per measured main-kind request, µs
+}
+
+// serverCPU is the server processes' CPU between a and b; nil without pids
+// or when one of them could not be read at either end (gone, not Linux).
+func serverCPU(pids []int, a, b cpuSample, numCPU int) *ServerCPU {
+	wall := b.at.Sub(a.at)
+	if len(pids) == 0 || !a.srvOK || !b.srvOK || wall <= 0 || numCPU <= 0 {
+		return nil
+	}
+	cores := float64(b.servers-a.servers) / float64(wall)
+	return &ServerCPU{PIDs: pids, Cores: cores, Share: cores / float64(numCPU)}
+}
+
 // Shoppers is the pool of sessions made before the run.
 type Shoppers struct {
 	Pool         int     `json:"pool"`
@@ -121,7 +147,7 @@ const (
 
 // report gathers the recorders into a Report.
 func (r *runner) report(setup time.Duration) *Report {
-	cpu1 := sampleCPU(r.end)
+	cpu1 := sampleCPU(r.end, r.o.ServerPIDs)
 	rep := &Report{
 		Scenario: r.o.Scenario, URL: r.o.URL, Embedded: r.o.Embedded, Sale: r.sale,
 		MainKind: kindNames[r.main], WarmupSeconds: r.o.Warmup.Seconds(),
@@ -137,6 +163,10 @@ func (r *runner) report(setup time.Duration) *Report {
 	dur := r.end.Sub(r.start)
 	rep.DurationSeconds = dur.Seconds()
 	rep.GeneratorCPU, rep.MachineCPU = cpuShares(r.cpu0, cpu1, rep.NumCPU)
+	rep.ServerCPU = serverCPU(r.o.ServerPIDs, r.cpu0, cpu1, rep.NumCPU)
+	if rep.ServerCPU == nil && len(r.o.ServerPIDs) > 0 {
+		r.note("the CPU of the server's processes (pids %s) could not be read at both ends of the measured phase (gone, or not Linux)", intsText(r.o.ServerPIDs))
+	}
 
 	var kinds [numKinds]*kindRec
 	lag := newHist()
@@ -208,6 +238,9 @@ func (r *runner) report(setup time.Duration) *Report {
 		rep.Requests, rep.Throughput, rep.Latency, rep.ServiceTime, rep.Status = m.Requests, m.Throughput, m.Latency, m.ServiceTime, m.Status
 	} else {
 		rep.Status = map[int]int64{}
+	}
+	if rep.ServerCPU != nil && rep.Requests > 0 {
+		rep.ServerCPU.PerRequestMicros = rep.ServerCPU.Cores * rep.DurationSeconds * 1e6 / float64(rep.Requests)
 	}
 	rep.Series = r.ser.seconds()
 	if r.plan.open {
@@ -311,6 +344,10 @@ func (rep *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "%s: %.0f%% of %d CPUs over the measured phase (%.2f CPUs)%s\n",
 		who, rep.GeneratorCPU*100, rep.NumCPU, rep.GeneratorCPU*float64(rep.NumCPU), machine)
+	if sc := rep.ServerCPU; sc != nil {
+		fmt.Fprintf(w, "server CPU (pids %s): %.2f CPUs over the measured phase, %.1f µs per %s request\n",
+			intsText(sc.PIDs), sc.Cores, sc.PerRequestMicros, rep.MainKind)
+	}
 	if rep.Bottleneck != "" {
 		fmt.Fprintf(w, "BOTTLENECK: the generator likely limited this run: %s\n", rep.Bottleneck)
 	} else if !rep.Embedded {
@@ -389,4 +426,12 @@ func kindOrder(name string) int {
 		}
 	}
 	return len(kindNames)
+}
+
+func intsText(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
 }

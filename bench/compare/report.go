@@ -30,10 +30,18 @@ type GenResult struct {
 	Errors     json.RawMessage  `json:"errors"`
 	// GeneratorCPU is the generator's own CPU over the measured phase as
 	// a share of the whole machine (0.5: one of two cores).
-	GeneratorCPU    json.RawMessage `json:"generatorCPU"`
-	Bottleneck      json.RawMessage `json:"bottleneck"` // why the generator likely limited the run; "" if nothing says so
-	Verdict         Verdict         `json:"verdict"`
-	DurationSeconds float64         `json:"durationSeconds"` // the measured phase
+	GeneratorCPU json.RawMessage `json:"generatorCPU"`
+	Bottleneck   json.RawMessage `json:"bottleneck"` // why the generator likely limited the run; "" if nothing says so
+	NumCPU       int             `json:"numCPU"`
+	Requests     int64           `json:"requests"` // measured
+	// ServerCPU is the CPU of the server's processes over the measured
+	// phase (nil: not read).
+	ServerCPU *struct {
+		Cores            float64 `json:"cores"`
+		PerRequestMicros float64 `json:"perRequestMicros"`
+	} `json:"serverCPU"`
+	Verdict         Verdict `json:"verdict"`
+	DurationSeconds float64 `json:"durationSeconds"` // the measured phase
 	Shoppers        struct {
 		Pool         int64   `json:"pool"` // sessions made before the run
 		Used         int64   `json:"used"`
@@ -131,6 +139,18 @@ func (g *GenResult) CPU() (float64, bool) {
 	return 0, false
 }
 
+// CPUPerRequest is the server's and the generator's CPU per measured
+// request in µs; 0 where unknown.
+func (g *GenResult) CPUPerRequest() (server, generator float64) {
+	if g.ServerCPU != nil {
+		server = g.ServerCPU.PerRequestMicros
+	}
+	if c, ok := g.CPU(); ok && g.Requests > 0 && g.NumCPU > 0 {
+		generator = c * float64(g.NumCPU) * g.DurationSeconds * 1e6 / float64(g.Requests)
+	}
+	return server, generator
+}
+
 // compact renders a raw JSON value on one short line: strings unquoted,
 // objects as k=v pairs.
 func compact(raw json.RawMessage) string {
@@ -196,6 +216,11 @@ type Summary struct {
 	Non2xx        int64   `json:"non2xx"`
 	Pending       int64   `json:"pending"`      // 202 answers
 	GeneratorCPU  string  `json:"generatorCPU"` // the median share of the machine, else each run's value
+	// The median CPU per measured request, µs, of the server's processes
+	// and of the generator (0: unknown). Less moved by a busy machine than
+	// the rate, they show where a request's cost goes.
+	ServerMicros    float64 `json:"serverMicrosPerRequest"`
+	GeneratorMicros float64 `json:"generatorMicrosPerRequest"`
 }
 
 // Median returns the median of xs (the mean of the middle two for an even
@@ -218,7 +243,7 @@ func Summarize(servers []string, runs []Run) []Summary {
 	out := make([]Summary, 0, len(servers))
 	for _, srv := range servers {
 		s := Summary{Server: srv}
-		var tput, p50, p99, p999, cpu []float64
+		var tput, p50, p99, p999, cpu, srvUs, genUs []float64
 		var cpuRaw []string
 		for _, r := range runs {
 			if r.Server != srv {
@@ -243,10 +268,23 @@ func Summarize(servers []string, runs []Run) []Summary {
 			} else if c := compact(g.GeneratorCPU); c != "" {
 				cpuRaw = append(cpuRaw, c)
 			}
+			su, gu := g.CPUPerRequest()
+			if su > 0 {
+				srvUs = append(srvUs, su)
+			}
+			if gu > 0 {
+				genUs = append(genUs, gu)
+			}
 		}
 		if s.Runs > 0 {
 			s.Throughput, s.ThroughputMin, s.ThroughputMax = Median(tput), slices.Min(tput), slices.Max(tput)
 			s.P50, s.P99, s.P999 = Median(p50), Median(p99), Median(p999)
+		}
+		if len(srvUs) > 0 {
+			s.ServerMicros = Median(srvUs)
+		}
+		if len(genUs) > 0 {
+			s.GeneratorMicros = Median(genUs)
 		}
 		switch {
 		case len(cpu) > 0:
@@ -364,18 +402,19 @@ func ms(v float64) string {
 // WriteTable prints the summaries and the checks for people.
 func WriteTable(w io.Writer, sums []Summary, checks []Check) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\treq/s (median)\tmin-max\tp50\tp99\tp99.9\terrors\tnon-2xx\tgen CPU\truns\t")
+	fmt.Fprintln(tw, "server\treq/s (median)\tmin-max\tp50\tp99\tp99.9\terrors\tnon-2xx\tgen CPU\tCPU µs/req: server\tgenerator\truns\t")
 	for _, s := range sums {
 		if s.Runs == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t0/%d\t\n", s.Server, s.Failed)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t0/%d\t\n", s.Server, s.Failed)
 			continue
 		}
 		cpu := s.GeneratorCPU
 		if cpu == "" {
 			cpu = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f-%.0f\t%s\t%s\t%s\t%d\t%d\t%s\t%d/%d\t\n", s.Server, s.Throughput,
-			s.ThroughputMin, s.ThroughputMax, ms(s.P50), ms(s.P99), ms(s.P999), s.Errors, s.Non2xx, cpu, s.Runs, s.Runs+s.Failed)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f-%.0f\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d/%d\t\n", s.Server, s.Throughput,
+			s.ThroughputMin, s.ThroughputMax, ms(s.P50), ms(s.P99), ms(s.P999), s.Errors, s.Non2xx, cpu,
+			micro(s.ServerMicros), micro(s.GeneratorMicros), s.Runs, s.Runs+s.Failed)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -416,6 +455,9 @@ func RunLine(r Run, of int) string {
 		line += "  gen CPU " + pct(c)
 	} else if c := compact(g.GeneratorCPU); c != "" {
 		line += "  gen CPU " + c
+	}
+	if su, gu := g.CPUPerRequest(); su > 0 || gu > 0 {
+		line += fmt.Sprintf("  CPU/req server %s µs, generator %s µs", micro(su), micro(gu))
 	}
 	if g.Shoppers.SetupSeconds > 0 {
 		line += fmt.Sprintf("  (%d sessions made in %.1fs before)", g.Shoppers.Pool, g.Shoppers.SetupSeconds)
@@ -463,4 +505,12 @@ func BusyNote(runs []Run) string {
 	}
 	return fmt.Sprintf("note: other processes kept the machine busy before %d of %d runs (median %s of its CPU): "+
 		"every server had less than the whole machine, and the figures are noisy", len(busy), len(runs), pct(Median(busy)))
+}
+
+// micro renders a CPU time per request in µs, "-" when unknown.
+func micro(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", v)
 }

@@ -65,6 +65,13 @@ func TestParseGenResult(t *testing.T) {
 	if !g.Verdict.Checked || !g.Verdict.OK {
 		t.Errorf("verdict: %+v", g.Verdict)
 	}
+	// The generator: 0.31 of 2 CPUs for 10.0003 s over 250,010 requests.
+	if srv, gen := g.CPUPerRequest(); srv != 36 || math.Abs(gen-24.80) > 0.01 {
+		t.Errorf("CPUPerRequest = %v, %v; want 36 and 24.80", srv, gen)
+	}
+	if srv, gen := (&GenResult{GeneratorCPU: json.RawMessage(`"n/a"`)}).CPUPerRequest(); srv != 0 || gen != 0 {
+		t.Errorf("CPUPerRequest without the figures = %v, %v; want 0, 0", srv, gen)
+	}
 	if _, err := ParseGenResult([]byte("{")); err == nil {
 		t.Error("a broken result parsed")
 	}
@@ -119,6 +126,45 @@ func TestSummarize(t *testing.T) {
 	}
 	if b.Throughput != 42000 || b.GeneratorCPU != "50%" {
 		t.Errorf("bare: %+v", b)
+	}
+}
+
+// TestSummarizeCPUPerRequest: the server's and the generator's CPU per
+// request are the medians of the runs that have them, and the table and a
+// run's line show them.
+func TestSummarizeCPUPerRequest(t *testing.T) {
+	withCPU := func(tput, server float64) *GenResult {
+		g := result(tput, 5)
+		g.NumCPU, g.Requests, g.DurationSeconds = 2, int64(tput*10), 10
+		g.ServerCPU = &struct {
+			Cores            float64 `json:"cores"`
+			PerRequestMicros float64 `json:"perRequestMicros"`
+		}{Cores: 1, PerRequestMicros: server}
+		return g
+	}
+	rs := []Run{
+		{Server: Flashgate, N: 1, Result: withCPU(10000, 80)},
+		{Server: Flashgate, N: 2, Result: withCPU(12500, 90)},
+		{Server: Flashgate, N: 3, Result: withCPU(11000, 85.25)},
+		{Server: Bare, N: 1, Result: result(20000, 3)}, // an older generator: no figures
+	}
+	sums := Summarize([]string{Flashgate, Bare}, rs)
+	// The generator used 0.5 of 2 CPUs: 1 CPU-second a second, over 1,000 to 1,250 requests a second.
+	if f := sums[0]; f.ServerMicros != 85.25 || math.Abs(f.GeneratorMicros-90.91) > 0.01 {
+		t.Errorf("flashgate: server %v µs, generator %v µs; want 85.25 and 90.91", f.ServerMicros, f.GeneratorMicros)
+	}
+	if b := sums[1]; b.ServerMicros != 0 || b.GeneratorMicros != 0 {
+		t.Errorf("bare without figures: %v, %v", b.ServerMicros, b.GeneratorMicros)
+	}
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, sums, Checks(sums)); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.Contains(out, "CPU µs/req: server") || !strings.Contains(out, "85.2") || !strings.Contains(out, "90.9") {
+		t.Errorf("table:\n%s", out)
+	}
+	if line := RunLine(rs[0], 3); !strings.Contains(line, "CPU/req server 80.0 µs, generator 100.0 µs") {
+		t.Errorf("run line: %q", line)
 	}
 }
 

@@ -58,6 +58,19 @@ type running struct {
 	redis      *redisproc.Server
 }
 
+// pids are the server's processes, the reference server's and redis's
+// both for the Redis-Lua reference.
+func (s *running) pids() []string {
+	var out []string
+	for _, p := range s.procs {
+		out = append(out, strconv.Itoa(p.cmd.Process.Pid))
+	}
+	if pid := s.redis.PID(); pid > 0 {
+		out = append(out, strconv.Itoa(pid))
+	}
+	return out
+}
+
 // log is the end of the servers' standard error, at most 20 lines.
 func (s *running) log() string {
 	var out []string
@@ -135,7 +148,7 @@ func generate(ctx context.Context, c config, srv string, s *running, dir string,
 	out := filepath.Join(dir, "result.json")
 	args := []string{"bench", "--url", s.URL, "--admin-token", s.AdminToken, "--scenario", "tokens",
 		"--vus", strconv.Itoa(c.VUs), "--duration", c.Duration.String(), "--warmup", c.Warmup.String(),
-		"--shoppers", strconv.FormatInt(shoppers, 10), "--json", out, "--quiet"}
+		"--shoppers", strconv.FormatInt(shoppers, 10), "--json", out, "--quiet", "--server-pid", strings.Join(s.pids(), ",")}
 	if srv == Bare {
 		args = append(args, "--verdict=false") // its figures are a fixed body
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flashgate/flashgate/app"
@@ -30,6 +32,8 @@ type benchFlags struct {
 	abusive               float64
 	jsonOut, report       string
 	verdict, quiet        bool
+	serverPIDs            string
+	pids                  []int // serverPIDs, parsed by check
 }
 
 func benchFlagSet(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
@@ -53,6 +57,7 @@ func benchFlagSet(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
 	fs.StringVar(&b.report, "report", "", "write a self-contained HTML report with latency and throughput charts to this file")
 	fs.BoolVar(&b.verdict, "verdict", true, "check the server's figures after the run (false: a server without flashgate's admin API)")
 	fs.BoolVar(&b.quiet, "quiet", false, "no progress line on standard error")
+	fs.StringVar(&b.serverPIDs, "server-pid", "", "process ids (comma-separated) of --url's server on this machine: their CPU over the measured phase is reported, in all and per request (Linux)")
 	return fs, b
 }
 
@@ -79,7 +84,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		URL: b.url, AdminToken: b.adminToken, Scenario: b.scenario,
 		Rate: b.rate, MaxInFlight: b.maxInFlight, Warmup: b.warmup,
 		Shoppers: b.shoppers, Sale: b.sale, Stock: b.stock, Abusive: b.abusive,
-		SkipVerdict: !b.verdict,
+		SkipVerdict: !b.verdict, ServerPIDs: b.pids,
 	}
 	if b.rate <= 0 {
 		o.VUs = b.vus
@@ -160,6 +165,19 @@ func (b *benchFlags) check(given map[string]bool) string {
 		return "--warmup: want 0 or more"
 	case b.abusive < 0 || b.abusive >= 1:
 		return "--abusive: want a share from 0 to below 1"
+	case b.serverPIDs != "" && b.url == "":
+		return "--server-pid: the embedded server is this process (its CPU is the generator's); give --url"
+	}
+	b.pids = nil
+	if b.serverPIDs == "" {
+		return ""
+	}
+	for _, f := range strings.Split(b.serverPIDs, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid < 1 {
+			return fmt.Sprintf("--server-pid %q: want process ids, separated by commas", b.serverPIDs)
+		}
+		b.pids = append(b.pids, pid)
 	}
 	return ""
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,8 +31,13 @@ type benchResult struct {
 	Status          map[string]int64
 	Errors          int64
 	GeneratorCPU    float64
-	Bottleneck      *string
-	Verdict         struct {
+	ServerCPU       *struct {
+		PIDs             []int
+		Cores            float64
+		PerRequestMicros float64
+	}
+	Bottleneck *string
+	Verdict    struct {
 		Checked, OK bool
 		Problems    []string
 	}
@@ -224,8 +231,10 @@ func TestBenchURL(t *testing.T) {
 	srv := serveInProcess(t, func(string) string { return "" },
 		"--data", data, "--http", "127.0.0.1:0", "--demo=false", "--session-rate=-1", "--rate-limit=off", "--log-level", "warn")
 	t.Cleanup(func() { srv.Stop(t) })
+	// The server runs in this process, so its CPU is this process's.
+	pid := strconv.Itoa(os.Getpid())
 	code, out, errs := runBench(t, "--url", srv.url, "--data", data, "--rate", "200", "--duration", "1s", "--warmup", "200ms",
-		"--quiet", "--json", "-")
+		"--quiet", "--json", "-", "--server-pid", pid)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
@@ -239,6 +248,14 @@ func TestBenchURL(t *testing.T) {
 	if !strings.Contains(errs, "open model, 200 iterations/s") || !strings.Contains(errs, "generator CPU") {
 		t.Errorf("the text on standard error:\n%s", errs)
 	}
+	if runtime.GOOS == "linux" {
+		// Read in ticks of 10 ms: a short run may show none.
+		if c := r.ServerCPU; c == nil || len(c.PIDs) != 1 || c.PIDs[0] != os.Getpid() || c.Cores < 0 || c.PerRequestMicros < 0 {
+			t.Errorf("serverCPU = %+v; want this process's CPU over the measured phase", c)
+		} else if !strings.Contains(errs, "server CPU (pids "+pid+")") || !strings.Contains(errs, "µs per token request") {
+			t.Errorf("the text lacks the server's CPU:\n%s", errs)
+		}
+	}
 }
 
 // TestBenchRefuses: settings that contradict each other are refused
@@ -251,6 +268,9 @@ func TestBenchRefuses(t *testing.T) {
 		{"--abusive", "1"},
 		{"--vus", "0"},
 		{"--unknown"},
+		{"--server-pid", "1"}, // without --url: the embedded server is the generator's process
+		{"--url", "http://127.0.0.1:1", "--server-pid", "12,x"},
+		{"--url", "http://127.0.0.1:1", "--server-pid", "0"},
 	} {
 		if code, out, errs := runBench(t, args...); code != 2 {
 			t.Errorf("bench %v: exit %d, want 2\n%s%s", args, code, out, errs)

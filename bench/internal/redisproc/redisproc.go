@@ -30,6 +30,14 @@ type Server struct {
 	log    string
 }
 
+// PID is the redis-server's process id (0 if it is not running).
+func (s *Server) PID() int {
+	if s == nil || s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Options configure Start. The zero value works when redis-server is on
 // PATH, but Dir is required.
 type Options struct {

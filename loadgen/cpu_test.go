@@ -1,0 +1,80 @@
+package loadgen
+
+import (
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestParseProcStat(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want time.Duration
+		ok   bool
+	}{
+		// utime 250 and stime 70 ticks (the 14th and 15th fields).
+		{"4242 (flashgate) S 1 4242 4242 0 -1 4194560 8012 0 0 0 250 70 0 0 20 0 9 0 123 1 2 3\n", 3200 * time.Millisecond, true},
+		// A command with spaces and parentheses does not shift the fields.
+		{"77 (a (b) c) R 1 77 77 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 9 1 2\n", 30 * time.Millisecond, true},
+		{"77 (short) R 1 2 3\n", 0, false},
+		{"no parenthesis here", 0, false},
+		{"77 (x) R 1 77 77 0 -1 0 0 0 0 0 one 2 0 0\n", 0, false},
+	} {
+		got, ok := parseProcStat(c.line)
+		if got != c.want || ok != c.ok {
+			t.Errorf("parseProcStat(%q) = %v, %v; want %v, %v", c.line, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// TestProcessesCPU reads this process's CPU time the way a run reads the
+// server's, and sees it grow with work done.
+func TestProcessesCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/<pid>/stat is Linux's")
+	}
+	pid := os.Getpid()
+	before, ok := processesCPU([]int{pid})
+	if !ok {
+		t.Fatal("could not read this process's /proc/<pid>/stat")
+	}
+	// Work until the ticks (10 ms each) show it, for at most 10 s of CPU.
+	deadline := time.Now().Add(10 * time.Second)
+	x := 0
+	for {
+		for i := 0; i < 1e6; i++ {
+			x += i % 7
+		}
+		after, ok := processesCPU([]int{pid, pid})
+		if !ok {
+			t.Fatal("could not read it again")
+		}
+		if after >= 2*(before+20*time.Millisecond) { // the same process twice counts twice
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU time stayed at %v (from %v) after busy work (%d)", after, before, x)
+		}
+	}
+	if _, ok := processesCPU([]int{pid, 1 << 30}); ok {
+		t.Error("a process that does not exist was read")
+	}
+}
+
+func TestServerCPU(t *testing.T) {
+	at := time.Unix(1000, 0)
+	a := cpuSample{at: at, servers: 3 * time.Second, srvOK: true}
+	b := cpuSample{at: at.Add(4 * time.Second), servers: 9 * time.Second, srvOK: true}
+	got := serverCPU([]int{7}, a, b, 2)
+	if got == nil || got.Cores != 1.5 || got.Share != 0.75 || len(got.PIDs) != 1 {
+		t.Fatalf("serverCPU = %+v; want 1.5 cores, 0.75 of 2 CPUs", got)
+	}
+	if serverCPU(nil, a, b, 2) != nil {
+		t.Error("figures without pids")
+	}
+	b.srvOK = false
+	if serverCPU([]int{7}, a, b, 2) != nil {
+		t.Error("figures from a sample that could not be read")
+	}
+}
