@@ -66,15 +66,19 @@ func TestServerCPU(t *testing.T) {
 	at := time.Unix(1000, 0)
 	a := cpuSample{at: at, servers: 3 * time.Second, srvOK: true}
 	b := cpuSample{at: at.Add(4 * time.Second), servers: 9 * time.Second, srvOK: true}
-	got := serverCPU([]int{7}, a, b, 2)
-	if got == nil || got.Cores != 1.5 || got.Share != 0.75 || len(got.PIDs) != 1 {
-		t.Fatalf("serverCPU = %+v; want 1.5 cores, 0.75 of 2 CPUs", got)
+	// 6 CPU-seconds in 4 s, over 40,000 requests: 150 µs each.
+	got := serverCPU([]int{7}, a, b, 2, 40000)
+	if got == nil || got.Seconds != 6 || got.Cores != 1.5 || got.Share != 0.75 || got.PerRequestMicros != 150 || len(got.PIDs) != 1 {
+		t.Fatalf("serverCPU = %+v; want 6 s, 1.5 cores, 0.75 of 2 CPUs, 150 µs a request", got)
 	}
-	if serverCPU(nil, a, b, 2) != nil {
+	if serverCPU(nil, a, b, 2, 40000) != nil {
 		t.Error("figures without pids")
 	}
+	if serverCPU([]int{7}, a, b, 2, 0) != nil {
+		t.Error("figures for a phase that measured no request")
+	}
 	b.srvOK = false
-	if serverCPU([]int{7}, a, b, 2) != nil {
+	if serverCPU([]int{7}, a, b, 2, 40000) != nil {
 		t.Error("figures from a sample that could not be read")
 	}
 }

@@ -248,7 +248,7 @@ type runner struct {
 	phaseMu    sync.Mutex
 	stopTimer  *time.Timer
 	end        time.Time
-	cpu0       cpuSample
+	cpu0, cpu1 cpuSample // at start and end
 	notesMu    sync.Mutex
 	notes      []string
 	exhaustedN atomic.Bool
@@ -356,7 +356,7 @@ func (r *runner) beginMeasuredAt(timed bool) {
 		return
 	}
 	r.cpu0 = sampleCPU(r.o.now(), r.o.ServerPIDs)
-	r.start = r.o.now()
+	r.start = r.cpu0.at
 	if timed && !r.plan.open && r.o.Requests <= 0 {
 		r.stopTimer = time.AfterFunc(r.o.Duration, r.finish)
 	}
@@ -421,8 +421,15 @@ func (r *runner) runClosed(ctx context.Context) {
 		r.stopTimer.Stop()
 	}
 	r.phaseMu.Unlock()
-	r.beginMeasuredAt(false) // a run that ended in its warm-up has an empty measured phase
-	r.end = r.o.now()
+	r.endMeasured()
+}
+
+// endMeasured ends the measured phase (an empty one for a run that ended
+// in its warm-up), reading the CPU figures at its end.
+func (r *runner) endMeasured() {
+	r.beginMeasuredAt(false)
+	r.cpu1 = sampleCPU(r.o.now(), r.o.ServerPIDs)
+	r.end = r.cpu1.at
 }
 
 // claim hands a virtual user its next iteration; false: the run is over.

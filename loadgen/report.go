@@ -108,25 +108,30 @@ type Schedule struct {
 	Lag     Latency `json:"lag"`
 }
 
-// ServerCPU is the CPU the server's processes used over the measured phase:
-// next to the throughput, what a request cost it, which a busy machine
-// moves less than the rate.
+// ServerCPU is the CPU the server's processes used over the measured phase
+// (user and system time; a child a process has not waited for is not in
+// it): next to the throughput, what a request cost the server.
 type ServerCPU struct {
 	PIDs             []int   `json:"pids"`
+	Seconds          float64 `json:"seconds"`          // CPU seconds over the phase
 	Cores            float64 `json:"cores"`            // CPU seconds per second of the phase
 	Share            float64 `json:"share"`            // Cores / numCPU
-	PerRequestMicros float64 `json:"perRequestMicros"` // CPU per measured main-kind request, µs
+	PerRequestMicros float64 `json:"perRequestMicros"` // Seconds per measured main-kind request, µs (all of the server's work)
 }
 
-// serverCPU is the server processes' CPU between a and b; nil without pids
-// or when one of them could not be read at either end (gone, not Linux).
-func serverCPU(pids []int, a, b cpuSample, numCPU int) *ServerCPU {
+// serverCPU is the server processes' CPU between a and b, over requests
+// measured main-kind requests; nil without pids, when one of them could not
+// be read at either end (gone, not Linux), or when the phase measured no
+// request (a run that ended in its warm-up).
+func serverCPU(pids []int, a, b cpuSample, numCPU int, requests int64) *ServerCPU {
 	wall := b.at.Sub(a.at)
-	if len(pids) == 0 || !a.srvOK || !b.srvOK || wall <= 0 || numCPU <= 0 {
+	if len(pids) == 0 || !a.srvOK || !b.srvOK || wall <= 0 || numCPU <= 0 || requests <= 0 {
 		return nil
 	}
-	cores := float64(b.servers-a.servers) / float64(wall)
-	return &ServerCPU{PIDs: pids, Cores: cores, Share: cores / float64(numCPU)}
+	used := b.servers - a.servers
+	cores := used.Seconds() / wall.Seconds()
+	return &ServerCPU{PIDs: pids, Seconds: used.Seconds(), Cores: cores, Share: cores / float64(numCPU),
+		PerRequestMicros: float64(used) / float64(time.Microsecond) / float64(requests)}
 }
 
 // Shoppers is the pool of sessions made before the run.
@@ -147,7 +152,7 @@ const (
 
 // report gathers the recorders into a Report.
 func (r *runner) report(setup time.Duration) *Report {
-	cpu1 := sampleCPU(r.end, r.o.ServerPIDs)
+	cpu1 := r.cpu1
 	rep := &Report{
 		Scenario: r.o.Scenario, URL: r.o.URL, Embedded: r.o.Embedded, Sale: r.sale,
 		MainKind: kindNames[r.main], WarmupSeconds: r.o.Warmup.Seconds(),
@@ -163,9 +168,8 @@ func (r *runner) report(setup time.Duration) *Report {
 	dur := r.end.Sub(r.start)
 	rep.DurationSeconds = dur.Seconds()
 	rep.GeneratorCPU, rep.MachineCPU = cpuShares(r.cpu0, cpu1, rep.NumCPU)
-	rep.ServerCPU = serverCPU(r.o.ServerPIDs, r.cpu0, cpu1, rep.NumCPU)
-	if rep.ServerCPU == nil && len(r.o.ServerPIDs) > 0 {
-		r.note("the CPU of the server's processes (pids %s) could not be read at both ends of the measured phase (gone, or not Linux)", intsText(r.o.ServerPIDs))
+	if len(r.o.ServerPIDs) > 0 && (!r.cpu0.srvOK || !cpu1.srvOK) {
+		r.note("the CPU of the server's processes (pids %s) could not be read at both ends of the measured phase (one gone, or not Linux)", intsText(r.o.ServerPIDs))
 	}
 
 	var kinds [numKinds]*kindRec
@@ -239,9 +243,7 @@ func (r *runner) report(setup time.Duration) *Report {
 	} else {
 		rep.Status = map[int]int64{}
 	}
-	if rep.ServerCPU != nil && rep.Requests > 0 {
-		rep.ServerCPU.PerRequestMicros = rep.ServerCPU.Cores * rep.DurationSeconds * 1e6 / float64(rep.Requests)
-	}
+	rep.ServerCPU = serverCPU(r.o.ServerPIDs, r.cpu0, cpu1, rep.NumCPU, rep.Requests)
 	rep.Series = r.ser.seconds()
 	if r.plan.open {
 		rep.Schedule = &Schedule{Started: r.sched.started, Dropped: r.sched.dropped, Late: late, Lag: lag.latency()}
@@ -345,8 +347,12 @@ func (rep *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "%s: %.0f%% of %d CPUs over the measured phase (%.2f CPUs)%s\n",
 		who, rep.GeneratorCPU*100, rep.NumCPU, rep.GeneratorCPU*float64(rep.NumCPU), machine)
 	if sc := rep.ServerCPU; sc != nil {
-		fmt.Fprintf(w, "server CPU (pids %s): %.2f CPUs over the measured phase, %.1f µs per %s request\n",
-			intsText(sc.PIDs), sc.Cores, sc.PerRequestMicros, rep.MainKind)
+		also := ""
+		if len(rep.Kinds) > 1 {
+			also = ", its work for the other kinds included"
+		}
+		fmt.Fprintf(w, "server CPU (pids %s): %.2f CPUs over the measured phase, %.1f µs per %s request measured%s\n",
+			intsText(sc.PIDs), sc.Cores, sc.PerRequestMicros, rep.MainKind, also)
 	}
 	if rep.Bottleneck != "" {
 		fmt.Fprintf(w, "BOTTLENECK: the generator likely limited this run: %s\n", rep.Bottleneck)

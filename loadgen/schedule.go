@@ -150,8 +150,7 @@ func (r *runner) runOpen(ctx context.Context) {
 	})
 	close(r.work)
 	r.workers.Wait()
-	r.beginMeasuredAt(false) // a run that ended in its warm-up has an empty measured phase
-	r.end = r.o.now()
+	r.endMeasured()
 }
 
 // openWorker runs j, then whatever the dispatcher hands it, until the

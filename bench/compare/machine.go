@@ -16,7 +16,9 @@ func parseCPUStat(line string) (busy, total uint64, ok bool) {
 		return 0, 0, false
 	}
 	var idle uint64
-	for i, s := range f[1:] {
+	// user nice system idle iowait irq softirq steal; the guest times after
+	// them are already in user and nice.
+	for i, s := range f[1:min(len(f), 9)] {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			return 0, 0, false

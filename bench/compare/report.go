@@ -217,8 +217,7 @@ type Summary struct {
 	Pending       int64   `json:"pending"`      // 202 answers
 	GeneratorCPU  string  `json:"generatorCPU"` // the median share of the machine, else each run's value
 	// The median CPU per measured request, µs, of the server's processes
-	// and of the generator (0: unknown). Less moved by a busy machine than
-	// the rate, they show where a request's cost goes.
+	// and of the generator (0: unknown): which side a request's cost is on.
 	ServerMicros    float64 `json:"serverMicrosPerRequest"`
 	GeneratorMicros float64 `json:"generatorMicrosPerRequest"`
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,7 +34,7 @@ type benchFlags struct {
 	jsonOut, report       string
 	verdict, quiet        bool
 	serverPIDs            string
-	pids                  []int // serverPIDs, parsed by check
+	pids                  []int // serverPIDs, parsed (and checked) by check
 }
 
 func benchFlagSet(stderr io.Writer) (*flag.FlagSet, *benchFlags) {
@@ -176,6 +177,9 @@ func (b *benchFlags) check(given map[string]bool) string {
 		pid, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || pid < 1 {
 			return fmt.Sprintf("--server-pid %q: want process ids, separated by commas", b.serverPIDs)
+		}
+		if slices.Contains(b.pids, pid) {
+			return fmt.Sprintf("--server-pid %q: %d is given twice (its CPU would count twice)", b.serverPIDs, pid)
 		}
 		b.pids = append(b.pids, pid)
 	}

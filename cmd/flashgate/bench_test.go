@@ -271,6 +271,7 @@ func TestBenchRefuses(t *testing.T) {
 		{"--server-pid", "1"}, // without --url: the embedded server is the generator's process
 		{"--url", "http://127.0.0.1:1", "--server-pid", "12,x"},
 		{"--url", "http://127.0.0.1:1", "--server-pid", "0"},
+		{"--url", "http://127.0.0.1:1", "--server-pid", "12,12"},
 	} {
 		if code, out, errs := runBench(t, args...); code != 2 {
 			t.Errorf("bench %v: exit %d, want 2\n%s%s", args, code, out, errs)
