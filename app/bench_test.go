@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/flashgate/flashgate/app"
 	"github.com/flashgate/flashgate/internal/fgtest"
-	"github.com/flashgate/flashgate/internal/heapfloor"
 )
 
 var tokenProfile = flag.String("tokenprofile", "", "BenchmarkTokenRequest writes a CPU profile of its measured part (without the sessions made before it) to this file")
@@ -37,17 +35,7 @@ var tokenProfile = flag.String("tokenprofile", "", "BenchmarkTokenRequest writes
 //
 //	go test -run XXX -bench BenchmarkTokenRequest -benchtime 100000x ./app/
 func BenchmarkTokenRequest(b *testing.B) {
-	// serve's default heap floor, with its pages touched once before the
-	// clock starts, as a served process's have been before a flood: the
-	// collector runs as often as there, and the first pass through the
-	// floor's fresh pages (a fault each) is not what gets measured.
-	stop, floor, err := heapfloor.Start(heapfloor.Auto(heapfloor.Memory()), os.Getenv)
-	if err != nil {
-		b.Logf("no heap floor: %v", err)
-	} else {
-		defer stop()
-		touchHeap(floor)
-	}
+	fgtest.HeapFloor(b) // as a served process has it by the time a flood comes
 	a := startApp(b, app.Config{})
 	c := newClient(b, a)
 	c.createSale(a.AdminToken, map[string]any{"id": "bench", "stock": 100_000_000})
@@ -101,20 +89,4 @@ func BenchmarkTokenRequest(b *testing.B) {
 	n := float64(b.N)
 	b.ReportMetric(float64(fgtest.CPUTime(b)-cpu0)/1e3/n, "cpu-µs/op")
 	b.ReportMetric(n/time.Since(start).Seconds(), "req/s")
-}
-
-// touchHeap has the Go heap grow to n bytes of pages written once, then
-// frees them for the heap's reuse.
-func touchHeap(n uint64) {
-	const chunk = 1 << 20
-	hold := make([][]byte, 0, n/chunk)
-	for range n / chunk {
-		c := make([]byte, chunk)
-		for i := 0; i < chunk; i += 4096 {
-			c[i] = 1
-		}
-		hold = append(hold, c)
-	}
-	hold = nil
-	runtime.GC()
 }

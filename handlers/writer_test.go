@@ -426,6 +426,7 @@ func TestBatchesFitAStandardMaxPayload(t *testing.T) {
 // appended beforehand, 64 per message as the front's group append makes them;
 // the clock stops when the last one is committed.
 func BenchmarkWriter(b *testing.B) {
+	fgtest.HeapFloor(b) // the collector as in serve, and no fresh pages to fault in
 	e := newEnv(b)
 	n := max(b.N, 1000)
 	e.createSale(b, "bench", int64(n))
