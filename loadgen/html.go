@@ -165,7 +165,7 @@ table.summary td{text-align:left}
 <tr><th>throughput</th><td>{{printf "%.0f" .R.Throughput}} {{.R.MainKind}} requests/s</td></tr>
 <tr><th>latency ({{.R.MainKind}})</th><td>p50 {{ms .R.Latency.P50}}, p99 {{ms .R.Latency.P99}}, p99.9 {{ms .R.Latency.P999}}, max {{ms .R.Latency.Max}}</td></tr>
 <tr><th>{{if .R.Embedded}}process CPU (generator + server){{else}}generator CPU{{end}}</th><td>{{pct .R.GeneratorCPU}} of {{.R.NumCPU}} CPUs{{if ge .R.MachineCPU 0.0}}; machine {{pct .R.MachineCPU}} busy{{end}}</td></tr>
-{{with .R.ServerCPU}}<tr><th>server CPU</th><td>{{printf "%.2f" .Cores}} CPUs (pids {{range $i, $p := .PIDs}}{{if $i}},{{end}}{{$p}}{{end}}), {{f1 .PerRequestMicros}} µs per {{$.R.MainKind}} request</td></tr>
+{{with .R.ServerCPU}}<tr><th>server CPU</th><td>{{printf "%.2f" .Cores}} CPUs (pids {{range $i, $p := .PIDs}}{{if $i}},{{end}}{{$p}}{{end}}), {{f1 .PerRequestMicros}} µs per {{$.R.MainKind}} request measured (all of its work)</td></tr>
 {{end}}<tr><th>bottleneck</th><td>{{if .R.Bottleneck}}<span class="bad">the generator likely limited the run: {{.R.Bottleneck}}</span>{{else}}nothing says the generator limited the run{{end}}</td></tr>
 <tr><th>verdict</th><td>{{if not .R.Verdict.Checked}}not checked{{else if .R.Verdict.OK}}<span class="ok">correct</span>{{else}}<span class="bad">WRONG: {{range .R.Verdict.Problems}}{{.}}; {{end}}</span>{{end}}</td></tr>
 </table>
