@@ -19,7 +19,8 @@ type Cluster struct {
 }
 
 // StartCluster starts n servers with JetStream, their stores under dir, and
-// waits until the cluster has a JetStream meta leader.
+// waits until the cluster has a JetStream meta leader that counts all n
+// online, so that a stream with n replicas can be placed.
 func StartCluster(n int, dir string) (*Cluster, error) {
 	if n < 1 {
 		return nil, errors.New("cluster: need at least one server")
@@ -65,16 +66,20 @@ func StartCluster(n int, dir string) (*Cluster, error) {
 			return nil, errors.New("cluster: a server is not ready for connections")
 		}
 	}
+	// A meta leader alone is not enough: until it has every peer's
+	// statistics it counts the others offline, and a replicated stream
+	// created meanwhile is refused ("no suitable peers for placement, peer
+	// offline").
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		for _, s := range c.Servers {
-			if s.ns.JetStreamIsLeader() {
+			if s.ns.JetStreamIsLeader() && len(s.ns.JetStreamClusterPeers()) == n {
 				return c, nil
 			}
 		}
 		if time.Now().After(deadline) {
 			c.Shutdown()
-			return nil, errors.New("cluster: no JetStream meta leader within 30s")
+			return nil, fmt.Errorf("cluster: no JetStream meta leader that sees all %d servers within 30s", n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
