@@ -1,11 +1,9 @@
 package loadgen
 
 import (
-	"bufio"
-	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/flashgate/flashgate/internal/procstat"
 )
 
 // cpuSample is the CPU time this process, the server's processes and the
@@ -24,49 +22,21 @@ func sampleCPU(at time.Time, pids []int) cpuSample {
 	if len(pids) > 0 {
 		s.servers, s.srvOK = processesCPU(pids)
 	}
-	s.busy, s.total = machineJiffies()
+	s.busy, s.total, _ = procstat.Machine() // 0, 0 where unknown
 	return s
 }
-
-// clockTick is the unit of /proc/<pid>/stat's CPU times: USER_HZ, which
-// Linux fixes at 100 for every program's view.
-const clockTick = 10 * time.Millisecond
 
 // processesCPU is the user and system CPU time the processes pids have used
 // (Linux: /proc/<pid>/stat); ok is false if one could not be read.
 func processesCPU(pids []int) (sum time.Duration, ok bool) {
 	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return 0, false
-		}
-		d, ok := parseProcStat(string(b))
+		d, ok := procstat.Process(pid)
 		if !ok {
 			return 0, false
 		}
 		sum += d
 	}
 	return sum, true
-}
-
-// parseProcStat reads utime and stime from a /proc/<pid>/stat line. They
-// are the 14th and 15th fields; the 2nd, the command in parentheses, may
-// hold spaces and parentheses itself, so counting starts after its last ')'.
-func parseProcStat(line string) (time.Duration, bool) {
-	i := strings.LastIndexByte(line, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(line[i+1:]) // from the 3rd field, state
-	if len(f) < 13 {
-		return 0, false
-	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return time.Duration(utime+stime) * clockTick, true
 }
 
 // cpuShares are the process's and the machine's CPU use between a and b,
@@ -81,34 +51,4 @@ func cpuShares(a, b cpuSample, numCPU int) (process, machine float64) {
 		machine = float64(b.busy-a.busy) / float64(b.total-a.total)
 	}
 	return process, machine
-}
-
-// machineJiffies reads the machine's busy and total CPU time from
-// /proc/stat (Linux); 0, 0 elsewhere.
-func machineJiffies() (busy, total uint64) {
-	f, err := os.Open("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	if !sc.Scan() {
-		return 0, 0
-	}
-	fields := strings.Fields(sc.Text())
-	if len(fields) < 5 || fields[0] != "cpu" {
-		return 0, 0
-	}
-	// user nice system idle iowait irq softirq steal (guest time is in user)
-	for i, v := range fields[1:min(len(fields), 9)] {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return 0, 0
-		}
-		total += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, total
 }

@@ -7,27 +7,6 @@ import (
 	"time"
 )
 
-func TestParseProcStat(t *testing.T) {
-	for _, c := range []struct {
-		line string
-		want time.Duration
-		ok   bool
-	}{
-		// utime 250 and stime 70 ticks (the 14th and 15th fields).
-		{"4242 (flashgate) S 1 4242 4242 0 -1 4194560 8012 0 0 0 250 70 0 0 20 0 9 0 123 1 2 3\n", 3200 * time.Millisecond, true},
-		// A command with spaces and parentheses does not shift the fields.
-		{"77 (a (b) c) R 1 77 77 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 9 1 2\n", 30 * time.Millisecond, true},
-		{"77 (short) R 1 2 3\n", 0, false},
-		{"no parenthesis here", 0, false},
-		{"77 (x) R 1 77 77 0 -1 0 0 0 0 0 one 2 0 0\n", 0, false},
-	} {
-		got, ok := parseProcStat(c.line)
-		if got != c.want || ok != c.ok {
-			t.Errorf("parseProcStat(%q) = %v, %v; want %v, %v", c.line, got, ok, c.want, c.ok)
-		}
-	}
-}
-
 // TestProcessesCPU reads this process's CPU time the way a run reads the
 // server's, and sees it grow with work done.
 func TestProcessesCPU(t *testing.T) {

@@ -321,22 +321,6 @@ func TestPoolSize(t *testing.T) {
 	}
 }
 
-func TestParseCPUStat(t *testing.T) {
-	busy, total, ok := parseCPUStat("cpu  100 5 50 800 40 3 2 0 0 0")
-	if !ok || total != 1000 || busy != 160 {
-		t.Errorf("parseCPUStat = %d, %d, %v; want 160, 1000, true", busy, total, ok)
-	}
-	// Guest time is already in user and nice: counted once.
-	if busy, total, ok := parseCPUStat("cpu  100 5 50 800 40 3 2 0 70 5"); !ok || total != 1000 || busy != 160 {
-		t.Errorf("parseCPUStat with guest time = %d, %d, %v; want 160, 1000, true", busy, total, ok)
-	}
-	for _, bad := range []string{"", "cpu0 1 2 3 4 5", "cpu 1 2 x 4 5", "cpu 1 2"} {
-		if _, _, ok := parseCPUStat(bad); ok {
-			t.Errorf("parseCPUStat(%q) accepted", bad)
-		}
-	}
-}
-
 func TestBusyNote(t *testing.T) {
 	rs := runs()
 	if n := BusyNote(rs); n != "" {
