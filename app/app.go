@@ -77,7 +77,7 @@ type Config struct {
 	// ReadyLag again, as long as they make progress.
 	FloodLag uint64
 
-	// Rate limits: RateLimit is on (default when empty), shadow or off;
+	// Rate limits: RateLimit is on (default when empty), shadow, shopper or off;
 	// TrustedProxies are the networks whose X-Forwarded-For names the
 	// client; RateLimitMaxKeys bounds the keys remembered (default 2^20).
 	RateLimit        string

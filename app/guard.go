@@ -29,6 +29,11 @@ const (
 	RateLimitOn     = "on"     // enforce
 	RateLimitShadow = "shadow" // decide and count, never refuse (calibration)
 	RateLimitOff    = "off"    // no limits (benchmarks from one machine)
+	// RateLimitShopper enforces the policies that count by shopper and
+	// turns off those that count by client address: a load test from one
+	// machine, where every shopper has the same address, that still meets
+	// each shopper's limits.
+	RateLimitShopper = "shopper"
 )
 
 // reconnects tells the watches that the NATS connection came back: each
@@ -80,9 +85,9 @@ func (g *guard) degraded() bool {
 func (a *App) newGuard(ctx context.Context, c Config, node string, purchaseKeys *tokens.KeySet) (*guard, error) {
 	g := &guard{}
 	switch c.RateLimit {
-	case "", RateLimitOn, RateLimitShadow, RateLimitOff:
+	case "", RateLimitOn, RateLimitShadow, RateLimitOff, RateLimitShopper:
 	default:
-		return nil, fmt.Errorf("--rate-limit %q: want on, shadow or off", c.RateLimit)
+		return nil, fmt.Errorf("--rate-limit %q: want on, shadow, shopper or off", c.RateLimit)
 	}
 	proxies, err := ratelimit.ParseProxies(c.TrustedProxies)
 	if err != nil {
@@ -159,9 +164,12 @@ func (a *App) newGuard(ctx context.Context, c Config, node string, purchaseKeys 
 
 // policies applies the --rate-limit mode to a policy set.
 func (g *guard) policies(c Config, ps []ratelimit.Policy) []ratelimit.Policy {
-	if c.RateLimit == RateLimitShadow {
-		for i := range ps {
+	for i := range ps {
+		switch {
+		case c.RateLimit == RateLimitShadow:
 			ps[i].Shadow = true
+		case c.RateLimit == RateLimitShopper && ps[i].Key == ratelimit.KeyIP:
+			ps[i].Off = true
 		}
 	}
 	return ps

@@ -559,6 +559,50 @@ func TestRateLimitOff(t *testing.T) {
 	}
 }
 
+// TestRateLimitShopperMode: --rate-limit shopper enforces the policies that
+// count by shopper and turns off those that count by address, stored ones
+// too: many shoppers from one address pass, and one shopper asking again
+// and again is refused.
+func TestRateLimitShopperMode(t *testing.T) {
+	a := startApp(t, app.Config{RateLimit: app.RateLimitShopper})
+	c := newClient(t, a)
+	admin := a.AdminToken
+	c.createSale(admin, map[string]any{"id": "s", "stock": 100})
+	// Stored, it would refuse this address its second token request.
+	putLimit(t, c, admin, "tokens-ip", map[string]any{"group": "tokens", "key": "ip", "capacity": 1, "rate": 0.01})
+	waitFor(t, 10*time.Second, func() error {
+		_, byName := limitsListing(t, c, admin)
+		if p, _ := byName["tokens-ip"]["policy"].(map[string]any); p["capacity"] != float64(1) || p["off"] != true {
+			return fmt.Errorf("stored tokens-ip not applied, off, yet: %v", byName["tokens-ip"])
+		}
+		return nil
+	})
+	// More sessions from one address than session-ip allows (20 at once).
+	sessions := make([]string, 30)
+	for i := range sessions {
+		_, sessions[i] = c.session()
+	}
+	for i, sess := range sessions {
+		r := c.do("POST", "/api/v1/sales/s/tokens", sess, nil, nil)
+		if r.Status != http.StatusCreated || quotaOf(t, r, "tokens-ip") != -1 || quotaOf(t, r, "tokens-shopper") != 10 {
+			t.Fatalf("shopper %d: %d %s RateLimit-Policy %q, want 201 under tokens-shopper alone", i, r.Status, r.Raw, r.Header.Values("RateLimit-Policy"))
+		}
+	}
+	// The first shopper has spent one of tokens-shopper's 10 at once.
+	for i := 2; ; i++ {
+		r := c.do("POST", "/api/v1/sales/s/tokens", sessions[0], nil, nil)
+		if r.Status == http.StatusTooManyRequests {
+			if r.str("policy") != "tokens-shopper" || r.Header.Get("Retry-After") == "" || i < 11 {
+				t.Fatalf("request %d refused: %s Retry-After %q, want tokens-shopper's refusal after 10", i, r.Raw, r.Header.Get("Retry-After"))
+			}
+			break
+		}
+		if r.Status != http.StatusOK || i > 40 {
+			t.Fatalf("request %d: %d %s, want 200 already issued until tokens-shopper refuses", i, r.Status, r.Raw)
+		}
+	}
+}
+
 // TestTrustedProxies: X-Forwarded-For names the client only when the peer
 // is a trusted proxy.
 func TestTrustedProxies(t *testing.T) {

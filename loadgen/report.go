@@ -3,6 +3,7 @@ package loadgen
 import (
 	"fmt"
 	"io"
+	"net/http"
 	"runtime"
 	"sort"
 	"strconv"
@@ -258,8 +259,24 @@ func (r *runner) report(setup time.Duration) *Report {
 	if rep.Iterations == 0 {
 		rep.Notes = append(rep.Notes, "no iteration was measured")
 	}
+	if n := tooFastNote(rep.Kinds[kindNames[kindTooFast]]); n != "" {
+		rep.Notes = append(rep.Notes, n)
+	}
 	rep.Verdict = Verdict{Problems: []string{}}
 	return rep
+}
+
+// tooFastNote says when the mixed scenario's too-fast shopper was never
+// refused though it asked often and fast: the server's per-shopper limits
+// are off (or generous), and the run does not show them at work. "" when
+// there is nothing to say.
+func tooFastNote(k *KindReport) string {
+	if k == nil || k.Requests < 50 || k.Throughput < 10 || k.Status[http.StatusTooManyRequests] > 0 {
+		return ""
+	}
+	return fmt.Sprintf("the too-fast shopper asked %d times (%.0f a second) and was never refused 429: the server's per-shopper "+
+		"rate limits look off or generous (flashgate serve --rate-limit=shopper enforces them for a load test from one machine)",
+		k.Requests, k.Throughput)
 }
 
 // judge says why the generator rather than the server likely limited the

@@ -109,6 +109,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		defer stop()
 		fmt.Fprintf(out, "embedded flashgate on %s (temporary data directory); it shares this process and its CPU with the generator\n", o.URL)
+		if o.Scenario == loadgen.ScenarioMixed {
+			fmt.Fprintf(out, "rate limits: per shopper only (--rate-limit %s): every shopper comes from this one address\n", app.RateLimitShopper)
+		}
 	} else if o.AdminToken == "" && (o.Sale == "" || b.verdict) {
 		if err := adminToken(&o.AdminToken, b.data); err != nil {
 			return fmt.Errorf("%w (the admin token creates the sale and reads its figures; give --admin-token)", err)
@@ -187,15 +190,22 @@ func (b *benchFlags) check(given map[string]bool) string {
 }
 
 // benchServer starts an embedded flashgate for a run without --url: on a
-// temporary data directory, on 127.0.0.1 with an OS-chosen port, rate
-// limits off and no cap on new sessions, with serve's other defaults.
+// temporary data directory, on 127.0.0.1 with an OS-chosen port, no cap on
+// new sessions, and serve's other defaults. Rate limits are off, except in
+// the mixed scenario: there the policies that count by shopper are on (the
+// too-fast client is there to meet them) and those that count by address
+// are off, since every shopper of the run comes from 127.0.0.1.
 func benchServer(ctx context.Context, o *loadgen.Options, stderr io.Writer) (stop func(), err error) {
 	dir, err := os.MkdirTemp("", "flashgate-bench-")
 	if err != nil {
 		return nil, err
 	}
+	limits := app.RateLimitOff
+	if o.Scenario == loadgen.ScenarioMixed {
+		limits = app.RateLimitShopper
+	}
 	a, err := app.Start(ctx, app.Config{
-		Data: dir, HTTP: "127.0.0.1:0", RateLimit: app.RateLimitOff, SessionRate: -1,
+		Data: dir, HTTP: "127.0.0.1:0", RateLimit: limits, SessionRate: -1,
 		DecisionWait: defaultDecisionWait, MaxBody: defaultMaxBody, SessionTTL: defaultSessionTTL,
 		MaxInFlight: defaultMaxInFlight, MaxBatch: defaultMaxBatch, MaxQueueStreams: defaultQueueStreams, ReadyLag: defaultReadyLag,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),

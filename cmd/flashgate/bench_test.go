@@ -166,27 +166,32 @@ func TestBenchEmbedded(t *testing.T) {
 				t.Errorf("purchases %+v", p)
 			}
 		}},
-		{"mixed", "100", false, func(t *testing.T, r benchResult) {
-			// About 30 abusive iterations, a third of each kind (the
+		{"mixed", "300", false, func(t *testing.T, r benchResult) {
+			// About 90 abusive iterations, a third of each kind (the
 			// virtual users that straddle the end of the warm-up shift
 			// the share a little): no session and forged tokens are
-			// refused 401; rate limits are off, so the too-fast shopper
-			// is answered its one token. Every measured iteration is
-			// one of the four.
+			// refused 401. The embedded server enforces the per-shopper
+			// limits (tokens-shopper: 10 at once, 2 a second), so the
+			// too-fast shopper is answered its one token until it has
+			// spent them and 429 after. Every measured iteration is one
+			// of the four.
 			var abusive int64
 			for kind, ok := range map[string]func(map[string]int64) int64{
 				"no-session": func(st map[string]int64) int64 { return st["401"] },
 				"bad-token":  func(st map[string]int64) int64 { return st["401"] },
-				"too-fast":   func(st map[string]int64) int64 { return st["201"] + st["200"] },
+				"too-fast":   func(st map[string]int64) int64 { return st["201"] + st["200"] + st["429"] },
 			} {
 				k := r.Kinds[kind]
-				if k.Requests < 5 || k.Requests > 15 || ok(k.Status) != k.Requests {
+				if k.Requests < 20 || k.Requests > 40 || ok(k.Status) != k.Requests {
 					t.Errorf("%s: %+v", kind, k)
 				}
 				abusive += k.Requests
 			}
-			if r.Status["202"] != r.Kinds["purchase"].Requests || len(r.Status) != 1 || abusive+r.Status["202"] != 100 {
-				t.Errorf("honest purchases %v and %d abusive, want 100 in all", r.Status, abusive)
+			if fast := r.Kinds["too-fast"]; fast.Status["429"] == 0 || fast.Status["201"]+fast.Status["200"] == 0 {
+				t.Errorf("too-fast %v: want its token first, then 429 rate_limited", fast.Status)
+			}
+			if r.Status["202"] != r.Kinds["purchase"].Requests || len(r.Status) != 1 || abusive+r.Status["202"] != 300 {
+				t.Errorf("honest purchases %v and %d abusive, want 300 in all", r.Status, abusive)
 			}
 		}},
 	} {

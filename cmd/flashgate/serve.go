@@ -87,7 +87,7 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.IdentityKey, "identity-public-key", "", "PEM public key file of the shop's identity provider: shoppers bring its JWTs instead of anonymous sessions")
 	fs.StringVar(&c.IdentityIssuer, "identity-issuer", "", "required iss of identity-provider JWTs (with --identity-public-key)")
 	fs.StringVar(&c.IdentityAudience, "identity-audience", "", "required aud of identity-provider JWTs (with --identity-public-key)")
-	fs.StringVar(&c.RateLimit, "rate-limit", app.RateLimitOn, "rate limits: on, shadow (decide and count, never refuse) or off (benchmarks); policies: flashgate limits")
+	fs.StringVar(&c.RateLimit, "rate-limit", app.RateLimitOn, "rate limits: on, shadow (decide and count, never refuse), shopper (only the policies that count by shopper: a load test from one address) or off (benchmarks); policies: flashgate limits")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the client (default: none, the header is ignored)")
 	fs.IntVar(&c.RateLimitMaxKeys, "rate-limit-max-keys", ratelimit.DefaultMaxKeys, "client addresses and shoppers the rate limiter remembers at most (~56 bytes each)")
 	fs.IntVar(&c.DemoDifficulty, "demo-difficulty", challenge.DefaultDifficulty, "proof-of-work difficulty of the demo sale's human check (0: none)")
@@ -329,8 +329,8 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	if c.FloodLag == 0 {
 		bad("projection-flood-lag", "must be more than 0")
 	}
-	if !slices.Contains([]string{app.RateLimitOn, app.RateLimitShadow, app.RateLimitOff}, c.RateLimit) {
-		bad("rate-limit", "must be on, shadow or off")
+	if !slices.Contains([]string{app.RateLimitOn, app.RateLimitShadow, app.RateLimitShopper, app.RateLimitOff}, c.RateLimit) {
+		bad("rate-limit", "must be on, shadow, shopper or off")
 	}
 	c.Config.TrustedProxies = nil
 	for _, p := range strings.Split(c.TrustedProxies, ",") {
