@@ -110,7 +110,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		defer stop()
 		fmt.Fprintf(out, "embedded flashgate on %s (temporary data directory); it shares this process and its CPU with the generator\n", o.URL)
 		if o.Scenario == loadgen.ScenarioMixed {
-			fmt.Fprintf(out, "rate limits: per shopper only (--rate-limit %s): every shopper comes from this one address\n", app.RateLimitShopper)
+			fmt.Fprintf(out, "rate limits: per shopper only (as flashgate serve --rate-limit=%s): every shopper comes from this one address\n", app.RateLimitShopper)
 		}
 	} else if o.AdminToken == "" && (o.Sale == "" || b.verdict) {
 		if err := adminToken(&o.AdminToken, b.data); err != nil {
