@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,9 @@ const (
 	// each shopper's limits.
 	RateLimitShopper = "shopper"
 )
+
+// RateLimitModes are the values --rate-limit takes.
+var RateLimitModes = []string{RateLimitOn, RateLimitShadow, RateLimitShopper, RateLimitOff}
 
 // reconnects tells the watches that the NATS connection came back: each
 // gets a channel closed at the next reconnect.
@@ -84,10 +88,8 @@ func (g *guard) degraded() bool {
 // newGuard builds the guard from c; start runs its background parts.
 func (a *App) newGuard(ctx context.Context, c Config, node string, purchaseKeys *tokens.KeySet) (*guard, error) {
 	g := &guard{}
-	switch c.RateLimit {
-	case "", RateLimitOn, RateLimitShadow, RateLimitOff, RateLimitShopper:
-	default:
-		return nil, fmt.Errorf("--rate-limit %q: want on, shadow, shopper or off", c.RateLimit)
+	if c.RateLimit != "" && !slices.Contains(RateLimitModes, c.RateLimit) {
+		return nil, fmt.Errorf("--rate-limit %q: want one of %s", c.RateLimit, strings.Join(RateLimitModes, ", "))
 	}
 	proxies, err := ratelimit.ParseProxies(c.TrustedProxies)
 	if err != nil {

@@ -320,7 +320,8 @@ func (d Decision) RetryAfterSeconds() int {
 // Applies reports whether Check(group, route, kind, key) can do anything
 // for a non-empty key: whether the Limiter is enabled and has a policy of
 // group, on, that counts by kind. A caller can then skip working out a key
-// that nothing would count (a client's address, with --rate-limit=off).
+// that nothing would count (a client's address, with --rate-limit=off or
+// shopper).
 func (l *Limiter) Applies(group, kind string) bool {
 	if l.disabled.Load() {
 		return false

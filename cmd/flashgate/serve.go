@@ -329,8 +329,8 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	if c.FloodLag == 0 {
 		bad("projection-flood-lag", "must be more than 0")
 	}
-	if !slices.Contains([]string{app.RateLimitOn, app.RateLimitShadow, app.RateLimitShopper, app.RateLimitOff}, c.RateLimit) {
-		bad("rate-limit", "must be on, shadow, shopper or off")
+	if !slices.Contains(app.RateLimitModes, c.RateLimit) {
+		bad("rate-limit", "must be one of %s", strings.Join(app.RateLimitModes, ", "))
 	}
 	c.Config.TrustedProxies = nil
 	for _, p := range strings.Split(c.TrustedProxies, ",") {
