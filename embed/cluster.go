@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,10 +22,47 @@ type Cluster struct {
 // StartCluster starts n servers with JetStream, their stores under dir, and
 // waits until the cluster has a JetStream meta leader that counts all n
 // online, so that a stream with n replicas can be placed.
+//
+// Every server is given the route ports of all of them before it starts (a
+// JetStream cluster needs configured routes), so the ports are chosen by
+// the OS first and then listened on by the servers. In between, another
+// process may take one of them: the outgoing connections of other tests
+// draw their ports from the same range. StartCluster then starts again on
+// fresh ports, up to three times.
 func StartCluster(n int, dir string) (*Cluster, error) {
 	if n < 1 {
 		return nil, errors.New("cluster: need at least one server")
 	}
+	var err error
+	for range clusterAttempts {
+		var c *Cluster
+		c, err = startCluster(n, dir)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, errNotListening) {
+			return nil, err
+		}
+		for i := range n {
+			if rerr := os.RemoveAll(storeDir(dir, i)); rerr != nil {
+				return nil, fmt.Errorf("cluster: clear a store before starting again: %w", rerr)
+			}
+		}
+	}
+	return nil, err
+}
+
+// clusterAttempts bounds StartCluster's starts on fresh ports.
+const clusterAttempts = 3
+
+// errNotListening marks a server that did not get its listeners.
+var errNotListening = errors.New("not listening")
+
+func storeDir(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("n%d", i+1)) }
+
+// freePorts asks the OS for n free loopback ports; a variable so that a
+// test can hand StartCluster a port already taken.
+var freePorts = func(n int) ([]int, error) {
 	ports := make([]int, n)
 	for i := range ports {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -33,6 +71,18 @@ func StartCluster(n int, dir string) (*Cluster, error) {
 		}
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 		l.Close()
+	}
+	return ports, nil
+}
+
+// readyWait bounds the wait for a server's listeners; a variable so that a
+// test of a taken port need not wait the full bound.
+var readyWait = 10 * time.Second
+
+func startCluster(n int, dir string) (*Cluster, error) {
+	ports, err := freePorts(n)
+	if err != nil {
+		return nil, err
 	}
 	routes := make([]string, n)
 	for i, p := range ports {
@@ -43,7 +93,7 @@ func StartCluster(n int, dir string) (*Cluster, error) {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1),
 			JetStream:  true,
-			StoreDir:   filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			StoreDir:   storeDir(dir, i),
 			Host:       "127.0.0.1",
 			Port:       server.RANDOM_PORT,
 			NoLog:      true,
@@ -61,9 +111,18 @@ func StartCluster(n int, dir string) (*Cluster, error) {
 		c.Servers = append(c.Servers, &Server{ns: ns})
 	}
 	for _, s := range c.Servers {
-		if !s.ns.ReadyForConnections(10 * time.Second) {
+		if !s.ns.ReadyForConnections(readyWait) {
+			var missing string
+			switch {
+			case s.ns.Addr() == nil:
+				missing = "client"
+			case s.ns.ClusterAddr() == nil:
+				missing = "route"
+			default:
+				missing = "some"
+			}
 			c.Shutdown()
-			return nil, errors.New("cluster: a server is not ready for connections")
+			return nil, fmt.Errorf("cluster: server %s has no %s listener after %v: %w", s.ns.Name(), missing, readyWait, errNotListening)
 		}
 	}
 	// A meta leader alone is not enough: until it has every peer's
