@@ -220,6 +220,41 @@ func TestClassOf(t *testing.T) {
 	}
 }
 
+// TestBadTokenTurns: the bad-token client uses its sessions and forged
+// tokens evenly whatever the abusive share (it once chose by iteration
+// number, and with a share of 0.3 used only half of its sessions).
+func TestBadTokenTurns(t *testing.T) {
+	for _, share := range []float64{0.3, 0.5, 0.1, 0.9} {
+		r := &runner{o: Options{Abusive: share}}
+		p := &pool{honest: 100}
+		sessions, tokens := map[int]int{}, map[int64]int{}
+		n := 0
+		for i := range int64(24 * 40 * 10) {
+			if r.classOf(i) != classBadToken {
+				continue
+			}
+			turn := r.abusiveTurn(i)
+			if turn != int64(n) {
+				t.Fatalf("share %v: bad-token iteration %d has turn %d, want %d", share, i, turn, n)
+			}
+			n++
+			sessions[p.badTokenSession(turn)]++
+			tokens[turn%int64(len(forgedTokens))]++
+		}
+		if len(sessions) != badTokenSessions {
+			t.Errorf("share %v: %d sessions used, want %d: %v", share, len(sessions), badTokenSessions, sessions)
+		}
+		for s, c := range sessions {
+			if c != n/badTokenSessions {
+				t.Errorf("share %v: session %d used %d times of %d", share, s, c, n)
+			}
+		}
+		if len(tokens) != len(forgedTokens) {
+			t.Errorf("share %v: forged tokens used %v", share, tokens)
+		}
+	}
+}
+
 func TestPlan(t *testing.T) {
 	for _, tc := range []struct {
 		name           string

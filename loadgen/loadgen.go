@@ -482,3 +482,11 @@ func (r *runner) classOf(i int64) class {
 	}
 	return abusiveClasses[(k1-1)%int64(len(abusiveClasses))]
 }
+
+// abusiveTurn is, for an abusive iteration i, how many iterations of its
+// class came before it: the bad-token client takes its sessions and forged
+// tokens in turn by it, so each is used as often as the others whatever the
+// share Abusive.
+func (r *runner) abusiveTurn(i int64) int64 {
+	return (int64(float64(i+1)*r.o.Abusive) - 1) / int64(len(abusiveClasses))
+}

@@ -73,7 +73,8 @@ func (w *worker) iterate(j job) {
 		w.simple(j, kindNoSession, w.tokenReq, "", "", -1)
 		return
 	case classBadToken:
-		w.simple(j, kindBadToken, w.purchaseReq, w.r.pool.auth[w.r.pool.badTokenSession(j.n)], forgedTokens[j.n%int64(len(forgedTokens))], -1)
+		turn := w.r.abusiveTurn(j.n)
+		w.simple(j, kindBadToken, w.purchaseReq, w.r.pool.auth[w.r.pool.badTokenSession(turn)], forgedTokens[turn%int64(len(forgedTokens))], -1)
 		return
 	case classTooFast:
 		fast := w.r.pool.tooFastSession()
