@@ -75,6 +75,9 @@ type Config struct {
 	Limiter *ratelimit.Limiter
 	Proxies ratelimit.Proxies
 	Limits  LimitStore
+	// LimitMode is the server's --rate-limit mode, named in the admin
+	// listing so that an operator sees why policies show off.
+	LimitMode string
 	// The human checks a sale may ask for, and the app signature verifier;
 	// nil: a sale asking for one is answered 503 (and cannot be created here).
 	PoW        *challenge.PoW

@@ -137,8 +137,8 @@ func (a *api) listLimits(w http.ResponseWriter, r *http.Request) error {
 	for k, e := range bad {
 		broken[k] = e.Error()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"enabled": a.Limiter.Enabled(), "processes": a.Limiter.Share(),
-		"policies": out, "broken": broken})
+	writeJSON(w, http.StatusOK, map[string]any{"enabled": a.Limiter.Enabled(), "mode": a.LimitMode,
+		"processes": a.Limiter.Share(), "policies": out, "broken": broken})
 	return nil
 }
 

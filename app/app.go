@@ -380,7 +380,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 		Purchase: tokens.NewPurchase(purchaseKeys, c.Now), IDs: events.NewIDs(), Admin: a.AdminToken,
 		Now: c.Now, Log: a.log, DecisionWait: c.DecisionWait, MaxBody: c.MaxBody, SessionRate: c.SessionRate,
 		Metrics: a.Metrics, MetricsHere: c.MetricsAddr == "", Ready: a.ReadyCached, Stopping: a.stopping, Pages: c.Pages,
-		Limiter: a.guard.limiter, Proxies: a.guard.proxies, Limits: a.guard.limits, MaxQueueStreams: c.MaxQueueStreams,
+		Limiter: a.guard.limiter, Proxies: a.guard.proxies, Limits: a.guard.limits, LimitMode: a.guard.mode, MaxQueueStreams: c.MaxQueueStreams,
 		PoW: a.guard.pow, Captcha: a.guard.captcha, Signatures: a.guard.signatures,
 		Orders:  ordersAPI{f: a.ful, js: a.JS, st: st, deadline: c.OrderDeadline, now: time.Now},
 		Cluster: func(ctx context.Context) (any, error) { return a.Cluster(ctx) },

@@ -76,6 +76,7 @@ type guard struct {
 	captcha    *challenge.Captcha
 	signatures *signing.Verifier
 	limitsKV   jetstream.KeyValue
+	mode       string // the --rate-limit mode, never empty
 
 	watchDegraded atomic.Bool
 }
@@ -87,8 +88,11 @@ func (g *guard) degraded() bool {
 
 // newGuard builds the guard from c; start runs its background parts.
 func (a *App) newGuard(ctx context.Context, c Config, node string, purchaseKeys *tokens.KeySet) (*guard, error) {
-	g := &guard{}
-	if c.RateLimit != "" && !slices.Contains(RateLimitModes, c.RateLimit) {
+	g := &guard{mode: c.RateLimit}
+	if g.mode == "" {
+		g.mode = RateLimitOn
+	}
+	if !slices.Contains(RateLimitModes, g.mode) {
 		return nil, fmt.Errorf("--rate-limit %q: want one of %s", c.RateLimit, strings.Join(RateLimitModes, ", "))
 	}
 	proxies, err := ratelimit.ParseProxies(c.TrustedProxies)

@@ -295,7 +295,7 @@ func TestRateLimitHeaders(t *testing.T) {
 	}
 
 	listing, byName := limitsListing(t, c, admin)
-	if listing.Body["enabled"] != true || listing.Body["processes"] != float64(1) {
+	if listing.Body["enabled"] != true || listing.Body["mode"] != "on" || listing.Body["processes"] != float64(1) {
 		t.Errorf("limits listing: %s", listing.Raw)
 	}
 	for name := range defaults {
@@ -526,8 +526,8 @@ func TestRateLimitOff(t *testing.T) {
 	putLimit(t, c, a.AdminToken, "session-ip", map[string]any{"group": "session", "key": "ip", "capacity": 1, "rate": 0.01})
 	waitFor(t, 10*time.Second, func() error {
 		r, byName := limitsListing(t, c, a.AdminToken)
-		if r.Body["enabled"] != false {
-			return fmt.Errorf("listing says enabled: %s", r.Raw)
+		if r.Body["enabled"] != false || r.Body["mode"] != "off" {
+			return fmt.Errorf("listing says enabled, or not mode off: %s", r.Raw)
 		}
 		if p, _ := byName["reads-ip"]["policy"].(map[string]any); p["capacity"] != float64(1) {
 			return fmt.Errorf("stored policy not applied yet: %v", byName["reads-ip"])
@@ -571,7 +571,10 @@ func TestRateLimitShopperMode(t *testing.T) {
 	// Stored, it would refuse this address its second token request.
 	putLimit(t, c, admin, "tokens-ip", map[string]any{"group": "tokens", "key": "ip", "capacity": 1, "rate": 0.01})
 	waitFor(t, 10*time.Second, func() error {
-		_, byName := limitsListing(t, c, admin)
+		r, byName := limitsListing(t, c, admin)
+		if r.Body["mode"] != "shopper" || r.Body["enabled"] != true {
+			return fmt.Errorf("listing does not say mode shopper, enabled: %s", r.Raw)
+		}
 		if p, _ := byName["tokens-ip"]["policy"].(map[string]any); p["capacity"] != float64(1) || p["off"] != true {
 			return fmt.Errorf("stored tokens-ip not applied, off, yet: %v", byName["tokens-ip"])
 		}
