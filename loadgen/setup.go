@@ -118,7 +118,7 @@ func makeSessions(ctx context.Context, hc *http.Client, url string, honest, extr
 		last, lastN = now, m
 		line := fmt.Sprintf("setup: sessions %d/%d  %.0f/s  %.0fs", m, n, rate, now.Sub(start).Seconds())
 		if l := limited.Load(); l > 0 {
-			line += fmt.Sprintf("  (%d answered 429: the server limits new sessions; serve with --session-rate=-1 --rate-limit=off to benchmark)", l)
+			line += fmt.Sprintf("  (%d answered 429: the server limits new sessions; serve with --session-rate=-1 and --rate-limit=off, or shopper for the mixed scenario, to benchmark)", l)
 		}
 		return line
 	})
