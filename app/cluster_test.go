@@ -110,22 +110,37 @@ func (c *natsCluster) stop(i int) {
 // restart starts node i again with the options embed.StartCluster gave it:
 // the same name, store directory, client and route ports and routes.
 // (StartCluster offers no restart; these options mirror embed/cluster.go.)
+// A port another process took while the node was down (outgoing
+// connections draw their ports from the same range) is replaced by one the
+// OS picks: the others' routes to the old port then fail, but the node's
+// own routes reach them, and clients learn its new address from the
+// cluster's INFO.
 func (c *natsCluster) restart(t *testing.T, i int) {
 	t.Helper()
 	routes := make([]string, len(c.route))
 	for j, p := range c.route {
 		routes[j] = fmt.Sprintf("nats://127.0.0.1:%d", p)
 	}
+	port, route := c.ports[i], c.route[i]
+	for _, p := range []*int{&port, &route} {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *p))
+		if err != nil {
+			t.Logf("restart %s: port %d taken meanwhile (%v); the OS picks another", c.names[i], *p, err)
+			*p = server.RANDOM_PORT
+			continue
+		}
+		l.Close()
+	}
 	opts := &server.Options{
 		ServerName: c.names[i],
 		JetStream:  true,
 		StoreDir:   filepath.Join(c.dir, c.names[i]),
 		Host:       "127.0.0.1",
-		Port:       c.ports[i],
+		Port:       port,
 		NoLog:      true,
 		NoSigs:     true,
 		MaxPayload: 8 << 20,
-		Cluster:    server.ClusterOpts{Name: "flashgate", Host: "127.0.0.1", Port: c.route[i]},
+		Cluster:    server.ClusterOpts{Name: "flashgate", Host: "127.0.0.1", Port: route},
 		Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
 	}
 	ns, err := server.NewServer(opts)
@@ -139,6 +154,7 @@ func (c *natsCluster) restart(t *testing.T, i int) {
 	}
 	c.mu.Lock()
 	c.again[i] = ns
+	c.ports[i], c.route[i] = ns.Addr().(*net.TCPAddr).Port, ns.ClusterAddr().Port
 	c.mu.Unlock()
 }
 
