@@ -7,6 +7,35 @@ import (
 	"time"
 )
 
+// takeRoutePort makes StartCluster's route port i one that is already
+// listened on, in its first start only or in every start, and bounds the
+// wait for listeners by wait. It returns the taken port and the count of
+// port choices made.
+func takeRoutePort(t *testing.T, i int, always bool, wait time.Duration) (int, *int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := l.Addr().(*net.TCPAddr).Port
+	real, realWait := freePorts, readyWait
+	calls := new(int)
+	freePorts = func(n int) ([]int, error) {
+		*calls++
+		ports, err := real(n)
+		if err == nil && (always || *calls == 1) {
+			ports[i] = taken
+		}
+		return ports, err
+	}
+	readyWait = wait
+	t.Cleanup(func() {
+		freePorts, readyWait = real, realWait
+		l.Close()
+	})
+	return taken, calls
+}
+
 // TestStartClusterTakenRoutePort: a route port taken by another process
 // between the OS choosing it and the server listening on it (seen in CI)
 // makes StartCluster start again on fresh ports, not fail.
@@ -14,38 +43,20 @@ func TestStartClusterTakenRoutePort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a cluster")
 	}
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	real := freePorts
-	calls := 0
-	freePorts = func(n int) ([]int, error) {
-		calls++
-		ports, err := real(n)
-		if err == nil && calls == 1 {
-			ports[1] = taken.Addr().(*net.TCPAddr).Port
-		}
-		return ports, err
-	}
-	wait := readyWait
-	readyWait = 2 * time.Second
-	t.Cleanup(func() { freePorts, readyWait = real, wait })
-
+	taken, calls := takeRoutePort(t, 1, false, 2*time.Second)
 	c, err := StartCluster(3, t.TempDir())
 	if err != nil {
 		t.Fatalf("start with a taken route port: %v", err)
 	}
 	defer c.Shutdown()
-	if calls != 2 {
-		t.Errorf("ports chosen %d times, want 2 (once more after the taken port)", calls)
+	if *calls != 2 {
+		t.Errorf("ports chosen %d times, want 2 (once more after the taken port)", *calls)
 	}
 	if len(c.Servers) != 3 {
 		t.Fatalf("%d servers, want 3", len(c.Servers))
 	}
 	for _, s := range c.Servers {
-		if got := s.NATS().ClusterAddr(); got == nil || got.Port == taken.Addr().(*net.TCPAddr).Port {
+		if got := s.NATS().ClusterAddr(); got == nil || got.Port == taken {
 			t.Errorf("server %s route listener %v", s.NATS().Name(), got)
 		}
 	}
@@ -60,31 +71,13 @@ func TestStartClusterGivesUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts servers")
 	}
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	real := freePorts
-	calls := 0
-	freePorts = func(n int) ([]int, error) {
-		calls++
-		ports, err := real(n)
-		if err == nil {
-			ports[0] = taken.Addr().(*net.TCPAddr).Port
-		}
-		return ports, err
-	}
-	wait := readyWait
-	readyWait = 500 * time.Millisecond
-	t.Cleanup(func() { freePorts, readyWait = real, wait })
-
-	_, err = StartCluster(2, t.TempDir())
+	_, calls := takeRoutePort(t, 0, true, 500*time.Millisecond)
+	_, err := StartCluster(2, t.TempDir())
 	if err == nil {
 		t.Fatal("started with a route port taken every time")
 	}
-	if calls != clusterAttempts {
-		t.Errorf("ports chosen %d times, want %d", calls, clusterAttempts)
+	if *calls != clusterAttempts {
+		t.Errorf("ports chosen %d times, want %d", *calls, clusterAttempts)
 	}
 	if !strings.Contains(err.Error(), "n1 has no route listener") {
 		t.Errorf("error %q does not name the missing listener", err)
