@@ -103,6 +103,12 @@ type Writer struct {
 	lastSnap  time.Time             // when the last snapshot was taken (or the sale loaded)
 	snapIdle  chan struct{}         // holds a token while no snapshot is being saved
 	snapWG    sync.WaitGroup
+
+	// fillFirst (tests only) makes Run wait, before deciding, until its
+	// input holds as many request messages as it can, so that a backlog's
+	// first batches are full and take the send-ahead path however the
+	// consumer's goroutine is scheduled.
+	fillFirst bool
 }
 
 // NewWriter returns a writer for sale. Run loads the sale and decides.
@@ -207,6 +213,13 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	defer stream.Stop(cc)
 	w.cfg.Log.Info("writer started", "sale", w.sale, "writer", w.cfg.ID, "version", w.state.Head.Version, "cursor", w.state.Head.Cursor)
+	for w.fillFirst && len(in) < cap(in) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Millisecond):
+		}
+	}
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

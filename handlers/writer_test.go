@@ -100,6 +100,7 @@ func TestWriterDecidesEveryRequestOnceInOrder(t *testing.T) {
 	e.createSale(t, "s", 100)
 	ids := e.appendRequests(t, "s", 60, 3) // 180 shoppers race for quota 120
 	w := NewWriter(e.js, e.st, "s", WriterConfig{ID: "w1", MaxBatch: 16, Now: clockAt(t0.Add(time.Second)), Log: quiet})
+	w.fillFirst = true // the first batch is full: it is sent ahead
 	runUntil(t, e, w, "s")
 	var got []string
 	issued := 0
@@ -204,6 +205,7 @@ func TestZombieWriterIsRefusedAhead(t *testing.T) {
 			b.msgs = 1
 			otherErr = other.decideAndCommit(context.Background(), &b)
 		}})
+	zombie.fillFirst = true // batches 1 to 4 are full from the start; 5 and 6 from what arrives meanwhile
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := zombie.Run(ctx); !errors.Is(err, ErrNotOwner) {
