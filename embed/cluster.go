@@ -3,6 +3,7 @@ package embed
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,36 +28,45 @@ type Cluster struct {
 // JetStream cluster needs configured routes), so the ports are chosen by
 // the OS first and then listened on by the servers. In between, another
 // process may take one of them: the outgoing connections of other tests
-// draw their ports from the same range. StartCluster then starts again on
-// fresh ports, up to three times.
+// draw their ports from the same range. A server without its route
+// listener is therefore given another chance: StartCluster stops them all,
+// clears the stores they made and starts again on fresh ports, three starts
+// in all. It does so only when the stores were not there before it began,
+// so that it never deletes a cluster's earlier data.
 func StartCluster(n int, dir string) (*Cluster, error) {
 	if n < 1 {
 		return nil, errors.New("cluster: need at least one server")
 	}
+	fresh := true
+	for i := range n {
+		if _, err := os.Stat(storeDir(dir, i)); !errors.Is(err, fs.ErrNotExist) {
+			fresh = false
+		}
+	}
 	var err error
-	for range clusterAttempts {
+	for attempt := 1; ; attempt++ {
 		var c *Cluster
 		c, err = startCluster(n, dir)
 		if err == nil {
 			return c, nil
 		}
-		if !errors.Is(err, errNotListening) {
+		if !errors.Is(err, errNoRoute) || !fresh || attempt == clusterAttempts {
 			return nil, err
 		}
 		for i := range n {
 			if rerr := os.RemoveAll(storeDir(dir, i)); rerr != nil {
-				return nil, fmt.Errorf("cluster: clear a store before starting again: %w", rerr)
+				return nil, fmt.Errorf("cluster: clear a store before starting again: %w (after %w)", rerr, err)
 			}
 		}
 	}
-	return nil, err
 }
 
-// clusterAttempts bounds StartCluster's starts on fresh ports.
+// clusterAttempts bounds StartCluster's starts.
 const clusterAttempts = 3
 
-// errNotListening marks a server that did not get its listeners.
-var errNotListening = errors.New("not listening")
+// errNoRoute marks a server that did not get its route listener, every
+// server having stopped: another start on fresh ports may succeed.
+var errNoRoute = errors.New("no route listener")
 
 func storeDir(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("n%d", i+1)) }
 
@@ -111,19 +121,15 @@ func startCluster(n int, dir string) (*Cluster, error) {
 		c.Servers = append(c.Servers, &Server{ns: ns})
 	}
 	for _, s := range c.Servers {
-		if !s.ns.ReadyForConnections(readyWait) {
-			var missing string
-			switch {
-			case s.ns.Addr() == nil:
-				missing = "client"
-			case s.ns.ClusterAddr() == nil:
-				missing = "route"
-			default:
-				missing = "some"
-			}
-			c.Shutdown()
-			return nil, fmt.Errorf("cluster: server %s has no %s listener after %v: %w", s.ns.Name(), missing, readyWait, errNotListening)
+		if s.ns.ReadyForConnections(readyWait) {
+			continue
 		}
+		noRoute := s.ns.ClusterAddr() == nil // read before the stop, which closes it
+		stuck := c.stop()
+		if noRoute && stuck == nil {
+			return nil, fmt.Errorf("cluster: server %s: %w after %v (its port taken?)", s.ns.Name(), errNoRoute, readyWait)
+		}
+		return nil, errors.Join(fmt.Errorf("cluster: server %s is not ready for connections after %v", s.ns.Name(), readyWait), stuck)
 	}
 	// A meta leader alone is not enough: until it has every peer's
 	// statistics it counts the others offline, and a replicated stream
@@ -154,8 +160,13 @@ func (c *Cluster) URLs() string {
 }
 
 // Shutdown stops every server.
-func (c *Cluster) Shutdown() {
+func (c *Cluster) Shutdown() { _ = c.stop() }
+
+// stop stops every server; ErrShutdownStuck if one did not stop in time.
+func (c *Cluster) stop() error {
+	var errs []error
 	for _, s := range c.Servers {
-		s.Shutdown()
+		errs = append(errs, s.Stop())
 	}
+	return errors.Join(errs...)
 }

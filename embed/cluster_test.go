@@ -2,6 +2,8 @@ package embed
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,8 +11,8 @@ import (
 
 // takeRoutePort makes StartCluster's route port i one that is already
 // listened on, in its first start only or in every start, and bounds the
-// wait for listeners by wait. It returns the taken port and the count of
-// port choices made.
+// wait for listeners by wait in the starts given a taken port. It returns
+// the taken port and the count of port choices made.
 func takeRoutePort(t *testing.T, i int, always bool, wait time.Duration) (int, *int) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -25,10 +27,12 @@ func takeRoutePort(t *testing.T, i int, always bool, wait time.Duration) (int, *
 		ports, err := real(n)
 		if err == nil && (always || *calls == 1) {
 			ports[i] = taken
+			readyWait = wait
+		} else {
+			readyWait = realWait // a start on free ports gets the full bound
 		}
 		return ports, err
 	}
-	readyWait = wait
 	t.Cleanup(func() {
 		freePorts, readyWait = real, realWait
 		l.Close()
@@ -79,7 +83,34 @@ func TestStartClusterGivesUp(t *testing.T) {
 	if *calls != clusterAttempts {
 		t.Errorf("ports chosen %d times, want %d", *calls, clusterAttempts)
 	}
-	if !strings.Contains(err.Error(), "n1 has no route listener") {
+	if !strings.Contains(err.Error(), "server n1: no route listener") {
 		t.Errorf("error %q does not name the missing listener", err)
+	}
+}
+
+// TestStartClusterKeepsEarlierStores: a cluster started again on stores
+// that were there before is not retried on fresh ports, which would
+// delete them: the taken port is reported at once.
+func TestStartClusterKeepsEarlierStores(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	dir := t.TempDir()
+	mark := filepath.Join(dir, "n1", "kept")
+	if err := os.MkdirAll(filepath.Dir(mark), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mark, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, calls := takeRoutePort(t, 1, true, 500*time.Millisecond)
+	if _, err := StartCluster(2, dir); err == nil || !strings.Contains(err.Error(), "no route listener") {
+		t.Fatalf("start with a route port taken: %v", err)
+	}
+	if *calls != 1 {
+		t.Errorf("ports chosen %d times, want 1: no retry over earlier stores", *calls)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Errorf("earlier store: %v", err)
 	}
 }
