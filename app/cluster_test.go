@@ -110,26 +110,37 @@ func (c *natsCluster) stop(i int) {
 // restart starts node i again with the options embed.StartCluster gave it:
 // the same name, store directory, client and route ports and routes.
 // (StartCluster offers no restart; these options mirror embed/cluster.go.)
-// A port another process took while the node was down (outgoing
-// connections draw their ports from the same range) is replaced by one the
-// OS picks: the others' routes to the old port then fail, but the node's
-// own routes reach them, and clients learn its new address from the
-// cluster's INFO.
+// If a port was taken by another process while the node was down (outgoing
+// connections draw their ports from the same range), the node starts once
+// more on ports the OS picks, without a route to its own old port: the
+// others' routes to that port then fail, but the node's own routes reach
+// them, and clients learn its new address from the cluster's INFO.
 func (c *natsCluster) restart(t *testing.T, i int) {
 	t.Helper()
-	routes := make([]string, len(c.route))
-	for j, p := range c.route {
-		routes[j] = fmt.Sprintf("nats://127.0.0.1:%d", p)
-	}
-	port, route := c.ports[i], c.route[i]
-	for _, p := range []*int{&port, &route} {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *p))
-		if err != nil {
-			t.Logf("restart %s: port %d taken meanwhile (%v); the OS picks another", c.names[i], *p, err)
-			*p = server.RANDOM_PORT
-			continue
+	ns := c.startNode(t, i, c.ports[i], c.route[i])
+	if ns == nil {
+		t.Logf("restart %s: its ports %d and %d were not both free; the OS picks others", c.names[i], c.ports[i], c.route[i])
+		if ns = c.startNode(t, i, server.RANDOM_PORT, server.RANDOM_PORT); ns == nil {
+			t.Fatalf("restart %s: not ready for connections on ports the OS picked", c.names[i])
 		}
-		l.Close()
+	}
+	c.mu.Lock()
+	c.again[i] = ns
+	c.ports[i], c.route[i] = ns.Addr().(*net.TCPAddr).Port, ns.ClusterAddr().Port
+	c.mu.Unlock()
+}
+
+// startNode starts node i on the given client and route ports (or
+// server.RANDOM_PORT) with routes to every other node, and to itself when
+// on its own route port; nil if it was not ready for connections within
+// 10 s.
+func (c *natsCluster) startNode(t *testing.T, i, port, route int) *server.Server {
+	t.Helper()
+	var routes []string
+	for j, p := range c.route {
+		if j != i || route == p {
+			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+		}
 	}
 	opts := &server.Options{
 		ServerName: c.names[i],
@@ -150,12 +161,10 @@ func (c *natsCluster) restart(t *testing.T, i int) {
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
-		t.Fatalf("restart %s: not ready for connections", c.names[i])
+		ns.WaitForShutdown()
+		return nil
 	}
-	c.mu.Lock()
-	c.again[i] = ns
-	c.ports[i], c.route[i] = ns.Addr().(*net.TCPAddr).Port, ns.ClusterAddr().Port
-	c.mu.Unlock()
+	return ns
 }
 
 // waitGroup waits for wg, at most d: the shoppers' waits are all bounded,
