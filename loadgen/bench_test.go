@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -225,28 +226,34 @@ func TestClassOf(t *testing.T) {
 // number, and with a share of 0.3 used only half of its sessions).
 func TestBadTokenTurns(t *testing.T) {
 	for _, share := range []float64{0.3, 0.5, 0.1, 0.9} {
-		r := &runner{o: Options{Abusive: share}}
-		p := &pool{honest: 100}
-		sessions, tokens := map[int]int{}, map[int64]int{}
+		p := &pool{honest: 100, auth: make([]string, 100+abusiveSessions)}
+		for i := range p.auth {
+			p.auth[i] = fmt.Sprintf("Bearer s%d", i)
+		}
+		r := &runner{o: Options{Abusive: share}, pool: p}
+		sessions, tokens := map[string]int{}, map[string]int{}
 		n := 0
 		for i := range int64(24 * 40 * 10) {
 			if r.classOf(i) != classBadToken {
 				continue
 			}
-			turn := r.abusiveTurn(i)
-			if turn != int64(n) {
+			if turn := r.abusiveTurn(i); turn != int64(n) {
 				t.Fatalf("share %v: bad-token iteration %d has turn %d, want %d", share, i, turn, n)
 			}
 			n++
-			sessions[p.badTokenSession(turn)]++
-			tokens[turn%int64(len(forgedTokens))]++
+			auth, tok := r.badToken(i)
+			if auth == p.auth[p.tooFastSession()] || slices.Index(p.auth, auth) < 100 {
+				t.Fatalf("share %v: bad-token iteration %d uses session %q, not one of its own", share, i, auth)
+			}
+			sessions[auth]++
+			tokens[tok]++
 		}
 		if len(sessions) != badTokenSessions {
 			t.Errorf("share %v: %d sessions used, want %d: %v", share, len(sessions), badTokenSessions, sessions)
 		}
 		for s, c := range sessions {
 			if c != n/badTokenSessions {
-				t.Errorf("share %v: session %d used %d times of %d", share, s, c, n)
+				t.Errorf("share %v: session %q used %d times of %d", share, s, c, n)
 			}
 		}
 		if len(tokens) != len(forgedTokens) {

@@ -476,17 +476,26 @@ func (r *runner) classOf(i int64) class {
 	if a <= 0 {
 		return classHonest
 	}
-	k0, k1 := int64(float64(i)*a), int64(float64(i+1)*a)
-	if k1 == k0 {
+	k := r.abusiveIndex(i)
+	if k == r.abusiveIndex(i-1) {
 		return classHonest
 	}
-	return abusiveClasses[(k1-1)%int64(len(abusiveClasses))]
+	return abusiveClasses[(k-1)%int64(len(abusiveClasses))]
 }
 
+// abusiveIndex is how many of the iterations up to i are abusive.
+func (r *runner) abusiveIndex(i int64) int64 { return int64(float64(i+1) * r.o.Abusive) }
+
 // abusiveTurn is, for an abusive iteration i, how many iterations of its
-// class came before it: the bad-token client takes its sessions and forged
-// tokens in turn by it, so each is used as often as the others whatever the
-// share Abusive.
+// class came before it.
 func (r *runner) abusiveTurn(i int64) int64 {
-	return (int64(float64(i+1)*r.o.Abusive) - 1) / int64(len(abusiveClasses))
+	return (r.abusiveIndex(i) - 1) / int64(len(abusiveClasses))
+}
+
+// badToken is what the bad-token client sends in iteration i: a session
+// and a forged token, each taken in turn by the client's own count, so that
+// every one is used as often as the others whatever the share Abusive.
+func (r *runner) badToken(i int64) (auth, token string) {
+	turn := r.abusiveTurn(i)
+	return r.pool.auth[r.pool.badTokenSession(turn)], forgedTokens[turn%int64(len(forgedTokens))]
 }

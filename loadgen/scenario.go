@@ -73,8 +73,8 @@ func (w *worker) iterate(j job) {
 		w.simple(j, kindNoSession, w.tokenReq, "", "", -1)
 		return
 	case classBadToken:
-		turn := w.r.abusiveTurn(j.n)
-		w.simple(j, kindBadToken, w.purchaseReq, w.r.pool.auth[w.r.pool.badTokenSession(turn)], forgedTokens[turn%int64(len(forgedTokens))], -1)
+		auth, tok := w.r.badToken(j.n)
+		w.simple(j, kindBadToken, w.purchaseReq, auth, tok, -1)
 		return
 	case classTooFast:
 		fast := w.r.pool.tooFastSession()
