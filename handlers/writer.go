@@ -105,9 +105,10 @@ type Writer struct {
 	snapWG    sync.WaitGroup
 
 	// fillFirst (tests only) makes Run wait, before deciding, until its
-	// input holds as many request messages as it can, so that a backlog's
-	// first batches are full and take the send-ahead path however the
-	// consumer's goroutine is scheduled.
+	// input holds as many request messages as it can (MaxBatch), so that a
+	// backlog's first batches are full and take the send-ahead path however
+	// the consumer's goroutine is scheduled. With fewer messages waiting,
+	// Run decides nothing until its context ends.
 	fillFirst bool
 }
 
