@@ -98,6 +98,9 @@ func Start(o Options) (*Server, error) {
 		}
 		if p == 0 {
 			p = server.RANDOM_PORT
+		} else if err := canListen(o.Listen); err != nil {
+			// nats-server would only fail to be ready, after the whole wait.
+			return nil, fmt.Errorf("embedded nats: cannot listen on %s: %w", o.Listen, err)
 		}
 		opts.Host, opts.Port = host, p
 		opts.Username, opts.Password = o.User, o.Password
@@ -114,10 +117,23 @@ func Start(o Options) (*Server, error) {
 		wait = 10 * time.Second
 	}
 	if !ns.ReadyForConnections(wait) {
+		listening := opts.DontListen || ns.Addr() != nil // read before the shutdown, which closes it
 		s.Shutdown()
+		if !listening {
+			return nil, fmt.Errorf("embedded nats: not listening on %s after %v (is the address in use?)", o.Listen, wait)
+		}
 		return nil, errors.New("embedded nats: not ready for connections in time (is the store directory used by another process?)")
 	}
 	return s, nil
+}
+
+// canListen reports whether addr can be listened on now, by doing so.
+func canListen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 // Connect opens an in-process connection (no TCP) to the server.

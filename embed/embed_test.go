@@ -1,6 +1,7 @@
 package embed
 
 import (
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -79,5 +80,27 @@ func holdServerGoroutine(t *testing.T, s *Server) func() {
 		case <-time.After(10 * time.Second):
 			t.Logf("the held restore never ended (no watchdog): its server is left to the end of the test process")
 		}
+	}
+}
+
+// TestStartListenTaken: a client address in use is refused at once, and
+// the error says so (it used to be a 10 s wait and a word on the store).
+func TestStartListenTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	start := time.Now()
+	s, err := Start(Options{Dir: t.TempDir(), Listen: l.Addr().String()})
+	if err == nil {
+		s.Shutdown()
+		t.Fatalf("started on %s, which is in use", l.Addr())
+	}
+	if !strings.Contains(err.Error(), "cannot listen on "+l.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("error %q does not say the address is in use", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("refused after %v, want at once", took)
 	}
 }
