@@ -487,7 +487,18 @@ type Pending struct {
 	stored  atomic.Int64
 	failed  chan error
 	settled chan struct{}
+	// claim settles a race: the appender takes the request into an append
+	// (pendingTaken), or Wait gives up on it before that (pendingDropped),
+	// and then it is never appended, so that a 503 for it is true.
+	claim atomic.Int32
 }
+
+// Pending.claim's values.
+const (
+	pendingQueued  = 0
+	pendingTaken   = 1
+	pendingDropped = 2
+)
 
 type result struct {
 	ev  events.Event
@@ -589,7 +600,9 @@ func (f *Front) send(req events.Event, then func(error)) error {
 // Wait returns the decision. First it waits for the request to be stored:
 // if the append fails the error wraps ErrUnavailable and the request must be
 // retried (an append that timed out may still have landed; the retry then
-// meets the same token or order, never a second one). Once stored, it waits
+// meets the same token or order, never a second one). A request still
+// queued behind other appends when the append's allowance is over is
+// dropped, never appended. Once stored, it waits
 // up to wait for the decision; ok=false means the time passed first: the
 // request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
@@ -608,19 +621,17 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 		case r := <-p.ch:
 			return r.ev, true, nil
 		case err := <-p.failed:
-			p.f.waiters.remove(p.id)
-			return events.Event{}, false, err
+			return p.fail(err)
 		case <-settled:
 			settled = nil
 			if p.stored.Load() == 0 { // failed: the error is in failed already
-				p.f.waiters.remove(p.id)
-				return events.Event{}, false, <-p.failed
+				return p.fail(<-p.failed)
 			}
 		case <-timer.C:
 		case <-ctx.Done():
 			if p.stored.Load() == 0 {
-				p.f.waiters.remove(p.id)
-				return events.Event{}, false, ctx.Err()
+				p.claim.CompareAndSwap(pendingQueued, pendingDropped) // the client is gone: spare the append
+				return p.fail(ctx.Err())
 			}
 			return p.pending()
 		}
@@ -634,11 +645,34 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 			continue
 		}
 		if elapsed >= appendLimit {
-			p.f.waiters.remove(p.id)
-			return events.Event{}, false, fmt.Errorf("%w: append not acknowledged in time", ErrUnavailable)
+			if p.claim.CompareAndSwap(pendingQueued, pendingDropped) {
+				// Still queued behind other appends: now it never will be.
+				p.f.waiters.remove(p.id)
+				return events.Event{}, false, fmt.Errorf("%w: not appended in time", ErrUnavailable)
+			}
+			if elapsed >= appendLimit+p.f.cfg.AppendTimeout+time.Second {
+				return p.fail(fmt.Errorf("%w: append not acknowledged in time", ErrUnavailable))
+			}
+			// Taken into an append: its outcome comes within AppendTimeout.
+			settled = p.settled
+			timer.Reset(appendLimit + p.f.cfg.AppendTimeout + time.Second - elapsed)
+			continue
 		}
 		settled = p.settled
 		timer.Reset(appendLimit - elapsed)
+	}
+}
+
+// fail gives up on a request whose append failed, or was not acknowledged,
+// or whose client went away first: the error, unless the decision came in
+// meanwhile (an append that timed out may have landed and been decided).
+func (p *Pending) fail(err error) (events.Event, bool, error) {
+	p.f.waiters.remove(p.id)
+	select {
+	case r := <-p.ch:
+		return r.ev, true, nil
+	default:
+		return events.Event{}, false, err
 	}
 }
 
@@ -711,15 +745,31 @@ func (a *appender) run(ctx context.Context) {
 				break drain
 			}
 		}
+		taken := take(batch)
+		if len(taken) == 0 {
+			continue
+		}
 		reqs = reqs[:0]
-		for _, q := range batch {
+		for _, q := range taken {
 			reqs = append(reqs, q.ev)
 		}
 		err := a.append(ctx, reqs)
-		for _, q := range batch {
+		for _, q := range taken {
 			q.done(err)
 		}
 	}
+}
+
+// take claims the batch's requests for an append, in place: a request
+// whose Wait gave up while it was queued is left out.
+func take(batch []queued) []queued {
+	taken := batch[:0]
+	for _, q := range batch {
+		if q.p == nil || q.p.claim.CompareAndSwap(pendingQueued, pendingTaken) {
+			taken = append(taken, q)
+		}
+	}
+	return taken
 }
 
 // maxAppendBytes caps the requests of one append message (about: see

@@ -3,6 +3,7 @@ package front
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,5 +130,83 @@ func TestWaitCancelled(t *testing.T) {
 		if n := f.waiters.n.Load(); n != 0 {
 			t.Errorf("acked=%v: %d waiters left", acked, n)
 		}
+	}
+}
+
+// TestWaitNoAckDropsQueued: a request still queued when its Wait gives up
+// is dropped, so that the appender leaves it out: the 503 is true.
+func TestWaitNoAckDropsQueued(t *testing.T) {
+	_, p := lateAck(t)
+	p.f.cfg.AppendTimeout = 50 * time.Millisecond
+	r := <-waitIn(context.Background(), p, 10*time.Millisecond)
+	if !errors.Is(r.err, ErrUnavailable) {
+		t.Fatalf("err %v, want ErrUnavailable", r.err)
+	}
+	if p.claim.CompareAndSwap(pendingQueued, pendingTaken) {
+		t.Fatal("the appender could still take a request whose client was told 503")
+	}
+}
+
+// TestWaitTakenWaitsForTheOutcome: a request the appender took into an
+// append that outlasts the allowance is not answered 503 while that append
+// may still succeed: an ack answers it (pending), and with no outcome at
+// all it is unavailable only after the append's own timeout too.
+func TestWaitTakenWaitsForTheOutcome(t *testing.T) {
+	for _, ack := range []bool{true, false} {
+		f, p := lateAck(t)
+		f.cfg.AppendTimeout = 50 * time.Millisecond
+		p.claim.Store(pendingTaken)
+		out := waitIn(context.Background(), p, 10*time.Millisecond)
+		if ack {
+			time.Sleep(1300 * time.Millisecond) // past the allowance of 1.1 s
+			queued{p: p}.done(nil)
+		}
+		r := <-out
+		switch {
+		case ack && (r.ok || r.err != nil):
+			t.Errorf("acked after the allowance: ok=%v err=%v, want pending", r.ok, r.err)
+		case !ack && (!errors.Is(r.err, ErrUnavailable) || r.took < 2150*time.Millisecond):
+			t.Errorf("never settled: err=%v after %v, want ErrUnavailable after 2.15s", r.err, r.took)
+		}
+		if n := f.waiters.n.Load(); n != 0 {
+			t.Errorf("ack=%v: %d waiters left", ack, n)
+		}
+	}
+}
+
+// TestWaitFailedButDecided: an append reported failed (a timeout) may have
+// landed and been decided; when the decision is there too, it is the
+// answer, never the 503.
+func TestWaitFailedButDecided(t *testing.T) {
+	for range 50 {
+		f, p := lateAck(t)
+		f.waiters.deliver("r", result{ev: events.Event{Request: "r"}})
+		queued{p: p}.done(ErrUnavailable)
+		if r := <-waitIn(context.Background(), p, time.Second); !r.ok || r.err != nil {
+			t.Fatalf("ok=%v err=%v, want the decision", r.ok, r.err)
+		}
+	}
+}
+
+// TestTakeLeavesDropped: the appender takes every queued request but the
+// ones their Wait gave up on, and those can no longer be given up.
+func TestTakeLeavesDropped(t *testing.T) {
+	mk := func(id string) *Pending { return &Pending{id: id} }
+	a, b, c := mk("a"), mk("b"), mk("c")
+	b.claim.Store(pendingDropped)
+	batch := []queued{{p: a}, {p: b}, {ev: events.Event{ID: "send"}}, {p: c}}
+	var got []string
+	for _, q := range take(batch) {
+		if q.p == nil {
+			got = append(got, q.ev.ID)
+		} else {
+			got = append(got, q.p.id)
+		}
+	}
+	if want := []string{"a", "send", "c"}; !slices.Equal(got, want) {
+		t.Fatalf("taken %v, want %v", got, want)
+	}
+	if a.claim.CompareAndSwap(pendingQueued, pendingDropped) || c.claim.Load() != pendingTaken {
+		t.Fatal("a taken request can still be given up")
 	}
 }
