@@ -346,6 +346,12 @@ func (b *pending) add(sale string, m jetstream.Msg) error {
 	if err != nil {
 		return fmt.Errorf("writer %s: request metadata: %w", sale, err)
 	}
+	if meta.Sequence.Stream <= b.cursor {
+		// The consumer is ordered, so this is not expected; were it to
+		// happen (a reset racing a delivery), deciding on would break the
+		// order or decide a request twice. Run fails and the sale reloads.
+		return fmt.Errorf("writer %s: request message %d after %d: out of order", sale, meta.Sequence.Stream, b.cursor)
+	}
 	if b.msgs == 0 {
 		b.from = meta.Sequence.Stream
 	}

@@ -493,3 +493,43 @@ func TestWriterStopsAtRequestsOfANewerBuild(t *testing.T) {
 		t.Fatalf("the cursor passed the unread request: %+v", db.Head)
 	}
 }
+
+// seqMsg is a request message at a stream sequence, for pending.add.
+type seqMsg struct {
+	jetstream.Msg
+	seq  uint64
+	data []byte
+}
+
+func (m seqMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}}, nil
+}
+func (m seqMsg) Data() []byte { return m.data }
+
+// TestPendingRefusesOutOfOrder: a request message at or before the cursor
+// (decided already, or overtaken by a later one) stops the batch with an
+// error instead of being decided out of order or twice.
+func TestPendingRefusesOutOfOrder(t *testing.T) {
+	data, err := events.EncodeRequests(events.RequestBatch{Requests: []events.Event{{ID: events.NewIDs().New(t0),
+		Type: events.TypeTokenRequested, Version: events.SchemaVersion, Sale: "s", Time: t0, Shopper: "a", Data: &events.TokenRequested{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b pending
+	b.reset(10)
+	if err := b.add("s", seqMsg{seq: 10, data: data}); err == nil {
+		t.Fatal("a message at the decided cursor was taken")
+	}
+	if err := b.add("s", seqMsg{seq: 12, data: data}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.add("s", seqMsg{seq: 11, data: data}); err == nil || !strings.Contains(err.Error(), "out of order") {
+		t.Fatalf("a message overtaken by a later one: %v", err)
+	}
+	if err := b.add("s", seqMsg{seq: 15, data: data}); err != nil {
+		t.Fatal(err)
+	}
+	if b.from != 12 || b.cursor != 15 || len(b.reqs) != 2 {
+		t.Fatalf("batch from %d cursor %d with %d requests, want 12, 15, 2", b.from, b.cursor, len(b.reqs))
+	}
+}
