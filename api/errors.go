@@ -64,6 +64,10 @@ func reasonError(reason string) *Error {
 	return newError(http.StatusInternalServerError, "internal", msg)
 }
 
+// statusClientClosed is the status of a request whose client went away
+// before its answer (nginx's 499; net/http has no name for it).
+const statusClientClosed = 499
+
 // writeError is the one place an error becomes an HTTP answer. Only
 // internal errors are logged at error level.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
@@ -74,6 +78,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		e = &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", Message: "too many requests in flight, retry shortly", RetryAfter: 1}
 	case errors.Is(err, front.ErrUnavailable), errors.Is(err, front.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
 		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the event stream is unavailable, retry shortly", RetryAfter: 1}
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away: nothing is wrong here, and no one reads
+		// the answer (499, as proxies count it in their logs and metrics).
+		e = &Error{Status: statusClientClosed, Code: "client_closed", Message: "the client closed the request"}
 	default:
 		log.Error("internal error", "request_id", reqID(r), "method", r.Method, "route", r.Pattern, "err", err)
 		e = newError(http.StatusInternalServerError, "internal", "internal error")
