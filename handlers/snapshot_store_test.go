@@ -364,3 +364,54 @@ func TestSnapshotsWhileDeciding(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadFallsBackWhenBatchesDoNotApply: a snapshot that matches its batch
+// but not what came after it (its tokens renamed: the later expiries and
+// purchases name tokens it does not hold) is dropped for a full replay,
+// not retried for ever.
+func TestLoadFallsBackWhenBatchesDoNotApply(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	obs := snapshottedSale(t, e, "s")
+	good, err := readSnapshot(ctx, obs, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := openSnapshot(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _, err := stream.Sale(ctx, e.st, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sale, err := SaleFromEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.restore(sale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.st.GetMsg(ctx, r.seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := copySnapshot(st, "s", r.seq, r.decidedAt, m.Data)
+	if len(sn.outstanding) == 0 {
+		t.Fatal("no outstanding token in the snapshot to rename")
+	}
+	for _, tk := range sn.outstanding {
+		tk.id = "renamed-" + tk.id
+	}
+	if _, err := obs.PutBytes(ctx, "s", sn.encode()); err != nil {
+		t.Fatal(err)
+	}
+	var logs fgtest.Buffer
+	if got := loadBoth(t, e, "s", logs.Logger()); got != 0 {
+		t.Fatalf("loaded from the renamed snapshot at %d", got)
+	}
+	if l := logs.String(); !strings.Contains(l, "do not apply to it") || !strings.Contains(l, "not outstanding") {
+		t.Fatalf("log does not say why:\n%s", l)
+	}
+}

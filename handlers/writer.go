@@ -127,7 +127,9 @@ func (w *Writer) State() *State { return w.state }
 // Load rebuilds the sale's state from its configuration and its decision
 // history: from the latest snapshot and the batches after it if there is a
 // snapshot that matches the stream, else from the first batch.
-func (w *Writer) Load(ctx context.Context) error {
+func (w *Writer) Load(ctx context.Context) error { return w.load(ctx, !w.cfg.NoSnapshots) }
+
+func (w *Writer) load(ctx context.Context, useSnapshot bool) error {
 	start := time.Now()
 	ev, _, err := stream.Sale(ctx, w.st, w.sale)
 	if err != nil {
@@ -138,7 +140,7 @@ func (w *Writer) Load(ctx context.Context) error {
 		return err
 	}
 	state, snapSeq, lastAt, last := NewState(sale), uint64(0), time.Time{}, []byte(nil)
-	if !w.cfg.NoSnapshots {
+	if useSnapshot {
 		if snap, seq, at, batch := w.loadSnapshot(ctx, sale); snap != nil {
 			state, snapSeq, lastAt, last = snap, seq, at, batch
 		}
@@ -167,6 +169,13 @@ func (w *Writer) Load(ctx context.Context) error {
 			batches++
 			return state.Apply(db)
 		})
+		if err != nil && snapSeq > 0 && ctx.Err() == nil {
+			// The snapshot matched its batch, yet what came after does not
+			// apply to it: it is not to be trusted, the stream is.
+			w.cfg.Log.Warn("snapshot not used: the batches after it do not apply to it; replaying the sale from its first batch",
+				"sale", w.sale, "snapshot_seq", snapSeq, "err", err)
+			return w.load(ctx, false)
+		}
 		if err != nil {
 			return fmt.Errorf("rebuild sale %s: %w", w.sale, err)
 		}
