@@ -549,7 +549,8 @@ func (a *api) purchase(w http.ResponseWriter, r *http.Request, shopper string) e
 
 // submit appends the request and answers with its decision, or 202 pending
 // when the decision takes longer than DecisionWait. notTaken, if set, runs
-// when the request could not be appended.
+// when the request was surely not appended (not when an append failed: a
+// timed-out one may have landed).
 func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event, notTaken func()) error {
 	d, pending, err := a.decide(r, req, kindOf(req.Type), notTaken)
 	if err != nil {
@@ -584,6 +585,9 @@ func (a *api) decide(r *http.Request, req events.Event, kind string, notTaken fu
 	d, ok, err := p.Wait(r.Context(), a.DecisionWait)
 	if err != nil {
 		a.answered(kind, outcomeOf(err))
+		if notTaken != nil && errors.Is(err, front.ErrNotAppended) {
+			notTaken()
+		}
 		return d, false, err
 	}
 	if !ok {

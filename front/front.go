@@ -36,6 +36,10 @@ var (
 	ErrUnavailable = errors.New("event stream unavailable")
 	// ErrNotReady means the front has not loaded the sales yet.
 	ErrNotReady = errors.New("not ready")
+	// ErrNotAppended (an ErrUnavailable) means the request was given up
+	// before any append took it: it is not stored and never will be, so
+	// what it spent (a human check's solution) may be given back.
+	ErrNotAppended = fmt.Errorf("%w: not appended", ErrUnavailable)
 )
 
 // Config tunes a front.
@@ -648,7 +652,7 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 			if p.claim.CompareAndSwap(pendingQueued, pendingDropped) {
 				// Still queued behind other appends: now it never will be.
 				p.f.waiters.remove(p.id)
-				return events.Event{}, false, fmt.Errorf("%w: not appended in time", ErrUnavailable)
+				return events.Event{}, false, fmt.Errorf("%w in time", ErrNotAppended)
 			}
 			if elapsed >= appendLimit+p.f.cfg.AppendTimeout+time.Second {
 				return p.fail(fmt.Errorf("%w: append not acknowledged in time", ErrUnavailable))
