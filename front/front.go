@@ -672,6 +672,7 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 // meanwhile (an append that timed out may have landed and been decided).
 func (p *Pending) fail(err error) (events.Event, bool, error) {
 	p.f.waiters.remove(p.id)
+	// The decision may have been delivered before the removal.
 	select {
 	case r := <-p.ch:
 		return r.ev, true, nil
@@ -682,16 +683,7 @@ func (p *Pending) fail(err error) (events.Event, bool, error) {
 
 // pending gives up waiting for a stored request's decision: ok=false,
 // unless the decision came in meanwhile.
-func (p *Pending) pending() (events.Event, bool, error) {
-	p.f.waiters.remove(p.id)
-	// The decision may have been delivered between the timer and the removal.
-	select {
-	case r := <-p.ch:
-		return r.ev, true, nil
-	default:
-		return events.Event{}, false, nil
-	}
-}
+func (p *Pending) pending() (events.Event, bool, error) { return p.fail(nil) }
 
 func (f *Front) appender(sale string) (*appender, error) {
 	f.mu.RLock()
