@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -162,16 +163,20 @@ func (w *Writer) load(ctx context.Context, useSnapshot bool) error {
 				return fmt.Errorf("decision batch at %d: %w", m.Sequence, err)
 			}
 			if db.Head.Version != state.Head.Version+1 {
-				return fmt.Errorf("decision batch at %d has version %d after %d", m.Sequence, db.Head.Version, state.Head.Version)
+				return fmt.Errorf("%w: the batch at %d has version %d after %d", errNotApplied, m.Sequence, db.Head.Version, state.Head.Version)
 			}
 			lastAt, last = db.DecidedAt, m.Data
 			replayed += len(db.Events)
 			batches++
-			return state.Apply(db)
+			if err := state.Apply(db); err != nil {
+				return fmt.Errorf("%w: %w", errNotApplied, err)
+			}
+			return nil
 		})
-		if err != nil && snapSeq > 0 && ctx.Err() == nil {
+		if errors.Is(err, errNotApplied) && snapSeq > 0 {
 			// The snapshot matched its batch, yet what came after does not
-			// apply to it: it is not to be trusted, the stream is.
+			// apply to it: it is not to be trusted, the stream is. (Any
+			// other error, a read that timed out, is not the snapshot's.)
 			w.cfg.Log.Warn("snapshot not used: the batches after it do not apply to it; replaying the sale from its first batch",
 				"sale", w.sale, "snapshot_seq", snapSeq, "err", err)
 			return w.load(ctx, false)
@@ -188,6 +193,10 @@ func (w *Writer) load(ctx context.Context, useSnapshot bool) error {
 	}
 	return nil
 }
+
+// errNotApplied marks a decision batch that does not follow from the state
+// it is replayed onto.
+var errNotApplied = errors.New("a batch does not apply")
 
 // Run decides the sale's requests until ctx ends (it returns nil then), its
 // commit is refused (ErrNotOwner), or a commit's outcome cannot be learned
