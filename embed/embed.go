@@ -52,6 +52,13 @@ type Server struct {
 
 // Start starts a server and waits until it accepts connections.
 func Start(o Options) (*Server, error) {
+	host, port := "", 0
+	if o.Listen != "" {
+		var err error
+		if host, port, err = listenAddr(o.Listen); err != nil {
+			return nil, err
+		}
+	}
 	s := &Server{}
 	dir := o.Dir
 	if dir == "" {
@@ -88,21 +95,7 @@ func Start(o Options) (*Server, error) {
 	if o.Listen == "" {
 		opts.DontListen = true
 	} else {
-		host, port, err := net.SplitHostPort(o.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("embedded nats: listen address %q: %w", o.Listen, err)
-		}
-		p, err := strconv.Atoi(port)
-		if err != nil {
-			return nil, fmt.Errorf("embedded nats: listen port %q: %w", port, err)
-		}
-		if p == 0 {
-			p = server.RANDOM_PORT
-		} else if err := canListen(o.Listen); err != nil {
-			// nats-server would only fail to be ready, after the whole wait.
-			return nil, fmt.Errorf("embedded nats: cannot listen on %s: %w", o.Listen, err)
-		}
-		opts.Host, opts.Port = host, p
+		opts.Host, opts.Port = host, port
 		opts.Username, opts.Password = o.User, o.Password
 	}
 	ns, err := server.NewServer(opts)
@@ -127,13 +120,31 @@ func Start(o Options) (*Server, error) {
 	return s, nil
 }
 
-// canListen reports whether addr can be listened on now, by doing so.
-func canListen(addr string) error {
-	l, err := net.Listen("tcp", addr)
+// listenAddr is the host and port nats-server is to listen on for addr
+// (server.RANDOM_PORT for port 0). A fixed port is listened on once first,
+// on the host nats-server would use: one in use is refused here at once,
+// where nats-server would only fail to be ready, after the whole wait.
+func listenAddr(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return err
+		return "", 0, fmt.Errorf("embedded nats: listen address %q: %w", addr, err)
 	}
-	return l.Close()
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", 0, fmt.Errorf("embedded nats: listen port %q: %w", port, err)
+	}
+	if p == 0 {
+		return host, server.RANDOM_PORT, nil
+	}
+	natsHost := host
+	if natsHost == "" {
+		natsHost = "0.0.0.0" // nats-server's default
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(natsHost, port))
+	if err != nil {
+		return "", 0, fmt.Errorf("embedded nats: cannot listen on %s: %w", addr, err)
+	}
+	return host, p, l.Close()
 }
 
 // Connect opens an in-process connection (no TCP) to the server.
