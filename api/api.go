@@ -506,8 +506,8 @@ func (a *api) tokens(w http.ResponseWriter, r *http.Request, shopper string) err
 	}
 	req := events.Event{ID: reqID(r), Type: events.TypeTokenRequested, Version: events.SchemaVersion,
 		Sale: v.Sale.ID, Time: now.UTC(), Shopper: shopper, ClientRequestID: clientRequestID(r), Data: &events.TokenRequested{}}
-	// A solution spent on a request that could not be stored (503) is
-	// given back, so the client's retry with it passes.
+	// A solution spent on a request surely not stored (503) is given
+	// back, so the client's retry with it passes.
 	return a.submit(w, r, req, func() { a.releaseChallenge(r, v) })
 }
 
@@ -571,7 +571,7 @@ func (a *api) submit(w http.ResponseWriter, r *http.Request, req events.Event, n
 
 // decide appends req and waits up to DecisionWait for its decision;
 // pending means it takes longer (it will be decided: poll). notTaken, if
-// set, runs when the request could not be stored. The answer is counted
+// set, runs when the request was surely not appended. The answer is counted
 // under kind.
 func (a *api) decide(r *http.Request, req events.Event, kind string, notTaken func()) (d events.Event, pending bool, err error) {
 	p, err := a.Front.Submit(req)
@@ -1111,8 +1111,11 @@ func (a *api) adminEvents(w http.ResponseWriter, r *http.Request) error {
 }
 
 func outcomeOf(err error) string {
-	if errors.Is(err, front.ErrOverloaded) {
+	switch {
+	case errors.Is(err, front.ErrOverloaded):
 		return "overloaded"
+	case errors.Is(err, context.Canceled):
+		return "client_closed"
 	}
 	return "unavailable"
 }

@@ -606,16 +606,18 @@ func (f *Front) send(req events.Event, then func(error)) error {
 // retried (an append that timed out may still have landed; the retry then
 // meets the same token or order, never a second one). A request still
 // queued behind other appends when the append's allowance is over is
-// dropped, never appended. Once stored, it waits
-// up to wait for the decision; ok=false means the time passed first: the
-// request will be decided, poll for it.
+// dropped, never appended (ErrNotAppended); one already taken into an
+// append waits for that append's outcome, at most its timeout and a second
+// more. Once stored, it waits up to wait for the decision; ok=false means
+// the time passed first: the request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
 	// One timer and, on the common path, one wake-up: the decision. The
 	// timer first runs for wait (at most the append's allowance), since the
 	// append is usually acknowledged within a millisecond; when it fires,
 	// the wait is counted again from the ack, or, with no ack yet, the
 	// timer runs out the append's own allowance (the queue time plus its
-	// timeout) while settled is watched.
+	// timeout) while settled is watched, and then, for a request an append
+	// took, that append's timeout.
 	appendLimit := 2*p.f.cfg.AppendTimeout + time.Second
 	timer := time.NewTimer(min(wait, appendLimit))
 	defer timer.Stop()
@@ -799,7 +801,9 @@ func (a *appender) failQueued() {
 	for {
 		select {
 		case q := <-a.q:
-			q.done(ErrUnavailable)
+			if q.p == nil || q.p.claim.CompareAndSwap(pendingQueued, pendingDropped) {
+				q.done(ErrNotAppended) // stopping: never appended
+			}
 		default:
 			return
 		}

@@ -210,3 +210,24 @@ func TestTakeLeavesDropped(t *testing.T) {
 		t.Fatal("a taken request can still be given up")
 	}
 }
+
+// TestStoppingFailsQueuedAsNotAppended: requests still queued when the
+// front stops are told ErrNotAppended (so a solution they spent is given
+// back), and can no longer be taken.
+func TestStoppingFailsQueuedAsNotAppended(t *testing.T) {
+	_, p := lateAck(t)
+	a := &appender{q: make(chan queued, 2)}
+	a.q <- queued{p: p}
+	a.failQueued()
+	select {
+	case err := <-p.failed:
+		if !errors.Is(err, ErrNotAppended) {
+			t.Fatalf("err %v, want ErrNotAppended", err)
+		}
+	default:
+		t.Fatal("the queued request was not told")
+	}
+	if p.claim.Load() != pendingDropped {
+		t.Fatalf("claim %d, want dropped", p.claim.Load())
+	}
+}
