@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/flashgate/flashgate/events"
 	"github.com/flashgate/flashgate/internal/wait"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -33,6 +35,7 @@ type Manager struct {
 	sales   map[string]bool
 	failing map[string]error // sales whose writer stopped with an error and has not committed since
 	owned   map[string]bool  // sales whose lease this process holds
+	idle    map[string]bool  // owned sales whose writer retired idle (no state held)
 	wg      sync.WaitGroup
 	stopped bool
 	peers   func() []string // the other live processes' node ids (this one's is ignored); nil: none known
@@ -113,7 +116,7 @@ func (m *Manager) leaseCounts(ctx context.Context) (map[string]int, error) {
 func NewManager(js jetstream.JetStream, st jetstream.Stream, leases jetstream.KeyValue, node string, ttl time.Duration, cfg WriterConfig) *Manager {
 	cfg.defaults()
 	m := &Manager{js: js, st: st, leases: leases, node: node, ttl: ttl, cfg: cfg, log: cfg.Log,
-		sales: make(map[string]bool), failing: make(map[string]error), owned: make(map[string]bool)}
+		sales: make(map[string]bool), failing: make(map[string]error), owned: make(map[string]bool), idle: make(map[string]bool)}
 	onCommit := cfg.OnCommit
 	m.cfg.OnCommit = func(db *events.DecisionBatch, requests int, took time.Duration) {
 		m.setFailing(db.Sale, nil)
@@ -182,6 +185,18 @@ func (m *Manager) Status() (owned []string, failing map[string]string) {
 	return owned, failing
 }
 
+// Asleep reports the sales this process holds the lease of whose writer
+// retired idle (WriterConfig.IdleAfter): their state is not in memory.
+func (m *Manager) Asleep() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.idle))
+	for s := range m.idle {
+		out = append(out, s)
+	}
+	return out
+}
+
 // Wait blocks until every writer has stopped after ctx ended.
 func (m *Manager) Wait() {
 	m.mu.Lock()
@@ -223,10 +238,8 @@ func (m *Manager) own(ctx context.Context, sale string) {
 			defer close(renewed)
 			m.renew(wctx, cancel, sale, rev)
 		}()
-		cfg := m.cfg
-		cfg.ID = m.node + "/" + time.Now().UTC().Format("20060102T150405.000000000")
 		m.setOwned(sale, true)
-		err = NewWriter(m.js, m.st, sale, cfg).Run(wctx)
+		err = m.write(wctx, sale)
 		m.setOwned(sale, false)
 		stopped := wctx.Err() != nil // lease lost or shutting down, before our own cancel
 		cancel()
@@ -257,6 +270,95 @@ func (m *Manager) own(ctx context.Context, sale string) {
 }
 
 var errLeaseHeld = errors.New("lease held by another process")
+
+// write runs the sale's writer while ctx lasts. A writer that retires idle
+// (WriterConfig.IdleAfter) is dropped, state and all, while the lease is
+// kept; a new one starts when a request for the sale comes or when the sale
+// next needs a batch (a token expires, the waiting room's next step).
+func (m *Manager) write(ctx context.Context, sale string) error {
+	for {
+		cfg := m.cfg
+		cfg.ID = m.node + "/" + time.Now().UTC().Format("20060102T150405.000000000")
+		w := NewWriter(m.js, m.st, sale, cfg)
+		err := w.Run(ctx)
+		if !errors.Is(err, ErrIdle) {
+			return err
+		}
+		cursor, wake, ok := w.Idle()
+		w = nil // the state goes with it
+		m.setIdle(sale, true)
+		err = m.sleep(ctx, sale, cursor, wake, ok)
+		m.setIdle(sale, false)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		m.log.Info("writer woken", "sale", sale)
+	}
+}
+
+// sleep waits until a request for sale after cursor is in the stream, the
+// time wake (if ok) comes, or ctx ends (it returns nil then). It listens to
+// the sale's request subject before it looks at the stream, so a request
+// appended in between is not missed.
+func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake time.Time, ok bool) error {
+	nc := m.js.Conn()
+	came := make(chan struct{}, 1)
+	sub, err := nc.Subscribe(events.RequestSubject(sale), func(*nats.Msg) {
+		select {
+		case came <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("sale %s: listen for requests: %w", sale, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	fctx, cancel := context.WithTimeout(ctx, m.ttl)
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
+		return ctxOr(ctx, fmt.Errorf("sale %s: listen for requests: %w", sale, err))
+	}
+	last, err := m.st.GetLastMsgForSubject(ctx, events.RequestSubject(sale))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return ctxOr(ctx, fmt.Errorf("sale %s: last request: %w", sale, err))
+	case last.Sequence > cursor:
+		return nil // came while the writer retired
+	}
+	var at <-chan time.Time
+	if ok {
+		t := time.NewTimer(max(wake.Sub(m.cfg.Now()), 0))
+		defer t.Stop()
+		at = t.C
+	}
+	select {
+	case <-came:
+	case <-at:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// ctxOr returns nil once ctx ended (stopping, or the lease lost, is no
+// failure), else err.
+func ctxOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (m *Manager) setIdle(sale string, idle bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if idle {
+		m.idle[sale] = true
+	} else {
+		delete(m.idle, sale)
+	}
+}
 
 // holdBack gives the process with fewer sales a lease TTL to take a new
 // sale's lease, looking every step whether it has.

@@ -169,6 +169,26 @@ func (w *Writer) maybeSnapshot(ctx context.Context) {
 	}()
 }
 
+// snapshotNow saves a snapshot of the committed state, waiting for one
+// still being saved, unless nothing was committed since the last one. It
+// returns once the snapshot is stored (or failed: that is logged, and the
+// next writer replays more).
+func (w *Writer) snapshotNow(ctx context.Context) {
+	if w.cfg.NoSnapshots || w.snaps == nil || w.sinceSnap == 0 || w.headSeq == 0 {
+		return
+	}
+	select {
+	case <-w.snapIdle:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { w.snapIdle <- struct{}{} }()
+	now := time.Now()
+	w.lastSnap, w.sinceSnap = now, 0
+	sn := copySnapshot(w.state, w.sale, w.headSeq, w.lastAt, w.last)
+	w.saveSnapshot(ctx, sn, time.Since(now))
+}
+
 // snapshotDue reports whether maybeSnapshot would take a snapshot now.
 // The writer commits a batch before the next is decided whenever one is
 // due, so that the state it copies is the committed one.

@@ -55,6 +55,15 @@ type WriterConfig struct {
 	// NoSnapshots makes the writer neither read nor save snapshots: Load
 	// replays the sale's whole history.
 	NoSnapshots bool
+
+	// IdleAfter, if positive, makes Run return ErrIdle once the writer has
+	// committed nothing for that long while no request waits and the sale
+	// needs no batch within IdleAfter either (no token expires, the waiting
+	// room has no step due). It saves a snapshot first, so that the next
+	// writer loads quickly. The caller drops the writer, and with it the
+	// sale's state, and starts a new one when a request comes or at
+	// NextWake. 0: never.
+	IdleAfter time.Duration
 }
 
 func (c *WriterConfig) defaults() {
@@ -104,6 +113,9 @@ type Writer struct {
 	lastSnap  time.Time             // when the last snapshot was taken (or the sale loaded)
 	snapIdle  chan struct{}         // holds a token while no snapshot is being saved
 	snapWG    sync.WaitGroup
+
+	wake   time.Time // after ErrIdle: when the sale next needs a batch (zero: only on a request)
+	cursor uint64    // after ErrIdle: the last request decided
 
 	// fillFirst (tests only) makes Run wait, before deciding, until its
 	// input holds as many request messages as it can (MaxBatch), so that a
@@ -198,9 +210,20 @@ func (w *Writer) load(ctx context.Context, useSnapshot bool) error {
 // it is replayed onto.
 var errNotApplied = errors.New("a batch does not apply")
 
+// ErrIdle is what Run returns when the writer retired for want of work
+// (WriterConfig.IdleAfter).
+var ErrIdle = errors.New("writer idle")
+
+// Idle reports, after Run returned ErrIdle, the last request the writer
+// decided (its stream sequence) and when the sale next needs a batch
+// without a request (ok false: only when a request comes).
+func (w *Writer) Idle() (cursor uint64, wake time.Time, ok bool) {
+	return w.cursor, w.wake, !w.wake.IsZero()
+}
+
 // Run decides the sale's requests until ctx ends (it returns nil then), its
-// commit is refused (ErrNotOwner), or a commit's outcome cannot be learned
-// (an error: call Run again, it reloads).
+// commit is refused (ErrNotOwner), a commit's outcome cannot be learned
+// (an error: call Run again, it reloads), or it retires idle (ErrIdle).
 func (w *Writer) Run(ctx context.Context) error {
 	if err := w.Load(ctx); err != nil {
 		return err
@@ -242,6 +265,14 @@ func (w *Writer) Run(ctx context.Context) error {
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var idle <-chan time.Time // nil: the writer never retires
+	var idleTimer *time.Timer
+	active := time.Now() // when the last batch was committed
+	if w.cfg.IdleAfter > 0 {
+		idleTimer = time.NewTimer(w.cfg.IdleAfter)
+		defer idleTimer.Stop()
+		idle = idleTimer.C
+	}
 	var b pending
 	// fly is a full batch whose commit runs while the next one is decided
 	// (nil: none). Only a full batch is sent ahead: a backlog (a new owner
@@ -275,6 +306,11 @@ func (w *Writer) Run(ctx context.Context) error {
 					return err
 				}
 			case <-timer.C:
+			case <-idle:
+				if w.retire(ctx, len(in), active, idleTimer) {
+					return ErrIdle
+				}
+				continue
 			}
 		} else {
 			select {
@@ -340,8 +376,38 @@ func (w *Writer) Run(ctx context.Context) error {
 		if err := w.land(ctx, next); err != nil {
 			return err
 		}
+		active = time.Now()
 		w.maybeSnapshot(cctx)
 	}
+}
+
+// retire decides, when the idle timer fired, whether the writer retires:
+// it has committed nothing for IdleAfter (active is its last commit), no
+// request message waits (queued of them are in its input), and the sale
+// needs no batch within IdleAfter. If so it saves a snapshot and records
+// what Idle reports; if not it sets the timer for the next look.
+func (w *Writer) retire(ctx context.Context, queued int, active time.Time, t *time.Timer) bool {
+	if rest := w.cfg.IdleAfter - time.Since(active); rest > 0 {
+		t.Reset(rest)
+		return false
+	}
+	now := w.cfg.Now()
+	at, soon := w.state.NextWake(now)
+	if queued > 0 || (soon && at.Sub(now) < w.cfg.IdleAfter) {
+		t.Reset(w.cfg.IdleAfter)
+		return false
+	}
+	w.snapshotNow(ctx)
+	w.cursor, w.wake = w.state.Head.Cursor, time.Time{}
+	if soon {
+		w.wake = at
+	}
+	log := []any{"sale", w.sale, "writer", w.cfg.ID, "version", w.state.Head.Version, "cursor", w.cursor}
+	if soon {
+		log = append(log, "next_wake", w.wake)
+	}
+	w.cfg.Log.Info("writer idle: its state is released until a request comes", log...)
+	return true
 }
 
 // pending is the request messages taken for the next batch.
