@@ -51,6 +51,10 @@ type Config struct {
 	SessionTTL   time.Duration
 	MaxInFlight  int
 	MaxBatch     int
+	// WriterIdle is how long a sale's writer stays with nothing to do
+	// before it drops the sale's state (kept: the lease); a request or the
+	// sale's next expiry starts a new one. 0: never.
+	WriterIdle time.Duration
 	// MaxQueueStreams bounds the waiting-room event streams open at once
 	// (default api.DefaultMaxQueueStreams).
 	MaxQueueStreams int
@@ -324,7 +328,7 @@ func Start(ctx context.Context, c Config) (a *App, err error) {
 	// from the front's OnSale).
 	deliver := func(db *events.DecisionBatch, prev, seq uint64) { a.Front.Committed(db, prev, seq) }
 	a.manager = handlers.NewManager(a.JS, st, leases, node, c.LeaseTTL, handlers.WriterConfig{MaxBatch: c.MaxBatch, Now: c.Now, Log: a.log,
-		OnCommit: onCommit, Deliver: deliver})
+		OnCommit: onCommit, Deliver: deliver, IdleAfter: c.WriterIdle})
 	a.manager.SpreadOver(func() []string {
 		// The other processes heard within the last 3 s: a dead one's
 		// heartbeat is older by the time its leases run out, and a new sale

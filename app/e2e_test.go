@@ -449,3 +449,40 @@ func TestStartFailsCleanly(t *testing.T) {
 		t.Fatalf("bad listen address: %v", err)
 	}
 }
+
+// TestSleepingSaleWakes: a sale whose writer fell asleep (--writer-idle)
+// answers its next shoppers as before: a new writer loads the sale, tokens
+// issued before the sleep are still known and redeemable, and the audit
+// holds.
+func TestSleepingSaleWakes(t *testing.T) {
+	a := startApp(t, app.Config{WriterIdle: 300 * time.Millisecond})
+	c := newClient(t, a)
+	c.createSale(a.AdminToken, map[string]any{"id": "s", "stock": 3})
+	_, first := c.session()
+	tok := c.do("POST", "/api/v1/sales/s/tokens", first, nil, nil)
+	if tok.Status != http.StatusCreated {
+		t.Fatalf("token: %d %s", tok.Status, tok.Raw)
+	}
+	asleep := func() error {
+		r := c.do("GET", "/readyz", "", nil, nil)
+		checks, _ := r.Body["checks"].(map[string]any)
+		if w, _ := checks["writers"].(string); !strings.Contains(w, "1 of them asleep") {
+			return fmt.Errorf("readyz %d, writers %q", r.Status, w)
+		}
+		return nil
+	}
+	waitFor(t, 10*time.Second, asleep)
+	_, second := c.session()
+	if r := c.do("POST", "/api/v1/sales/s/tokens", second, nil, nil); r.Status != http.StatusCreated {
+		t.Fatalf("token for a sleeping sale: %d %s", r.Status, r.Raw)
+	}
+	waitFor(t, 10*time.Second, asleep)
+	r := c.do("POST", "/api/v1/sales/s/purchases", first, map[string]string{"X-Purchase-Token": tok.str("token")}, nil)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("purchase with a token issued before the sleep: %d %s", r.Status, r.Raw)
+	}
+	if again := c.do("POST", "/api/v1/sales/s/tokens", first, nil, nil); again.Status == http.StatusCreated {
+		t.Fatalf("a second token for a shopper who bought: %d %s", again.Status, again.Raw)
+	}
+	runAudit(t, a)
+}

@@ -280,7 +280,7 @@ func (a *App) Ready(ctx context.Context) (bool, map[string]string) {
 		sort.Strings(names)
 		fail("writers", "failing: "+strings.Join(names, "; "))
 	} else {
-		checks["writers"] = fmt.Sprintf("ok (%d sales written here)", len(owned))
+		checks["writers"] = fmt.Sprintf("ok (%d sales written here, %d of them asleep)", len(owned), len(a.manager.Asleep()))
 	}
 	return ok, checks
 }

@@ -207,7 +207,7 @@ func benchServer(ctx context.Context, o *loadgen.Options, stderr io.Writer) (sto
 	a, err := app.Start(ctx, app.Config{
 		Data: dir, HTTP: "127.0.0.1:0", RateLimit: limits, SessionRate: -1,
 		DecisionWait: defaultDecisionWait, MaxBody: defaultMaxBody, SessionTTL: defaultSessionTTL,
-		MaxInFlight: defaultMaxInFlight, MaxBatch: defaultMaxBatch, MaxQueueStreams: defaultQueueStreams, ReadyLag: defaultReadyLag,
+		MaxInFlight: defaultMaxInFlight, MaxBatch: defaultMaxBatch, WriterIdle: defaultWriterIdle, MaxQueueStreams: defaultQueueStreams, ReadyLag: defaultReadyLag,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

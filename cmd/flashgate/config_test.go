@@ -38,7 +38,7 @@ func TestValidate(t *testing.T) {
 		{name: "defaults"},
 		{name: "all set well", args: []string{
 			"--lease-ttl=1s", "--decision-wait=10ms", "--session-ttl=1m", "--max-body=1024",
-			"--session-rate=-1", "--max-in-flight=1", "--max-batch=1", "--ready-lag=1", "--log-level=debug", "--log-format=json",
+			"--session-rate=-1", "--max-in-flight=1", "--max-batch=1", "--writer-idle=1s", "--ready-lag=1", "--log-level=debug", "--log-format=json",
 			"--heap-floor=512MiB",
 			"--http=:0", "--metrics-addr=127.0.0.1:9100", "--debug-addr=localhost:6060", "--nats-listen=0.0.0.0:4222",
 			"--token-key-file", keyFile, "--session-key-file", keyFile,
@@ -67,6 +67,9 @@ func TestValidate(t *testing.T) {
 		{name: "heap-floor", args: []string{"--heap-floor=1.5GiB"}, want: []string{"--heap-floor=1.5GiB", "not a size", "or auto"}},
 		{name: "max-in-flight", args: []string{"--max-in-flight=0"}, want: []string{"--max-in-flight=0", "more than 0"}},
 		{name: "max-batch", args: []string{"--max-batch=-3"}, want: []string{"--max-batch=-3", "more than 0"}},
+		{name: "writer-idle never", args: []string{"--writer-idle=0"}},
+		{name: "writer-idle short", args: []string{"--writer-idle=500ms"}, want: []string{"--writer-idle=500ms", "at least 1s, or 0"}},
+		{name: "writer-idle negative", args: []string{"--writer-idle=-1m"}, want: []string{"--writer-idle=-1m0s"}},
 		{name: "max-queue-streams", args: []string{"--max-queue-streams=0"}, want: []string{"--max-queue-streams=0", "more than 0"}},
 		{name: "session-rate 0", args: []string{"--session-rate=0"}, want: []string{"--session-rate=0", "-1 for no cap"}},
 		{name: "session-rate -2", args: []string{"--session-rate=-2"}, want: []string{"--session-rate=-2"}},

@@ -52,6 +52,7 @@ func TestResolvePrecedence(t *testing.T) {
 		{"decision-wait", layer{"3s", "4s", "5s"}, "2s", func(c *serveConfig) string { return c.DecisionWait.String() }},
 		{"demo", layer{"false", "true", "false"}, "true", func(c *serveConfig) string { return fmt.Sprint(c.Demo) }},
 		{"replicas", layer{"3", "5", "2"}, "1", func(c *serveConfig) string { return fmt.Sprint(c.Replicas) }},
+		{"writer-idle", layer{"1m0s", "2h0m0s", "0s"}, "10m0s", func(c *serveConfig) string { return c.WriterIdle.String() }},
 		{"ready-lag", layer{"1", "2", "3"}, "10000", func(c *serveConfig) string { return fmt.Sprint(c.ReadyLag) }},
 		{"projection-flood-lag", layer{"4", "5", "6"}, "50000", func(c *serveConfig) string { return fmt.Sprint(c.FloodLag) }},
 		{"log-format", layer{"json", "text", "auto"}, "auto", func(c *serveConfig) string { return c.LogFormat }},

@@ -48,6 +48,7 @@ const (
 	defaultSessionTTL   = 24 * time.Hour
 	defaultMaxInFlight  = 16384
 	defaultMaxBatch     = 1024
+	defaultWriterIdle   = 10 * time.Minute
 	defaultQueueStreams = 10000
 	defaultReadyLag     = 10000
 )
@@ -81,6 +82,7 @@ func serveFlags(name string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.SessionTTL, "session-ttl", defaultSessionTTL, "lifetime of an anonymous session (at least 1m)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", defaultMaxInFlight, "requests waiting for a decision before 503")
 	fs.IntVar(&c.MaxBatch, "max-batch", defaultMaxBatch, "requests decided in one commit at most")
+	fs.DurationVar(&c.WriterIdle, "writer-idle", defaultWriterIdle, "a sale's writer with nothing to do for this long drops the sale's state from memory until a request comes (0: never)")
 	fs.IntVar(&c.MaxQueueStreams, "max-queue-streams", defaultQueueStreams, "waiting-room event streams (SSE) open at once before 503")
 	fs.StringVar(&c.PurchaseKeyFile, "token-key-file", "", "purchase-token signing keys (default: generated in the data directory)")
 	fs.StringVar(&c.SessionKeyFile, "session-key-file", "", "session signing keys (default: generated in the data directory)")
@@ -313,6 +315,9 @@ func (c *serveConfig) validate(fs *flag.FlagSet, src sources) error {
 	}
 	if c.MaxBatch <= 0 {
 		bad("max-batch", "must be more than 0")
+	}
+	if c.WriterIdle != 0 && c.WriterIdle < time.Second {
+		bad("writer-idle", "must be at least 1s, or 0 for never")
 	}
 	if r := c.ProjectionShare; math.IsNaN(r) || r <= 0 || r > 1 {
 		bad("projection-share", "must be more than 0 and at most 1")
