@@ -52,6 +52,10 @@ type Config struct {
 	MaxAppendBatch int
 	// AppendTimeout bounds one append. Default 2 s.
 	AppendTimeout time.Duration
+	// AppendSlack is what a waiting request allows, on top of the appends'
+	// timeouts, for the appender's own delays before it gives up on its
+	// append (see Pending.Wait). Default 1 s.
+	AppendSlack time.Duration
 	// RecentDecisions is how many decisions are kept for polling. Default 65536.
 	RecentDecisions int
 	// FloodWaiting is how many requests waiting for their decisions at once
@@ -83,6 +87,9 @@ func (c *Config) defaults() {
 	}
 	if c.AppendTimeout <= 0 {
 		c.AppendTimeout = 2 * time.Second
+	}
+	if c.AppendSlack <= 0 {
+		c.AppendSlack = time.Second
 	}
 	if c.RecentDecisions <= 0 {
 		c.RecentDecisions = 65536
@@ -607,8 +614,8 @@ func (f *Front) send(req events.Event, then func(error)) error {
 // meets the same token or order, never a second one). A request still
 // queued behind other appends when the append's allowance is over is
 // dropped, never appended (ErrNotAppended); one already taken into an
-// append waits for that append's outcome, at most its timeout and a second
-// more. Once stored, it waits up to wait for the decision; ok=false means
+// append waits for that append's outcome, at most its timeout and
+// AppendSlack more (the allowance is twice AppendTimeout and AppendSlack). Once stored, it waits up to wait for the decision; ok=false means
 // the time passed first: the request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
 	// One timer and, on the common path, one wake-up: the decision. The
@@ -618,7 +625,8 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 	// timer runs out the append's own allowance (the queue time plus its
 	// timeout) while settled is watched, and then, for a request an append
 	// took, that append's timeout.
-	appendLimit := 2*p.f.cfg.AppendTimeout + time.Second
+	slack := p.f.cfg.AppendSlack
+	appendLimit := 2*p.f.cfg.AppendTimeout + slack
 	timer := time.NewTimer(min(wait, appendLimit))
 	defer timer.Stop()
 	var settled <-chan struct{} // watched only while the ack is overdue
@@ -656,12 +664,12 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 				p.f.waiters.remove(p.id)
 				return events.Event{}, false, fmt.Errorf("%w in time", ErrNotAppended)
 			}
-			if elapsed >= appendLimit+p.f.cfg.AppendTimeout+time.Second {
+			if elapsed >= appendLimit+p.f.cfg.AppendTimeout+slack {
 				return p.fail(fmt.Errorf("%w: append not acknowledged in time", ErrUnavailable))
 			}
 			// Taken into an append: its outcome comes within AppendTimeout.
 			settled = p.settled
-			timer.Reset(appendLimit + p.f.cfg.AppendTimeout + time.Second - elapsed)
+			timer.Reset(appendLimit + p.f.cfg.AppendTimeout + slack - elapsed)
 			continue
 		}
 		settled = p.settled
