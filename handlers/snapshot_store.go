@@ -33,15 +33,17 @@ const (
 	snapshotGrace = 5 * time.Second
 )
 
-// snapshotStore returns the snapshot bucket, or nil when there is none
-// (snapshots are then off).
+// snapshotStore returns the snapshot bucket, or nil when it cannot be had
+// now (the next snapshot due tries again) or there is none (snapshots are
+// then off for this writer).
 func (w *Writer) snapshotStore(ctx context.Context) jetstream.ObjectStore {
-	if w.snaps != nil {
+	if w.snaps != nil || w.noBucket {
 		return w.snaps
 	}
 	obs, err := w.js.ObjectStore(ctx, stream.SnapshotBucket)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			w.noBucket = true
 			w.cfg.Log.Info("no snapshot bucket: the sale is replayed in full and no snapshot is saved", "sale", w.sale, "bucket", stream.SnapshotBucket)
 		} else {
 			w.cfg.Log.Warn("snapshot bucket unavailable", "sale", w.sale, "err", err)
@@ -92,6 +94,22 @@ func (w *Writer) loadSnapshot(ctx context.Context, sale Sale) (*State, uint64, t
 	w.cfg.Log.Info("snapshot loaded", "sale", w.sale, "version", r.head.Version, "seq", r.seq, "bytes", len(data),
 		"tokens", tokens, "shoppers", shoppers, "fetch", fetched.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return state, r.seq, r.decidedAt, batch
+}
+
+// dropSnapshot deletes the sale's snapshot if it is still the one taken at
+// stream sequence seq: one found not to be trusted, so that the next load
+// does not fetch it again (and a new one of the same version can be saved).
+func (w *Writer) dropSnapshot(ctx context.Context, seq uint64) {
+	if w.snaps == nil {
+		return
+	}
+	info, err := w.snaps.GetInfo(ctx, w.sale)
+	if err != nil || info.Headers.Get(hdrSnapshotSeq) != strconv.FormatUint(seq, 10) {
+		return // gone, or replaced meanwhile
+	}
+	if err := w.snaps.Delete(ctx, w.sale); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		w.cfg.Log.Warn("untrusted snapshot not deleted", "sale", w.sale, "snapshot_seq", seq, "err", err)
+	}
 }
 
 // readSnapshot reads the sale's snapshot object whole (its digest checked).
@@ -152,6 +170,10 @@ func (w *Writer) maybeSnapshot(ctx context.Context) {
 	if !w.snapshotDueAt(now) {
 		return
 	}
+	if w.snapshotStore(ctx) == nil {
+		w.lastSnap = now // try again after SnapshotMinGap
+		return
+	}
 	w.lastSnap, w.sinceSnap = now, 0
 	select {
 	case <-w.snapIdle:
@@ -174,7 +196,7 @@ func (w *Writer) maybeSnapshot(ctx context.Context) {
 // returns once the snapshot is stored (or failed: that is logged, and the
 // next writer replays more).
 func (w *Writer) snapshotNow(ctx context.Context) {
-	if w.cfg.NoSnapshots || w.snaps == nil || w.sinceSnap == 0 || w.headSeq == 0 {
+	if w.cfg.NoSnapshots || w.noBucket || w.sinceSnap == 0 || w.headSeq == 0 || w.snapshotStore(ctx) == nil {
 		return
 	}
 	select {
@@ -195,7 +217,7 @@ func (w *Writer) snapshotNow(ctx context.Context) {
 func (w *Writer) snapshotDue() bool { return w.snapshotDueAt(time.Now()) }
 
 func (w *Writer) snapshotDueAt(now time.Time) bool {
-	if w.cfg.NoSnapshots || w.snaps == nil || w.sinceSnap == 0 || w.headSeq == 0 {
+	if w.cfg.NoSnapshots || w.noBucket || w.sinceSnap == 0 || w.headSeq == 0 {
 		return false
 	}
 	since := now.Sub(w.lastSnap)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -404,8 +406,11 @@ func TestLoadFallsBackWhenBatchesDoNotApply(t *testing.T) {
 	for _, tk := range sn.outstanding {
 		tk.id = "renamed-" + tk.id
 	}
-	if _, err := obs.PutBytes(ctx, "s", sn.encode()); err != nil {
+	if err := obs.Delete(ctx, "s"); err != nil {
 		t.Fatal(err)
+	}
+	if saved, err := putSnapshot(ctx, obs, sn, sn.encode()); err != nil || !saved {
+		t.Fatalf("renamed snapshot not stored: %v", err)
 	}
 	var logs fgtest.Buffer
 	if got := loadBoth(t, e, "s", logs.Logger()); got != 0 {
@@ -413,5 +418,45 @@ func TestLoadFallsBackWhenBatchesDoNotApply(t *testing.T) {
 	}
 	if l := logs.String(); !strings.Contains(l, "do not apply to it") || !strings.Contains(l, "not outstanding") {
 		t.Fatalf("log does not say why:\n%s", l)
+	}
+	// It is deleted, so that the next load does not fetch it again.
+	if _, err := obs.GetInfo(ctx, "s"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("the untrusted snapshot is still there: %v", err)
+	}
+}
+
+// flakyStore is a JetStream whose first ObjectStore calls fail as a
+// server that does not answer would.
+type flakyStore struct {
+	jetstream.JetStream
+	fails atomic.Int32
+}
+
+func (f *flakyStore) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
+	if f.fails.Add(-1) >= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	return f.JetStream.ObjectStore(ctx, bucket)
+}
+
+// TestSnapshotStoreRetried: a writer that could not open the snapshot
+// bucket when it loaded the sale tries again when a snapshot is due, and
+// saves it once the bucket answers.
+func TestSnapshotStoreRetried(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.createSale(t, "s", 100)
+	e.appendRequests(t, "s", 10, 5)
+	js := &flakyStore{JetStream: e.js}
+	js.fails.Store(2) // the load's, and the first snapshot's
+	w := NewWriter(js, e.st, "s", WriterConfig{Log: quiet, Now: clockAt(t0.Add(time.Minute)), MaxBatch: 5,
+		SnapshotEvery: 5, SnapshotMinGap: time.Nanosecond})
+	runUntil(t, e, w, "s")
+	obs, err := e.js.ObjectStore(ctx, stream.SnapshotBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := snapshotInfo(t, obs, "s"); v == 0 {
+		t.Fatalf("no snapshot saved after the bucket came back (ObjectStore failures left: %d)", js.fails.Load())
 	}
 }

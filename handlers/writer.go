@@ -108,7 +108,8 @@ type Writer struct {
 	last      []byte    // the last committed batch as stored (a snapshot records its digest)
 	loaded    uint64    // the stream sequence of the snapshot Load started from (0: none)
 
-	snaps     jetstream.ObjectStore // the snapshot bucket; nil: no snapshots
+	snaps     jetstream.ObjectStore // the snapshot bucket; nil: not had yet
+	noBucket  bool                  // there is no snapshot bucket: no snapshots
 	sinceSnap int                   // decisions committed (or replayed) since the last snapshot
 	lastSnap  time.Time             // when the last snapshot was taken (or the sale loaded)
 	snapIdle  chan struct{}         // holds a token while no snapshot is being saved
@@ -191,6 +192,7 @@ func (w *Writer) load(ctx context.Context, useSnapshot bool) error {
 			// other error, a read that timed out, is not the snapshot's.)
 			w.cfg.Log.Warn("snapshot not used: the batches after it do not apply to it; replaying the sale from its first batch",
 				"sale", w.sale, "snapshot_seq", snapSeq, "err", err)
+			w.dropSnapshot(ctx, snapSeq)
 			return w.load(ctx, false)
 		}
 		if err != nil {
