@@ -76,12 +76,13 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.As(err, &e):
 	case errors.Is(err, front.ErrOverloaded):
 		e = &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", Message: "too many requests in flight, retry shortly", RetryAfter: 1}
-	case errors.Is(err, front.ErrUnavailable), errors.Is(err, front.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
-		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the event stream is unavailable, retry shortly", RetryAfter: 1}
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away: nothing is wrong here, and no one reads
 		// the answer (499, as proxies count it in their logs and metrics).
+		// Before the 503s: a request given up as its client left is both.
 		e = &Error{Status: statusClientClosed, Code: "client_closed", Message: "the client closed the request"}
+	case errors.Is(err, front.ErrUnavailable), errors.Is(err, front.ErrNotReady), errors.Is(err, context.DeadlineExceeded):
+		e = &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "the event stream is unavailable, retry shortly", RetryAfter: 1}
 	default:
 		log.Error("internal error", "request_id", reqID(r), "method", r.Method, "route", r.Pattern, "err", err)
 		e = newError(http.StatusInternalServerError, "internal", "internal error")

@@ -644,8 +644,12 @@ func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, b
 		case <-timer.C:
 		case <-ctx.Done():
 			if p.stored.Load() == 0 {
-				p.claim.CompareAndSwap(pendingQueued, pendingDropped) // the client is gone: spare the append
-				return p.fail(ctx.Err())
+				if p.claim.CompareAndSwap(pendingQueued, pendingDropped) {
+					// The client is gone: spare the append. Never stored,
+					// so what the request spent can be given back.
+					return p.fail(fmt.Errorf("%w: %w", ErrNotAppended, ctx.Err()))
+				}
+				return p.fail(ctx.Err()) // in an append: it may be stored
 			}
 			return p.pending()
 		}

@@ -124,12 +124,33 @@ func TestWaitCancelled(t *testing.T) {
 		if acked && (r.ok || r.err != nil) {
 			t.Errorf("cancelled after the ack: ok=%v err=%v, want pending", r.ok, r.err)
 		}
-		if !acked && (r.ok || !errors.Is(r.err, context.Canceled)) {
-			t.Errorf("cancelled before the ack: ok=%v err=%v, want context.Canceled", r.ok, r.err)
+		if !acked && (r.ok || !errors.Is(r.err, context.Canceled) || !errors.Is(r.err, ErrNotAppended)) {
+			t.Errorf("cancelled before the ack: ok=%v err=%v, want context.Canceled and ErrNotAppended", r.ok, r.err)
+		}
+		if !acked && p.claim.Load() != pendingDropped {
+			t.Errorf("cancelled while queued: claim %d, want dropped (never appended)", p.claim.Load())
 		}
 		if n := f.waiters.n.Load(); n != 0 {
 			t.Errorf("acked=%v: %d waiters left", acked, n)
 		}
+	}
+}
+
+// TestWaitCancelledInAnAppend: a caller that goes away while its request
+// is in an append gets its context's error only: the request may be stored,
+// so what it spent is not given back.
+func TestWaitCancelledInAnAppend(t *testing.T) {
+	f, p := lateAck(t)
+	p.claim.Store(pendingTaken)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := waitIn(ctx, p, time.Minute)
+	cancel()
+	r := <-out
+	if !errors.Is(r.err, context.Canceled) || errors.Is(r.err, ErrNotAppended) {
+		t.Fatalf("err %v, want context.Canceled and not ErrNotAppended", r.err)
+	}
+	if n := f.waiters.n.Load(); n != 0 {
+		t.Fatalf("%d waiters left", n)
 	}
 }
 
