@@ -451,11 +451,13 @@ func TestStartFailsCleanly(t *testing.T) {
 }
 
 // TestSleepingSaleWakes: a sale whose writer fell asleep (--writer-idle)
-// answers its next shoppers as before: a new writer loads the sale, tokens
-// issued before the sleep are still known and redeemable, and the audit
-// holds.
+// answers its next shoppers as before: a token request and a purchase each
+// wake a new writer, which loads the sale; a token issued before the sleep
+// is still known and redeemable, and the audit holds.
 func TestSleepingSaleWakes(t *testing.T) {
-	a := startApp(t, app.Config{WriterIdle: 300 * time.Millisecond})
+	// A decision wait long enough for a wake on a busy machine: a 202 would
+	// not say whether the sale woke.
+	a := startApp(t, app.Config{WriterIdle: 300 * time.Millisecond, DecisionWait: 20 * time.Second})
 	c := newClient(t, a)
 	c.createSale(a.AdminToken, map[string]any{"id": "s", "stock": 3})
 	_, first := c.session()
@@ -464,10 +466,8 @@ func TestSleepingSaleWakes(t *testing.T) {
 		t.Fatalf("token: %d %s", tok.Status, tok.Raw)
 	}
 	asleep := func() error {
-		r := c.do("GET", "/readyz", "", nil, nil)
-		checks, _ := r.Body["checks"].(map[string]any)
-		if w, _ := checks["writers"].(string); !strings.Contains(w, "1 of them asleep") {
-			return fmt.Errorf("readyz %d, writers %q", r.Status, w)
+		if s := a.Asleep(); len(s) != 1 || s[0] != "s" {
+			return fmt.Errorf("asleep: %v", s)
 		}
 		return nil
 	}
@@ -478,11 +478,16 @@ func TestSleepingSaleWakes(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, asleep)
 	r := c.do("POST", "/api/v1/sales/s/purchases", first, map[string]string{"X-Purchase-Token": tok.str("token")}, nil)
-	if r.Status != http.StatusAccepted {
+	if r.Status != http.StatusAccepted || r.str("status") != "accepted" || r.str("orderId") == "" {
 		t.Fatalf("purchase with a token issued before the sleep: %d %s", r.Status, r.Raw)
 	}
-	if again := c.do("POST", "/api/v1/sales/s/tokens", first, nil, nil); again.Status == http.StatusCreated {
-		t.Fatalf("a second token for a shopper who bought: %d %s", again.Status, again.Raw)
+	waitFor(t, 10*time.Second, asleep)
+	if again := c.do("POST", "/api/v1/sales/s/tokens", first, nil, nil); again.Status != http.StatusConflict || again.str("error") != "limit_reached" {
+		t.Fatalf("a token for a shopper who bought: %d %s, want 409 limit_reached", again.Status, again.Raw)
+	}
+	r = c.do("GET", "/readyz", "", nil, nil)
+	if checks, _ := r.Body["checks"].(map[string]any); !strings.Contains(fmt.Sprint(checks["writers"]), "asleep") {
+		t.Errorf("readiness does not count the sleeping writers: %s", r.Raw)
 	}
 	runAudit(t, a)
 }

@@ -17,3 +17,7 @@ func (a *App) Crash() {
 // Handler is the service's HTTP handler, for the benchmarks that drive it
 // without a network.
 func (a *App) Handler() http.Handler { return a.srv.Handler }
+
+// Asleep names the sales whose writer here retired idle (--writer-idle),
+// as the manager knows it now (readiness caches its answer for a second).
+func (a *App) Asleep() []string { return a.manager.Asleep() }

@@ -91,7 +91,7 @@ func countType(dbs []events.DecisionBatch, typ events.Type) int {
 // TestManagerWakesIdleWriter: the manager drops a writer that retired idle
 // and starts a new one, under the same lease, when a request comes (sale s,
 // whose tokens last an hour) and when tokens expire (sale x, whose tokens
-// last a second); every request is decided exactly once, and the batches'
+// last 3 s); every request is decided exactly once, and the batches'
 // versions follow one another across the writers.
 func TestManagerWakesIdleWriter(t *testing.T) {
 	e := newEnv(t)
@@ -102,8 +102,8 @@ func TestManagerWakesIdleWriter(t *testing.T) {
 	}
 	opened := time.Now().Add(-time.Minute)
 	e.CreateSale(t, "s", 100, time.Hour, opened)
-	e.CreateSale(t, "x", 100, time.Second, opened)
-	m := NewManager(e.js, e.st, kv, "node-a", 2*time.Second, WriterConfig{Log: quiet, IdleAfter: 200 * time.Millisecond})
+	e.CreateSale(t, "x", 100, 3*time.Second, opened)
+	m := NewManager(e.js, e.st, kv, "node-a", 5*time.Second, WriterConfig{Log: quiet, IdleAfter: 200 * time.Millisecond})
 	m.Start(ctx)
 	m.Add("s")
 	m.Add("x")
@@ -171,7 +171,7 @@ func TestManagerWakesIdleWriter(t *testing.T) {
 	fgtest.WaitFor(t, 10*time.Second, isIdle("s"))
 	check("s", 12, 2)
 
-	// x's tokens expire a second after their issue: a writer is woken for it.
+	// x's tokens expire 3 s after their issue: a writer is woken for it.
 	fgtest.WaitFor(t, 15*time.Second, func() error {
 		if n := countType(e.decisions(t, "x"), events.TypeTokenExpired); n != 6 {
 			return fmt.Errorf("%d tokens expired, want 6", n)
@@ -198,16 +198,47 @@ func TestIdleSleepSeesRequestsAlreadyThere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewManager(e.js, e.st, kv, "node-a", 2*time.Second, WriterConfig{Log: quiet})
+	m := NewManager(e.js, e.st, kv, "node-a", time.Minute, WriterConfig{Log: quiet})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := m.sleep(ctx, "s", last.Sequence-1, time.Time{}, false); err != nil || ctx.Err() != nil {
-		t.Fatalf("sleep: %v, context %v: want an immediate wake", err, ctx.Err())
+	if m.sleep(ctx, "s", last.Sequence-1, time.Time{}, false); ctx.Err() != nil {
+		t.Fatalf("sleep ended with its context (%v): want an immediate wake", ctx.Err())
 	}
 	// Nothing after the cursor: it sleeps until the context ends.
 	short, stop := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer stop()
-	if err := m.sleep(short, "s", last.Sequence, time.Time{}, false); err != nil || short.Err() == nil {
-		t.Fatalf("sleep: %v, context %v: want a sleep until the context ended", err, short.Err())
+	if m.sleep(short, "s", last.Sequence, time.Time{}, false); short.Err() == nil {
+		t.Fatal("sleep ended before its context with no request after the cursor")
+	}
+}
+
+// TestIdleSleepLooks: a request the subscription does not see (here there is
+// none) is found by the sleep's looks at the stream.
+func TestIdleSleepLooks(t *testing.T) {
+	e := newEnv(t)
+	kv, err := e.js.KeyValue(context.Background(), events.LeaseBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.createSale(t, "s", 100)
+	m := NewManager(e.js, e.st, kv, "node-a", time.Minute, WriterConfig{Log: quiet})
+	m.noListen, m.lookEvery = true, 50*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.sleep(ctx, "s", 0, time.Time{}, false)
+	}()
+	time.Sleep(200 * time.Millisecond) // a few looks find nothing
+	select {
+	case <-done:
+		t.Fatal("sleep ended with no request")
+	default:
+	}
+	e.appendRequests(t, "s", 1, 1)
+	<-done
+	if ctx.Err() != nil {
+		t.Fatalf("the request was not found: sleep ended with its context (%v)", ctx.Err())
 	}
 }

@@ -3,7 +3,6 @@ package handlers
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -40,6 +39,9 @@ type Manager struct {
 	stopped bool
 	peers   func() []string // the other live processes' node ids (this one's is ignored); nil: none known
 	holding atomic.Int32    // sales whose free lease this process is leaving to another
+
+	lookEvery time.Duration // how often a sleeping sale's requests are looked for in the stream (TTL/3)
+	noListen  bool          // tests: a sleeping sale has no subscription, only the looks
 }
 
 // SpreadOver makes the manager hold back, for at most one lease TTL, from
@@ -116,7 +118,8 @@ func (m *Manager) leaseCounts(ctx context.Context) (map[string]int, error) {
 func NewManager(js jetstream.JetStream, st jetstream.Stream, leases jetstream.KeyValue, node string, ttl time.Duration, cfg WriterConfig) *Manager {
 	cfg.defaults()
 	m := &Manager{js: js, st: st, leases: leases, node: node, ttl: ttl, cfg: cfg, log: cfg.Log,
-		sales: make(map[string]bool), failing: make(map[string]error), owned: make(map[string]bool), idle: make(map[string]bool)}
+		sales: make(map[string]bool), failing: make(map[string]error), owned: make(map[string]bool), idle: make(map[string]bool),
+		lookEvery: ttl / 3}
 	onCommit := cfg.OnCommit
 	m.cfg.OnCommit = func(db *events.DecisionBatch, requests int, took time.Duration) {
 		m.setFailing(db.Sale, nil)
@@ -284,48 +287,45 @@ func (m *Manager) write(ctx context.Context, sale string) error {
 		if !errors.Is(err, ErrIdle) {
 			return err
 		}
+		// The writer loaded the sale and ran: whatever failed before is over.
+		m.setFailing(sale, nil)
 		cursor, wake, ok := w.Idle()
 		w = nil // the state goes with it
 		m.setIdle(sale, true)
-		err = m.sleep(ctx, sale, cursor, wake, ok)
+		m.sleep(ctx, sale, cursor, wake, ok)
 		m.setIdle(sale, false)
-		if err != nil || ctx.Err() != nil {
-			return err
+		if ctx.Err() != nil {
+			return nil
 		}
 		m.log.Info("writer woken", "sale", sale)
 	}
 }
 
 // sleep waits until a request for sale after cursor is in the stream, the
-// time wake (if ok) comes, or ctx ends (it returns nil then). It listens to
-// the sale's request subject before it looks at the stream, so a request
-// appended in between is not missed.
-func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake time.Time, ok bool) error {
-	nc := m.js.Conn()
+// time wake (if ok) comes, or ctx ends. A request is noticed at once
+// through a subscription to the sale's request subject, and in any case
+// within a look at the stream every lookEvery (TTL/3): a request can reach
+// the stream and not the subscription (published a moment before it was
+// made, through another server of a cluster, or while the connection was
+// being made again). A look that fails is made again at the next.
+func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake time.Time, ok bool) {
 	came := make(chan struct{}, 1)
-	sub, err := nc.Subscribe(events.RequestSubject(sale), func(*nats.Msg) {
-		select {
-		case came <- struct{}{}:
-		default:
+	if !m.noListen {
+		nc := m.js.Conn()
+		sub, err := nc.Subscribe(events.RequestSubject(sale), func(*nats.Msg) {
+			select {
+			case came <- struct{}{}:
+			default:
+			}
+		})
+		if err == nil {
+			defer func() { _ = sub.Unsubscribe() }()
+			fctx, cancel := context.WithTimeout(ctx, m.lookEvery)
+			_ = nc.FlushWithContext(fctx) // the looks cover a subscription not yet in place
+			cancel()
+		} else {
+			m.log.Warn("sale asleep: no subscription to its requests, they are looked for every "+m.lookEvery.String(), "sale", sale, "err", err)
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("sale %s: listen for requests: %w", sale, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	fctx, cancel := context.WithTimeout(ctx, m.ttl)
-	err = nc.FlushWithContext(fctx)
-	cancel()
-	if err != nil {
-		return ctxOr(ctx, fmt.Errorf("sale %s: listen for requests: %w", sale, err))
-	}
-	last, err := m.st.GetLastMsgForSubject(ctx, events.RequestSubject(sale))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-	case err != nil:
-		return ctxOr(ctx, fmt.Errorf("sale %s: last request: %w", sale, err))
-	case last.Sequence > cursor:
-		return nil // came while the writer retired
 	}
 	var at <-chan time.Time
 	if ok {
@@ -333,21 +333,33 @@ func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake ti
 		defer t.Stop()
 		at = t.C
 	}
-	select {
-	case <-came:
-	case <-at:
-	case <-ctx.Done():
+	look := time.NewTicker(m.lookEvery)
+	defer look.Stop()
+	warned := false
+	for {
+		lctx, cancel := context.WithTimeout(ctx, m.lookEvery)
+		last, err := m.st.GetLastMsgForSubject(lctx, events.RequestSubject(sale))
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			if !warned && ctx.Err() == nil {
+				m.log.Warn("sale asleep: its requests could not be looked for; trying again", "sale", sale, "err", err)
+				warned = true
+			}
+		case last.Sequence > cursor:
+			return // came while the writer retired, or the subscription missed it
+		}
+		select {
+		case <-came:
+			return
+		case <-at:
+			return
+		case <-ctx.Done():
+			return
+		case <-look.C:
+		}
 	}
-	return nil
-}
-
-// ctxOr returns nil once ctx ended (stopping, or the lease lost, is no
-// failure), else err.
-func ctxOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 func (m *Manager) setIdle(sale string, idle bool) {

@@ -174,13 +174,14 @@ func (w *Writer) maybeSnapshot(ctx context.Context) {
 		w.lastSnap = now // try again after SnapshotMinGap
 		return
 	}
-	w.lastSnap, w.sinceSnap = now, 0
 	select {
 	case <-w.snapIdle:
 	default:
+		w.lastSnap = now // try again after SnapshotMinGap; what it would hold is still to save
 		w.cfg.Log.Info("snapshot skipped: the last one is still being saved", "sale", w.sale, "version", w.state.Head.Version)
 		return
 	}
+	w.lastSnap, w.sinceSnap = now, 0
 	sn := copySnapshot(w.state, w.sale, w.headSeq, w.lastAt, w.last)
 	copied := time.Since(now)
 	w.snapWG.Add(1)

@@ -115,6 +115,7 @@ type Writer struct {
 	snapIdle  chan struct{}         // holds a token while no snapshot is being saved
 	snapWG    sync.WaitGroup
 
+	active time.Time // when the last batch landed (or Run began)
 	wake   time.Time // after ErrIdle: when the sale next needs a batch (zero: only on a request)
 	cursor uint64    // after ErrIdle: the last request decided
 
@@ -269,7 +270,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	defer timer.Stop()
 	var idle <-chan time.Time // nil: the writer never retires
 	var idleTimer *time.Timer
-	active := time.Now() // when the last batch was committed
+	w.active = time.Now()
 	if w.cfg.IdleAfter > 0 {
 		idleTimer = time.NewTimer(w.cfg.IdleAfter)
 		defer idleTimer.Stop()
@@ -309,7 +310,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				}
 			case <-timer.C:
 			case <-idle:
-				if w.retire(ctx, len(in), active, idleTimer) {
+				if w.retire(ctx, in, idleTimer) {
 					return ErrIdle
 				}
 				continue
@@ -378,28 +379,38 @@ func (w *Writer) Run(ctx context.Context) error {
 		if err := w.land(ctx, next); err != nil {
 			return err
 		}
-		active = time.Now()
 		w.maybeSnapshot(cctx)
 	}
 }
 
+// retireSnapshotWait bounds the snapshot a retiring writer saves (and its
+// wait for one still being saved): it decides nothing meanwhile. A snapshot
+// not saved in time only means a longer replay at the next load.
+const retireSnapshotWait = 10 * time.Second
+
 // retire decides, when the idle timer fired, whether the writer retires:
-// it has committed nothing for IdleAfter (active is its last commit), no
-// request message waits (queued of them are in its input), and the sale
-// needs no batch within IdleAfter. If so it saves a snapshot and records
-// what Idle reports; if not it sets the timer for the next look.
-func (w *Writer) retire(ctx context.Context, queued int, active time.Time, t *time.Timer) bool {
-	if rest := w.cfg.IdleAfter - time.Since(active); rest > 0 {
+// it has committed nothing for IdleAfter, no request message waits in its
+// input, and the sale needs no batch within IdleAfter. If so it saves a
+// snapshot and records what Idle reports; if not it sets the timer for the
+// next look.
+func (w *Writer) retire(ctx context.Context, in <-chan jetstream.Msg, t *time.Timer) bool {
+	if rest := w.cfg.IdleAfter - time.Since(w.active); rest > 0 {
 		t.Reset(rest)
 		return false
 	}
 	now := w.cfg.Now()
 	at, soon := w.state.NextWake(now)
-	if queued > 0 || (soon && at.Sub(now) < w.cfg.IdleAfter) {
+	if len(in) > 0 || (soon && at.Sub(now) < w.cfg.IdleAfter) {
 		t.Reset(w.cfg.IdleAfter)
 		return false
 	}
-	w.snapshotNow(ctx)
+	sctx, cancel := context.WithTimeout(ctx, retireSnapshotWait)
+	w.snapshotNow(sctx)
+	cancel()
+	if len(in) > 0 { // came while the snapshot was saved
+		t.Reset(w.cfg.IdleAfter)
+		return false
+	}
 	w.cursor, w.wake = w.state.Head.Cursor, time.Time{}
 	if soon {
 		w.wake = at
@@ -533,7 +544,7 @@ func (w *Writer) land(ctx context.Context, f *flight) error {
 		return f.err
 	}
 	db := f.db
-	w.headSeq, w.last, w.lastAt = f.seq, f.data, db.DecidedAt
+	w.headSeq, w.last, w.lastAt, w.active = f.seq, f.data, db.DecidedAt, f.landed
 	w.sinceSnap += len(db.Events)
 	if w.cfg.Deliver != nil {
 		w.cfg.Deliver(db, f.prevSeq, f.seq)
