@@ -1439,3 +1439,47 @@ func TestClusterTokenRate(t *testing.T) {
 	t.Logf("token rate on the R3 cluster (in-process, shared cores):\n  %s", strings.Join(lines, "\n  "))
 	runAudit(t, first)
 }
+
+// TestClusterSleepingSale: on a NATS cluster, a sale whose writer fell
+// asleep (--writer-idle) in one process is woken by the requests another
+// process appends (through another NATS server): a token, then the
+// purchase with it. The owner keeps the lease while asleep, so every batch
+// is its own.
+func TestClusterSleepingSale(t *testing.T) {
+	cl := startCluster(t)
+	js := clusterJS(t, cl.URLs())
+	cfg := clusterConfig(cl.URLs())
+	cfg.WriterIdle = 300 * time.Millisecond
+	first := startApp(t, cfg)
+	ps := []*proc{newProc(t, "p1", first), newProc(t, "p2", startPeer(t, first, cl.URLs(), cfg))}
+	newClient(t, first).createSale(first.AdminToken, map[string]any{"id": "s", "stock": 5})
+	owner := waitSaleEverywhere(t, js, ps, "s")
+	other := ps[0]
+	if owner == ps[0] {
+		other = ps[1]
+	}
+	asleep := func() error {
+		if s := owner.app.Asleep(); !slices.Contains(s, "s") {
+			return fmt.Errorf("%s: asleep %v", owner.name, s)
+		}
+		return nil
+	}
+	sh := newShoppers(t, first)
+	hc := newHTTPClient()
+	s := sh.new(t)
+	waitFor(t, 10*time.Second, asleep)
+	tok, err := try(hc, other.app.URL, "POST", "/api/v1/sales/s/tokens", s.session, nil)
+	if err != nil || tok.Status != http.StatusCreated {
+		t.Fatalf("token through %s for a sale asleep in %s: %d %s %v", other.name, owner.name, tok.Status, tok.Raw, err)
+	}
+	waitFor(t, 10*time.Second, asleep)
+	r, err := try(hc, other.app.URL, "POST", "/api/v1/sales/s/purchases", s.session, map[string]string{"X-Purchase-Token": tok.str("token")})
+	if err != nil || r.Status != http.StatusAccepted || r.str("status") != "accepted" {
+		t.Fatalf("purchase through %s: %d %s %v", other.name, r.Status, r.Raw, err)
+	}
+	for _, b := range decisionBatches(t, js, "s") {
+		if b.node() != owner.node {
+			t.Errorf("batch %d written by %s, not the lease owner %s", b.db.Head.Version, b.node(), owner.node)
+		}
+	}
+}
