@@ -175,21 +175,21 @@ func TestWaitNoAckDropsQueued(t *testing.T) {
 func TestWaitTakenWaitsForTheOutcome(t *testing.T) {
 	for _, ack := range []bool{true, false} {
 		f, p := lateAck(t)
-		// The allowance: 2 x 300 + 10 ms; the taken append's outcome is
-		// awaited 310 ms more.
-		f.cfg.AppendTimeout = 300 * time.Millisecond
+		// The allowance: 2 x 600 + 10 ms; the taken append's outcome is
+		// awaited 610 ms more.
+		f.cfg.AppendTimeout = 600 * time.Millisecond
 		p.claim.Store(pendingTaken)
 		out := waitIn(context.Background(), p, 10*time.Millisecond)
 		if ack {
-			time.Sleep(700 * time.Millisecond) // past the allowance, well before the end
+			time.Sleep(1400 * time.Millisecond) // past the allowance, 420 ms before the end
 			queued{p: p}.done(nil)
 		}
 		r := <-out
 		switch {
 		case ack && (r.ok || r.err != nil):
 			t.Errorf("acked after the allowance: ok=%v err=%v, want pending", r.ok, r.err)
-		case !ack && (!errors.Is(r.err, ErrUnavailable) || errors.Is(r.err, ErrNotAppended) || r.took < 920*time.Millisecond):
-			t.Errorf("never settled: err=%v after %v, want ErrUnavailable (maybe stored, not ErrNotAppended) after 920ms", r.err, r.took)
+		case !ack && (!errors.Is(r.err, ErrUnavailable) || errors.Is(r.err, ErrNotAppended) || r.took < 1820*time.Millisecond):
+			t.Errorf("never settled: err=%v after %v, want ErrUnavailable (maybe stored, not ErrNotAppended) after 1.82s", r.err, r.took)
 		}
 		if n := f.waiters.n.Load(); n != 0 {
 			t.Errorf("ack=%v: %d waiters left", ack, n)

@@ -22,7 +22,7 @@ func TestWriterRetiresIdle(t *testing.T) {
 	e.createSale(t, "s", 100)
 	e.appendRequests(t, "s", 3, 5)
 	now := t0.Add(time.Minute)
-	w := NewWriter(e.js, e.st, "s", WriterConfig{Log: quiet, Now: clockAt(now), IdleAfter: 100 * time.Millisecond})
+	w := NewWriter(e.js, e.st, "s", WriterConfig{Log: quiet, Now: clockAt(now), IdleAfter: time.Second})
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	select {
@@ -166,6 +166,9 @@ func TestManagerWakesIdleWriter(t *testing.T) {
 	e.AppendTokenRequests(t, "x", "first", 2, 3, opened)
 	fgtest.WaitFor(t, 10*time.Second, decided("s"))
 	fgtest.WaitFor(t, 10*time.Second, isIdle("s"))
+	// Past the sleep's early looks at the stream (at once, and a second
+	// later; the next is about 30 s away): the subscription must wake it.
+	time.Sleep(1500 * time.Millisecond)
 	e.AppendTokenRequests(t, "s", "later", 2, 3, opened)
 	fgtest.WaitFor(t, 10*time.Second, decided("s"))
 	fgtest.WaitFor(t, 10*time.Second, isIdle("s"))

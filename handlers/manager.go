@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,7 @@ type Manager struct {
 	peers   func() []string // the other live processes' node ids (this one's is ignored); nil: none known
 	holding atomic.Int32    // sales whose free lease this process is leaving to another
 
-	lookEvery time.Duration // how often a sleeping sale's requests are looked for in the stream (TTL/3)
+	lookEvery time.Duration // how often a sleeping sale's requests are looked for in the stream (about; default 30 s)
 	noListen  bool          // tests: a sleeping sale has no subscription, only the looks
 }
 
@@ -119,7 +120,7 @@ func NewManager(js jetstream.JetStream, st jetstream.Stream, leases jetstream.Ke
 	cfg.defaults()
 	m := &Manager{js: js, st: st, leases: leases, node: node, ttl: ttl, cfg: cfg, log: cfg.Log,
 		sales: make(map[string]bool), failing: make(map[string]error), owned: make(map[string]bool), idle: make(map[string]bool),
-		lookEvery: ttl / 3}
+		lookEvery: 30 * time.Second}
 	onCommit := cfg.OnCommit
 	m.cfg.OnCommit = func(db *events.DecisionBatch, requests int, took time.Duration) {
 		m.setFailing(db.Sale, nil)
@@ -303,15 +304,18 @@ func (m *Manager) write(ctx context.Context, sale string) error {
 
 // sleep waits until a request for sale after cursor is in the stream, the
 // time wake (if ok) comes, or ctx ends. A request is noticed at once
-// through a subscription to the sale's request subject, and in any case
-// within a look at the stream every lookEvery (TTL/3): a request can reach
-// the stream and not the subscription (published a moment before it was
-// made, through another server of a cluster, or while the connection was
-// being made again). A look that fails is made again at the next.
+// through a subscription to the sale's request subject. The stream is also
+// looked at, for a request the subscription cannot have seen: at once (one
+// stored while the writer retired), a second later (one published just
+// before the subscription was in place, or through another server of a
+// cluster before the subscription reached it), whenever the connection is
+// made again (core messages are lost while it is down), and every
+// lookEvery (about 30 s, jittered) in case anything else was missed. A look
+// that fails is made again at the next.
 func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake time.Time, ok bool) {
 	came := make(chan struct{}, 1)
+	nc := m.js.Conn()
 	if !m.noListen {
-		nc := m.js.Conn()
 		sub, err := nc.Subscribe(events.RequestSubject(sale), func(*nats.Msg) {
 			select {
 			case came <- struct{}{}:
@@ -320,24 +324,26 @@ func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake ti
 		})
 		if err == nil {
 			defer func() { _ = sub.Unsubscribe() }()
-			fctx, cancel := context.WithTimeout(ctx, m.lookEvery)
+			fctx, cancel := context.WithTimeout(ctx, time.Second)
 			_ = nc.FlushWithContext(fctx) // the looks cover a subscription not yet in place
 			cancel()
 		} else {
-			m.log.Warn("sale asleep: no subscription to its requests, they are looked for every "+m.lookEvery.String(), "sale", sale, "err", err)
+			m.log.Warn("sale asleep without a subscription to its requests: they are looked for in the stream only", "sale", sale, "err", err)
 		}
 	}
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
 	var at <-chan time.Time
 	if ok {
 		t := time.NewTimer(max(wake.Sub(m.cfg.Now()), 0))
 		defer t.Stop()
 		at = t.C
 	}
-	look := time.NewTicker(m.lookEvery)
+	look := time.NewTimer(min(time.Second, m.lookEvery))
 	defer look.Stop()
 	warned := false
 	for {
-		lctx, cancel := context.WithTimeout(ctx, m.lookEvery)
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		last, err := m.st.GetLastMsgForSubject(lctx, events.RequestSubject(sale))
 		cancel()
 		switch {
@@ -357,7 +363,10 @@ func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake ti
 			return
 		case <-ctx.Done():
 			return
+		case <-reconnected:
 		case <-look.C:
+			// Jittered, so that many sleeping sales do not look at once.
+			look.Reset(m.lookEvery - m.lookEvery/8 + rand.N(m.lookEvery/4+1))
 		}
 	}
 }

@@ -37,13 +37,13 @@ const (
 // now (the next snapshot due tries again) or there is none (snapshots are
 // then off for this writer).
 func (w *Writer) snapshotStore(ctx context.Context) jetstream.ObjectStore {
-	if w.snaps != nil || w.noBucket {
+	if w.snaps != nil || w.noBucket.Load() {
 		return w.snaps
 	}
 	obs, err := w.js.ObjectStore(ctx, stream.SnapshotBucket)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			w.noBucket = true
+			w.noBucket.Store(true)
 			w.cfg.Log.Info("no snapshot bucket: the sale is replayed in full and no snapshot is saved", "sale", w.sale, "bucket", stream.SnapshotBucket)
 		} else {
 			w.cfg.Log.Warn("snapshot bucket unavailable", "sale", w.sale, "err", err)
@@ -166,18 +166,23 @@ func (w *Writer) verifySnapshot(ctx context.Context, r *snapshotReader) ([]byte,
 // none is being saved. It copies what it needs now and leaves encoding and
 // upload to a goroutine that Run waits for.
 func (w *Writer) maybeSnapshot(ctx context.Context) {
+	if w.snapshotDueAt(time.Now()) {
+		w.startSnapshot(ctx)
+	}
+}
+
+// startSnapshot copies the committed state and saves it in the background,
+// unless a snapshot is still being saved (it is tried again after
+// SnapshotMinGap). The goroutine also opens the snapshot bucket if the
+// writer has not had it yet, so that a bucket that does not answer never
+// holds up the decisions. A snapshot that fails is logged; the decisions
+// it held are in the next one.
+func (w *Writer) startSnapshot(ctx context.Context) {
 	now := time.Now()
-	if !w.snapshotDueAt(now) {
-		return
-	}
-	if w.snapshotStore(ctx) == nil {
-		w.lastSnap = now // try again after SnapshotMinGap
-		return
-	}
 	select {
 	case <-w.snapIdle:
 	default:
-		w.lastSnap = now // try again after SnapshotMinGap; what it would hold is still to save
+		w.snapRetry = now.Add(w.cfg.SnapshotMinGap)
 		w.cfg.Log.Info("snapshot skipped: the last one is still being saved", "sale", w.sale, "version", w.state.Head.Version)
 		return
 	}
@@ -187,38 +192,33 @@ func (w *Writer) maybeSnapshot(ctx context.Context) {
 	w.snapWG.Add(1)
 	go func() {
 		defer w.snapWG.Done()
-		defer func() { w.snapIdle <- struct{}{} }()
+		defer func() { w.snapIdle <- struct{}{} }() // after w.snaps is set: whoever takes the token next sees it
+		octx, cancel := context.WithTimeout(ctx, snapshotOpenTimeout)
+		obs := w.snapshotStore(octx)
+		cancel()
+		if obs == nil {
+			return
+		}
 		w.saveSnapshot(ctx, sn, copied)
 	}()
 }
 
-// snapshotNow saves a snapshot of the committed state, waiting for one
-// still being saved, unless nothing was committed since the last one. It
-// returns once the snapshot is stored (or failed: that is logged, and the
-// next writer replays more).
-func (w *Writer) snapshotNow(ctx context.Context) {
-	if w.cfg.NoSnapshots || w.noBucket || w.sinceSnap == 0 || w.headSeq == 0 || w.snapshotStore(ctx) == nil {
-		return
-	}
-	select {
-	case <-w.snapIdle:
-	case <-ctx.Done():
-		return
-	}
-	defer func() { w.snapIdle <- struct{}{} }()
-	now := time.Now()
-	w.lastSnap, w.sinceSnap = now, 0
-	sn := copySnapshot(w.state, w.sale, w.headSeq, w.lastAt, w.last)
-	w.saveSnapshot(ctx, sn, time.Since(now))
-}
+// snapshotOpenTimeout bounds the opening of the snapshot bucket.
+const snapshotOpenTimeout = 5 * time.Second
 
 // snapshotDue reports whether maybeSnapshot would take a snapshot now.
 // The writer commits a batch before the next is decided whenever one is
 // due, so that the state it copies is the committed one.
 func (w *Writer) snapshotDue() bool { return w.snapshotDueAt(time.Now()) }
 
+// unsaved reports whether decisions were committed (or replayed) since the
+// last snapshot and a snapshot could hold them.
+func (w *Writer) unsaved() bool {
+	return !w.cfg.NoSnapshots && !w.noBucket.Load() && w.sinceSnap > 0 && w.headSeq > 0
+}
+
 func (w *Writer) snapshotDueAt(now time.Time) bool {
-	if w.cfg.NoSnapshots || w.noBucket || w.sinceSnap == 0 || w.headSeq == 0 {
+	if !w.unsaved() || now.Before(w.snapRetry) {
 		return false
 	}
 	since := now.Sub(w.lastSnap)

@@ -285,9 +285,9 @@ func TestSnapshotDueWhileSavingIsSkipped(t *testing.T) {
 	if !strings.Contains(logs.String(), "snapshot skipped") {
 		t.Fatalf("not skipped\n%s", logs.String())
 	}
-	if w.sinceSnap != 100 || w.lastSnap.IsZero() {
+	if w.sinceSnap != 100 || w.snapRetry.IsZero() {
 		// Still to save: the next try comes after SnapshotMinGap.
-		t.Fatalf("after the skip: %d decisions pending (want 100), last try %v", w.sinceSnap, w.lastSnap)
+		t.Fatalf("after the skip: %d decisions pending (want 100), next try %v", w.sinceSnap, w.snapRetry)
 	}
 	if v, _ := snapshotInfo(t, obs, "s"); v != version {
 		t.Fatalf("a snapshot was saved (version %d)", v)
@@ -455,12 +455,23 @@ func TestSnapshotStoreRetried(t *testing.T) {
 	js.fails.Store(2) // the load's, and the first snapshot's
 	w := NewWriter(js, e.st, "s", WriterConfig{Log: quiet, Now: clockAt(t0.Add(time.Minute)), MaxBatch: 5,
 		SnapshotEvery: 5, SnapshotMinGap: time.Nanosecond})
-	runUntil(t, e, w, "s")
 	obs, err := e.js.ObjectStore(ctx, stream.SnapshotBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := snapshotInfo(t, obs, "s"); v == 0 {
-		t.Fatalf("no snapshot saved after the bucket came back (ObjectStore failures left: %d)", js.fails.Load())
-	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	fgtest.WaitFor(t, 10*time.Second, func() error {
+		if v, _ := snapshotInfo(t, obs, "s"); v == 0 {
+			return fmt.Errorf("no snapshot saved after the bucket came back (ObjectStore failures left: %d)", js.fails.Load())
+		}
+		return nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashgate/flashgate/events"
@@ -108,8 +109,9 @@ type Writer struct {
 	last      []byte    // the last committed batch as stored (a snapshot records its digest)
 	loaded    uint64    // the stream sequence of the snapshot Load started from (0: none)
 
-	snaps     jetstream.ObjectStore // the snapshot bucket; nil: not had yet
-	noBucket  bool                  // there is no snapshot bucket: no snapshots
+	snaps     jetstream.ObjectStore // the snapshot bucket; nil: not had yet. Set by Load, or by a snapshot's goroutine while it holds snapIdle
+	noBucket  atomic.Bool           // there is no snapshot bucket: no snapshots
+	snapRetry time.Time             // a snapshot skipped (the last one was still being saved) is tried again from then
 	sinceSnap int                   // decisions committed (or replayed) since the last snapshot
 	lastSnap  time.Time             // when the last snapshot was taken (or the sale loaded)
 	snapIdle  chan struct{}         // holds a token while no snapshot is being saved
@@ -310,7 +312,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				}
 			case <-timer.C:
 			case <-idle:
-				if w.retire(ctx, in, idleTimer) {
+				if w.retire(cctx, in, idleTimer) {
 					return ErrIdle
 				}
 				continue
@@ -383,16 +385,16 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// retireSnapshotWait bounds the snapshot a retiring writer saves (and its
-// wait for one still being saved): it decides nothing meanwhile. A snapshot
-// not saved in time only means a longer replay at the next load.
-const retireSnapshotWait = 10 * time.Second
+// retireLook is how soon a writer that would retire but for a snapshot
+// (to start, or still being saved) looks again.
+const retireLook = 100 * time.Millisecond
 
 // retire decides, when the idle timer fired, whether the writer retires:
 // it has committed nothing for IdleAfter, no request message waits in its
-// input, and the sale needs no batch within IdleAfter. If so it saves a
-// snapshot and records what Idle reports; if not it sets the timer for the
-// next look.
+// input, the sale needs no batch within IdleAfter, and what it committed is
+// in a saved snapshot (it starts one, in the background, and looks again
+// once it is saved; requests are decided meanwhile). If so it records what
+// Idle reports; if not it sets the timer for the next look.
 func (w *Writer) retire(ctx context.Context, in <-chan jetstream.Msg, t *time.Timer) bool {
 	if rest := w.cfg.IdleAfter - time.Since(w.active); rest > 0 {
 		t.Reset(rest)
@@ -404,11 +406,16 @@ func (w *Writer) retire(ctx context.Context, in <-chan jetstream.Msg, t *time.Ti
 		t.Reset(w.cfg.IdleAfter)
 		return false
 	}
-	sctx, cancel := context.WithTimeout(ctx, retireSnapshotWait)
-	w.snapshotNow(sctx)
-	cancel()
-	if len(in) > 0 { // came while the snapshot was saved
-		t.Reset(w.cfg.IdleAfter)
+	select {
+	case <-w.snapIdle:
+		w.snapIdle <- struct{}{}
+	default: // a snapshot is being saved: look again once it is
+		t.Reset(retireLook)
+		return false
+	}
+	if w.unsaved() {
+		w.startSnapshot(ctx) // the token is free: only Run starts snapshots
+		t.Reset(retireLook)
 		return false
 	}
 	w.cursor, w.wake = w.state.Head.Cursor, time.Time{}
