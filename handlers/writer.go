@@ -204,7 +204,7 @@ func (w *Writer) load(ctx context.Context, useSnapshot bool) error {
 	}
 	w.state, w.headSeq, w.lastAt, w.decidedAt, w.last, w.loaded = state, lastSeq, lastAt, lastAt, last, snapSeq
 	w.sinceSnap, w.lastSnap = replayed, time.Now()
-	if snapSeq > 0 || batches > 1000 {
+	if snapSeq > 0 || batches > 1000 || time.Since(start) > time.Second { // a slow load says so
 		w.cfg.Log.Info("sale loaded", "sale", w.sale, "version", state.Head.Version, "snapshot_seq", snapSeq,
 			"batches_replayed", batches, "took", time.Since(start).Round(time.Millisecond))
 	}
