@@ -615,8 +615,9 @@ func (f *Front) send(req events.Event, then func(error)) error {
 // queued behind other appends when the append's allowance is over is
 // dropped, never appended (ErrNotAppended); one already taken into an
 // append waits for that append's outcome, at most its timeout and
-// AppendSlack more (the allowance is twice AppendTimeout and AppendSlack). Once stored, it waits up to wait for the decision; ok=false means
-// the time passed first: the request will be decided, poll for it.
+// AppendSlack more (the allowance is twice AppendTimeout and AppendSlack).
+// Once stored, it waits up to wait for the decision; ok=false means the
+// time passed first: the request will be decided, poll for it.
 func (p *Pending) Wait(ctx context.Context, wait time.Duration) (events.Event, bool, error) {
 	// One timer and, on the common path, one wake-up: the decision. The
 	// timer first runs for wait (at most the append's allowance), since the

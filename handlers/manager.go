@@ -164,13 +164,18 @@ func (m *Manager) setFailing(sale string, err error) {
 	}
 }
 
-func (m *Manager) setOwned(sale string, owned bool) {
+func (m *Manager) setOwned(sale string, owned bool) { m.mark(m.owned, sale, owned) }
+
+func (m *Manager) setIdle(sale string, idle bool) { m.mark(m.idle, sale, idle) }
+
+// mark puts sale in set (one of the manager's sets) or takes it out.
+func (m *Manager) mark(set map[string]bool, sale string, in bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if owned {
-		m.owned[sale] = true
+	if in {
+		set[sale] = true
 	} else {
-		delete(m.owned, sale)
+		delete(set, sale)
 	}
 }
 
@@ -368,16 +373,6 @@ func (m *Manager) sleep(ctx context.Context, sale string, cursor uint64, wake ti
 			// Jittered, so that many sleeping sales do not look at once.
 			look.Reset(m.lookEvery - m.lookEvery/8 + rand.N(m.lookEvery/4+1))
 		}
-	}
-}
-
-func (m *Manager) setIdle(sale string, idle bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if idle {
-		m.idle[sale] = true
-	} else {
-		delete(m.idle, sale)
 	}
 }
 
